@@ -1,0 +1,1 @@
+//! Command-line interface (clap derive only; handlers live in `app`).

@@ -1,0 +1,48 @@
+//! `bets`: falsifiable machine-learning research, run for real.
+//!
+//! A *bet* is a TOML file (see `bets/README.md`) that states a hypothesis and
+//! its STRICT / LENIENT / CATASTROPHIC criteria before anything runs. The
+//! harness guarantees:
+//!
+//! - **Pre-registration**: a bet's canonical form is hashed and appended to a
+//!   signed, hash-chained ledger ([`registry`]); a run of a spec that differs
+//!   from its registration is refused unless it is amended or exploratory.
+//! - **Mechanical verdicts**: criteria are polars SQL over the run's tidy table,
+//!   decided by [`criteria`] without a human in the loop.
+//! - **Reproducibility**: every cell is content-addressed and cached
+//!   ([`runner`]); the same inputs and thread count give the same bits.
+//! - **Integrity**: result bundles carry SHA-256 sums signed in the minisign
+//!   format ([`results`]); `bets verify` checks digests, signatures and ledger.
+//!
+//! Data flow, one path for every bet:
+//!
+//! ```text
+//! spec (TOML) -> spec::load -> Bet -> registry (ledger entry)
+//!   -> runner::plan -> cells -> experiments (engine / sim) -> rows
+//!   -> criteria -> Verdict -> results::store -> signed bundle -> report
+//! ```
+//!
+//! File map: [`spec`] parses and validates specs, [`criteria`] decides
+//! verdicts, [`registry`] keeps the ledger, [`runner`] executes plans,
+//! [`experiments`] turns cells into engine or simulation calls, [`engine`] is
+//! the candle model, [`sim`] holds model-free simulations, [`results`] writes
+//! and verifies bundles, [`report`] renders tables and plots, [`app`] is the
+//! IO shell behind the CLI ([`cli`]).
+
+pub mod app;
+pub mod cli;
+pub mod criteria;
+pub mod engine;
+pub mod error;
+pub mod experiments;
+pub mod fsutil;
+pub mod registry;
+pub mod report;
+pub mod results;
+pub mod runner;
+pub mod sim;
+pub mod spec;
+pub mod table;
+
+/// The harness version recorded in every manifest and ledger entry.
+pub const HARNESS_VERSION: &str = env!("CARGO_PKG_VERSION");
