@@ -23,9 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate specs and list every problem (all of bets/ by default).
-    Check {
-        specs: Vec<PathBuf>,
-    },
+    Check { specs: Vec<PathBuf> },
     /// Print the JSON Schema of the spec format.
     Schema,
     /// Create an ed25519 signing key (minisign format); the public key is
@@ -36,9 +34,7 @@ pub enum Command {
         force: bool,
     },
     /// Pre-register a spec in the ledger.
-    Register {
-        spec: PathBuf,
-    },
+    Register { spec: PathBuf },
     /// Register a new version of a registered spec, with a reason.
     Amend {
         spec: PathBuf,
