@@ -1,0 +1,1 @@
+//! Side-by-side speed benchmark against a PyTorch reference (filled in below).
