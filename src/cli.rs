@@ -1,1 +1,98 @@
 //! Command-line interface (clap derive only; handlers live in `app`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::runner::Shard;
+
+/// Pre-registered, falsifiable ML research bets, run for real.
+#[derive(Debug, Parser)]
+#[command(name = "bets", version, about, long_about = None)]
+pub struct Cli {
+    /// Repository root (holding bets/ and results/).
+    #[arg(long, global = true, default_value = ".")]
+    pub repo: PathBuf,
+    /// Less output: no progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate specs and list every problem (all of bets/ by default).
+    Check {
+        specs: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the spec format.
+    Schema,
+    /// Create an ed25519 signing key (minisign format); the public key is
+    /// written to bets/keys/ so this repo trusts it.
+    Keygen {
+        /// Replace an existing secret key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Pre-register a spec in the ledger.
+    Register {
+        spec: PathBuf,
+    },
+    /// Register a new version of a registered spec, with a reason.
+    Amend {
+        spec: PathBuf,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Run a registered bet over its replication grid and write a signed bundle.
+    Run(RunArgs),
+    /// Join the shard bundles of a run into one bundle with a verdict.
+    Merge {
+        /// A bet's results folder, or shard bundle folders.
+        paths: Vec<PathBuf>,
+    },
+    /// Every bet: registered? runs? last verdict.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check bundle digests and signatures and the ledger chain.
+    Verify {
+        /// Bundles, bet result folders or the ledger (default: all of them).
+        paths: Vec<PathBuf>,
+    },
+    /// List the bets (or, with --experiments, the experiment kinds).
+    List {
+        #[arg(long)]
+        json: bool,
+        /// List experiment kinds with their factors and metrics instead.
+        #[arg(long)]
+        experiments: bool,
+    },
+}
+
+/// Options of `bets run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    pub spec: PathBuf,
+    /// tiny (CI), small (default) or paper.
+    #[arg(long, default_value = crate::spec::DEFAULT_PROFILE)]
+    pub profile: String,
+    /// Cells run in parallel.
+    #[arg(short = 'j', long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Engine threads per cell (results are bit-identical for the same value).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Run only part i of n of the grid (1-based), e.g. 2/3; join with `bets merge`.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// Run an unregistered or changed spec; the result is marked and never
+    /// counted as a verdict.
+    #[arg(long)]
+    pub exploratory: bool,
+    /// Exit 4 unless the verdict meets this level (strict, lenient, fail).
+    #[arg(long)]
+    pub expect: Option<String>,
+}

@@ -40,6 +40,7 @@ pub mod registry;
 pub mod report;
 pub mod results;
 pub mod runner;
+pub mod signing;
 pub mod sim;
 pub mod spec;
 pub mod table;

@@ -1,1 +1,21 @@
-fn main() {}
+//! The `bets` binary: parse the CLI, run the command, map the outcome to an
+//! exit code (see the README's table).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = bets::cli::Cli::parse();
+    bets::app::init_logging(cli.quiet);
+    match bets::app::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(bets::error::exit_kind(&err) as u8)
+        }
+    }
+}

@@ -1,1 +1,126 @@
-//! TODO module
+//! Command handlers: the IO shell around the pure core. Only this module
+//! decides where files go (see [`Repo`]).
+
+mod inspect;
+mod register;
+mod run;
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{Cli, Command};
+use crate::error::usage;
+use crate::signing::{Signer, TrustedKeys};
+use crate::spec::{self, Bet, SpecErrors};
+
+/// Where everything lives, resolved once from `--repo`.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub root: PathBuf,
+    pub bets_dir: PathBuf,
+    pub results_dir: PathBuf,
+    pub reports_dir: PathBuf,
+    pub ledger: PathBuf,
+    pub keys_dir: PathBuf,
+    /// Local, never committed: cell cache, data, base models.
+    pub cache_dir: PathBuf,
+}
+
+impl Repo {
+    /// Paths under `root`; the cache is `$BETS_HOME` or `<root>/.bets`.
+    pub fn at(root: &Path) -> Repo {
+        let cache_dir = std::env::var_os("BETS_HOME").map(PathBuf::from).unwrap_or_else(|| root.join(".bets"));
+        Repo {
+            root: root.to_path_buf(),
+            bets_dir: root.join("bets"),
+            results_dir: root.join("results"),
+            reports_dir: root.join("reports"),
+            ledger: root.join("bets").join("ledger.jsonl"),
+            keys_dir: root.join("bets").join("keys"),
+            cache_dir,
+        }
+    }
+
+    /// Every spec file `bets/NN_*.toml`, sorted.
+    pub fn spec_files(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(&self.bets_dir)
+            .map_err(|e| usage(format!("cannot list {}: {e}", self.bets_dir.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                p.extension().is_some_and(|e| e == "toml") && name.as_bytes().first().is_some_and(u8::is_ascii_digit)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Load and validate every spec in bets/ (all problems of all files).
+    pub fn all_bets(&self) -> anyhow::Result<Vec<Bet>> {
+        let mut bets = Vec::new();
+        let mut problems = Vec::new();
+        for p in self.spec_files()? {
+            match spec::load(&p) {
+                Ok(b) => bets.push(b),
+                Err(SpecErrors(mut ps)) => problems.append(&mut ps),
+            }
+        }
+        if problems.is_empty() { Ok(bets) } else { Err(SpecErrors(problems).into()) }
+    }
+
+    /// The path of a file relative to the repo root, with `/` separators.
+    pub fn relative(&self, p: &Path) -> String {
+        let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let root = std::path::absolute(&self.root).unwrap_or_else(|_| self.root.clone());
+        abs.strip_prefix(&root).unwrap_or(p).to_string_lossy().replace('\\', "/")
+    }
+
+    /// The trusted keys of this repo.
+    pub fn trusted_keys(&self) -> anyhow::Result<TrustedKeys> {
+        TrustedKeys::load(&self.keys_dir)
+    }
+
+    /// The signer: `$BETS_KEY` if set (it must exist), else the default key,
+    /// created on first use (its public half goes to bets/keys/).
+    pub fn signer(&self) -> anyhow::Result<Signer> {
+        let path = crate::signing::default_secret_key_path();
+        if std::env::var_os("BETS_KEY").is_none() && !path.exists() {
+            let (id, pub_path) = crate::signing::keygen(&path, &self.keys_dir, false)?;
+            eprintln!(
+                "created signing key {id}: secret {} (keep it out of the repo), public {} (commit it to be trusted)",
+                path.display(),
+                self.relative(&pub_path)
+            );
+        }
+        Signer::load(&path)
+    }
+}
+
+/// Logs through tracing on stderr; `RUST_LOG` refines the level.
+pub fn init_logging(quiet: bool) {
+    let default = if quiet { "error" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+}
+
+/// Run one parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let repo = Repo::at(&cli.repo);
+    match cli.command {
+        Command::Check { specs } => inspect::check(&repo, &specs),
+        Command::Schema => inspect::schema(),
+        Command::Keygen { force } => {
+            let path = crate::signing::default_secret_key_path();
+            let (id, pub_path) = crate::signing::keygen(&path, &repo.keys_dir, force)?;
+            println!("key {id}\nsecret: {}\npublic: {}", path.display(), repo.relative(&pub_path));
+            Ok(())
+        }
+        Command::Register { spec } => register::register(&repo, &spec),
+        Command::Amend { spec, reason } => register::amend(&repo, &spec, &reason),
+        Command::Run(args) => run::run(&repo, &args, !cli.quiet),
+        Command::Merge { paths } => run::merge(&repo, &paths),
+        Command::Status { json } => inspect::status(&repo, json),
+        Command::Verify { paths } => inspect::verify(&repo, &paths),
+        Command::List { json, experiments } => inspect::list(&repo, json, experiments),
+    }
+}

@@ -1,1 +1,205 @@
-//! TODO module
+//! The pre-registration ledger: an append-only, hash-chained, signed log of
+//! bet specs (`bets/ledger.jsonl`, one JSON entry per line).
+//!
+//! Each entry holds the canonical JSON of the registered spec and its SHA-256,
+//! the hash of the previous line, the time and a minisign signature of the
+//! entry's body. Editing any byte of any line breaks either the chain (the
+//! next line's `prev`) or a signature; `verify` finds both.
+
+mod diff;
+
+pub use diff::diff_canonical;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::error::integrity;
+use crate::signing::{Signer, TrustedKeys};
+
+/// Version of the ledger line format.
+pub const LEDGER_FORMAT: u32 = 1;
+
+/// `prev` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Why an entry was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// First registration of a bet.
+    Register,
+    /// A new version of a registered bet, with a reason.
+    Amend,
+}
+
+/// One ledger line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub format: u32,
+    /// Position in the ledger, from 0.
+    pub seq: u64,
+    pub kind: EntryKind,
+    pub bet: u32,
+    pub slug: String,
+    /// SHA-256 of `canonical` (see `spec::Bet::canonical`).
+    pub spec_hash: String,
+    /// The registered spec itself, so a deviation can be shown as a diff.
+    pub canonical: serde_json::Value,
+    /// For an amendment: the spec hash it replaces.
+    #[serde(default)]
+    pub amends: Option<String>,
+    /// For an amendment: why, in the amender's words.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// RFC 3339 UTC.
+    pub time: String,
+    pub harness: String,
+    /// SHA-256 of the previous line's bytes ([`GENESIS`] for the first).
+    pub prev: String,
+    /// Key id of the signer (a `bets/keys/<id>.pub`).
+    pub signer: String,
+    /// Minisign signature of the entry serialised with this field empty.
+    pub signature: String,
+}
+
+impl Entry {
+    /// The bytes that are signed: the entry with an empty signature.
+    fn body(&self) -> Vec<u8> {
+        let mut e = self.clone();
+        e.signature = String::new();
+        serde_json::to_vec(&e).expect("entries serialise")
+    }
+}
+
+/// The ledger as read from disk, with each line's hash.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    pub path: PathBuf,
+    pub entries: Vec<Entry>,
+    /// SHA-256 of each line's bytes (without the newline).
+    pub hashes: Vec<String>,
+}
+
+/// How a spec stands against the ledger.
+#[derive(Debug, Clone)]
+pub enum Registration {
+    /// Never registered.
+    Unregistered,
+    /// The spec matches its latest entry.
+    Current(Entry),
+    /// The spec differs from its latest entry; the diff says how.
+    Deviates { entry: Entry, diff: Vec<String> },
+}
+
+impl Ledger {
+    /// Read the ledger (a missing file is an empty ledger). A line that is
+    /// not a ledger entry is an integrity error naming the line.
+    pub fn open(path: &Path) -> anyhow::Result<Ledger> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let mut entries = Vec::new();
+        let mut hashes = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let entry: Entry = serde_json::from_str(line)
+                .map_err(|e| integrity(format!("{} line {}: not a ledger entry: {e}", path.display(), i + 1)))?;
+            entries.push(entry);
+            hashes.push(crate::fsutil::sha256_hex(line.as_bytes()));
+        }
+        Ok(Ledger { path: path.to_path_buf(), entries, hashes })
+    }
+
+    /// Check sequence numbers, the hash chain and every signature.
+    pub fn verify(&self, keys: &TrustedKeys) -> anyhow::Result<()> {
+        for (i, e) in self.entries.iter().enumerate() {
+            let at = format!("{} line {} (bet {})", self.path.display(), i + 1, e.bet);
+            if e.seq != i as u64 {
+                return Err(integrity(format!("{at}: seq is {}, expected {i}", e.seq)));
+            }
+            let prev = if i == 0 { GENESIS } else { &self.hashes[i - 1] };
+            if e.prev != prev {
+                return Err(integrity(format!("{at}: chain broken: prev does not match the hash of line {i}")));
+            }
+            let spec_hash = crate::fsutil::sha256_hex(e.canonical.to_string().as_bytes());
+            if e.spec_hash != spec_hash {
+                return Err(integrity(format!("{at}: spec_hash does not match the registered spec")));
+            }
+            let signer = keys.verify(&e.body(), &e.signature, &at)?;
+            if signer != e.signer {
+                return Err(integrity(format!("{at}: claims signer {} but is signed by {signer}", e.signer)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The latest entry of a bet.
+    pub fn latest(&self, bet: u32) -> Option<&Entry> {
+        self.entries.iter().rev().find(|e| e.bet == bet)
+    }
+
+    /// Every entry of a bet, oldest first (registration, then amendments).
+    pub fn history(&self, bet: u32) -> Vec<&Entry> {
+        self.entries.iter().filter(|e| e.bet == bet).collect()
+    }
+
+    /// How a spec with this number, hash and canonical form stands.
+    pub fn registration(&self, bet: u32, spec_hash: &str, canonical: &serde_json::Value) -> Registration {
+        match self.latest(bet) {
+            None => Registration::Unregistered,
+            Some(e) if e.spec_hash == spec_hash => Registration::Current(e.clone()),
+            Some(e) => Registration::Deviates { entry: e.clone(), diff: diff_canonical(&e.canonical, canonical) },
+        }
+    }
+
+    /// Sign and append an entry (its `seq`, `prev`, `signer` and `signature`
+    /// are filled in here), holding a lock so two writers never interleave.
+    pub fn append(&mut self, mut entry: Entry, signer: &Signer) -> anyhow::Result<Entry> {
+        let lock_path = self.path.with_file_name(".ledger.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+        // Re-read under the lock: another process may have appended.
+        let fresh = Ledger::open(&self.path)?;
+        *self = fresh;
+        entry.seq = self.entries.len() as u64;
+        entry.prev = self.hashes.last().cloned().unwrap_or_else(|| GENESIS.to_string());
+        entry.signer = signer.key_id.clone();
+        entry.signature = String::new();
+        let comment = format!("bets ledger seq {} bet {} spec {}", entry.seq, entry.bet, entry.spec_hash);
+        entry.signature = signer.sign(&entry.body(), &comment)?;
+        let line = serde_json::to_string(&entry)?;
+        crate::fsutil::append_line(&self.path, &line)?;
+        self.hashes.push(crate::fsutil::sha256_hex(line.as_bytes()));
+        self.entries.push(entry.clone());
+        Ok(entry)
+    }
+}
+
+/// A fresh, unsigned entry for a spec (filled in by [`Ledger::append`]).
+pub fn new_entry(kind: EntryKind, bet: u32, slug: &str, canonical: serde_json::Value) -> Entry {
+    Entry {
+        format: LEDGER_FORMAT,
+        seq: 0,
+        kind,
+        bet,
+        slug: slug.to_string(),
+        spec_hash: crate::fsutil::sha256_hex(canonical.to_string().as_bytes()),
+        canonical,
+        amends: None,
+        reason: None,
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        harness: crate::HARNESS_VERSION.to_string(),
+        prev: String::new(),
+        signer: String::new(),
+        signature: String::new(),
+    }
+}

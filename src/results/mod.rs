@@ -1,1 +1,16 @@
-//! TODO module
+//! Result bundles: a versioned on-disk format, written atomically and signed.
+//!
+//! A bundle is `results/<NN-slug>/<run-id>/` holding `manifest.json`,
+//! `cells.csv`, `cells.parquet`, `verdict.json`, `plots/*.svg`, and last
+//! `SHA256SUMS` with its minisign signature `SHA256SUMS.minisig`. It is built
+//! in a hidden staging folder and renamed into place, so a bundle either
+//! exists whole or not at all; bundles are never rewritten.
+
+mod bundle;
+mod verify;
+
+pub use bundle::{
+    BundleContents, CELLS_CSV, CELLS_PARQUET, ExperimentRef, GitInfo, LedgerRef, MANIFEST, MANIFEST_FORMAT, Manifest,
+    SUMS, SUMS_SIG, Threads, VERDICT, VerdictFile, write_bundle,
+};
+pub use verify::{BundleCheck, find_bundles, find_bundles_in, read_manifest, read_rows, read_verdict, verify_bundle};

@@ -1,1 +1,224 @@
-//! TODO module
+//! Plan execution: content-addressed cells, a cache that makes a killed run
+//! resume, `-j` parallelism and `--shard i/n` splitting.
+//!
+//! A cell's key hashes everything that determines its row: the experiment
+//! kind and version, the profile, the procedure parameters after profile
+//! overrides, the cell's factor values and the hashes of the experiment's
+//! inputs (data, base model). Criteria are not part of the key, so amending
+//! only the criteria re-decides the verdict without recomputing cells.
+
+mod cache;
+
+pub use cache::CellCache;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::criteria::CellCounts;
+use crate::experiments::{Cell, Env, Experiment};
+use crate::spec::Plan;
+use crate::table::{ColumnType, Row, Value};
+
+/// One of `count` parts of a run, 1-based like a CI matrix (`--shard 2/3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Whether cell `i` of the plan belongs to this shard (round robin, so
+    /// every shard gets a fair mix of the grid).
+    pub fn contains(&self, i: usize) -> bool {
+        i % self.count == self.index - 1
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let err = || format!("`{s}` is not a shard: expected i/n with 1 <= i <= n, e.g. 2/3");
+        let (i, n) = s.split_once('/').ok_or_else(err)?;
+        let (index, count): (usize, usize) = (i.trim().parse().map_err(|_| err())?, n.trim().parse().map_err(|_| err())?);
+        if index == 0 || count == 0 || index > count {
+            return Err(err());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// How to execute a plan.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Cells run at once.
+    pub jobs: usize,
+    pub shard: Option<Shard>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What executing a plan produced: rows in plan order (only this shard's).
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub cells: Vec<Cell>,
+    /// Full table rows: `cell`, factors, `status`, `error`, metrics.
+    pub rows: Vec<Row>,
+    pub counts: CellCounts,
+    /// Cells taken from the cache rather than computed.
+    pub cached: usize,
+    /// The experiment's input hashes (recorded in the manifest).
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// The content hash of one cell (see the module docs for what it covers).
+pub fn cell_key(
+    experiment: &dyn Experiment,
+    plan: &Plan,
+    factors: &BTreeMap<String, Value>,
+    inputs: &BTreeMap<String, String>,
+) -> String {
+    let doc = serde_json::json!({
+        "experiment": experiment.kind(),
+        "version": experiment.version(),
+        "profile": plan.profile,
+        "params": plan.params,
+        "factors": factors,
+        "inputs": inputs,
+    });
+    crate::fsutil::sha256_hex(doc.to_string().as_bytes())
+}
+
+/// Prepare the experiment, then run every cell of the plan that belongs to
+/// the shard, reusing cached cells and caching each new one as it finishes.
+pub fn execute(
+    experiment: &dyn Experiment,
+    plan: &Plan,
+    env: &Env,
+    opts: &RunOptions,
+    cache: &CellCache,
+) -> anyhow::Result<Execution> {
+    let prepared = experiment.prepare(&plan.params, env)?;
+    let inputs = prepared.inputs();
+    let cells: Vec<Cell> = plan
+        .points
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| opts.shard.is_none_or(|s| s.contains(*i)))
+        .map(|(i, p)| Cell { index: i, factors: p.clone(), key: cell_key(experiment, plan, p, &inputs) })
+        .collect();
+
+    let bar = if opts.progress && !cells.is_empty() {
+        let b = ProgressBar::with_draw_target(Some(cells.len() as u64), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template("{spinner} cells {pos}/{len} [{elapsed_precise} < {eta}] {wide_bar} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs.max(1)).build()?;
+    let outcomes: Vec<(Result<Row, String>, bool)> = pool.install(|| {
+        cells
+            .par_iter()
+            .map(|cell| {
+                if let Some(row) = cache.get(&cell.key) {
+                    bar.inc(1);
+                    return (Ok(row), true);
+                }
+                let result = prepared
+                    .run_cell(cell)
+                    .map_err(|e| format!("{e:#}"))
+                    .and_then(|row| check_row(experiment, &row).map(|_| row));
+                if let Ok(row) = &result
+                    && let Err(e) = cache.put(&cell.key, row)
+                {
+                    tracing::warn!("could not cache cell {}: {e:#}", cell.index);
+                }
+                if let Err(e) = &result {
+                    tracing::warn!("cell {} failed: {e}", cell.index);
+                }
+                bar.inc(1);
+                (result, false)
+            })
+            .collect()
+    });
+    bar.finish_and_clear();
+
+    let mut rows = Vec::with_capacity(cells.len());
+    let mut counts = CellCounts { planned: plan.points.len(), ok: 0, failed: 0 };
+    let mut cached = 0;
+    for (cell, (outcome, hit)) in cells.iter().zip(outcomes) {
+        let mut row = Row::new();
+        row.insert("cell".into(), Value::Int(cell.index as i64));
+        row.extend(cell.factors.clone());
+        match outcome {
+            Ok(metrics) => {
+                counts.ok += 1;
+                cached += hit as usize;
+                row.insert("status".into(), Value::Str("ok".into()));
+                row.extend(metrics);
+            }
+            Err(e) => {
+                counts.failed += 1;
+                row.insert("status".into(), Value::Str("failed".into()));
+                row.insert("error".into(), Value::Str(e));
+            }
+        }
+        rows.push(row);
+    }
+    Ok(Execution { cells, rows, counts, cached, inputs })
+}
+
+/// A row must hold exactly the declared metrics, with the declared types.
+fn check_row(experiment: &dyn Experiment, row: &Row) -> Result<(), String> {
+    for m in experiment.metrics() {
+        match row.get(m.name) {
+            None => return Err(format!("experiment `{}` did not emit metric `{}`", experiment.kind(), m.name)),
+            Some(v) => {
+                let ok = v.column_type() == m.kind || (m.kind == ColumnType::Float && v.column_type() == ColumnType::Int);
+                if !ok {
+                    return Err(format!("metric `{}` is a {}, declared {}", m.name, v.column_type(), m.kind));
+                }
+            }
+        }
+    }
+    if let Some(extra) = row.keys().find(|k| !experiment.metrics().iter().any(|m| m.name == k.as_str())) {
+        return Err(format!("experiment `{}` emitted undeclared metric `{extra}`", experiment.kind()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_partition_the_plan() {
+        let s: Shard = "2/3".parse().unwrap();
+        assert_eq!(s, Shard { index: 2, count: 3 });
+        let mine: Vec<usize> = (0..7).filter(|i| s.contains(*i)).collect();
+        assert_eq!(mine, vec![1, 4]);
+        let all: usize = (1..=3).map(|i| (0..7).filter(|c| Shard { index: i, count: 3 }.contains(*c)).count()).sum();
+        assert_eq!(all, 7);
+    }
+
+    #[test]
+    fn malformed_shards_are_rejected_with_the_expected_form() {
+        for bad in ["0/3", "4/3", "1", "a/b", "1/0"] {
+            let e = bad.parse::<Shard>().unwrap_err();
+            assert!(e.contains("expected i/n"), "{bad}: {e}");
+        }
+    }
+}

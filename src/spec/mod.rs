@@ -1,1 +1,184 @@
-//! TODO module
+//! Bet specifications: parse the TOML, validate it against the experiment's
+//! declarations (every problem at once), and plan the replication grid.
+//!
+//! Nothing raw passes beyond this module: the rest of the harness sees a
+//! validated [`Bet`] and the [`Plan`] of one profile.
+
+mod raw;
+mod validate;
+
+pub use raw::{Claim, Control, Criteria, PROFILES, PlotSpec, Procedure, ProfileOverride, Section, SpecFile};
+pub use validate::{load, parse};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::experiments::Experiment;
+use crate::table::{Column, ColumnType, Value};
+
+/// The profile `bets run` uses when none is given.
+pub const DEFAULT_PROFILE: &str = "small";
+
+/// One thing wrong with a spec, located precisely enough to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// Dotted key path, e.g. `criteria.strict` or `grid.arm` (empty for the file).
+    pub key: String,
+    pub message: String,
+    /// What would be accepted instead.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n    hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in one or more specs (exit code 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecErrors(pub Vec<Problem>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+/// A validated bet: its file, its parsed spec and its experiment kind.
+#[derive(Clone)]
+pub struct Bet {
+    pub path: PathBuf,
+    pub spec: SpecFile,
+    pub experiment: &'static dyn Experiment,
+}
+
+impl fmt::Debug for Bet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bet").field("path", &self.path).field("number", &self.spec.number).finish()
+    }
+}
+
+/// The grid and parameters of one profile, expanded into cell points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub profile: String,
+    /// Procedure parameters after the profile's overrides.
+    pub params: toml::Table,
+    /// Grid after the profile's overrides.
+    pub grid: BTreeMap<String, Vec<Value>>,
+    /// Every combination of factor values, in a fixed order (factors sorted
+    /// by name, values in the order listed, last factor fastest).
+    pub points: Vec<BTreeMap<String, Value>>,
+}
+
+impl Bet {
+    /// `NN-slug`, the name of the bet's results folder.
+    pub fn id(&self) -> String {
+        format!("{:02}-{}", self.spec.number, self.spec.slug)
+    }
+
+    /// The registered part of the spec as canonical JSON (sorted keys):
+    /// everything that decides what runs and how it is judged. Title,
+    /// section, plots and notes are presentation and may change freely.
+    pub fn canonical(&self) -> serde_json::Value {
+        let s = &self.spec;
+        serde_json::json!({
+            "number": s.number,
+            "slug": s.slug,
+            "hypothesis": s.hypothesis,
+            "claim": s.claim,
+            "depends_on": s.depends_on,
+            "tests_headline_of": s.tests_headline_of,
+            "procedure": s.procedure,
+            "grid": s.grid,
+            "controls": s.controls,
+            "profiles": s.profiles,
+            "quantities": s.quantities,
+            "criteria": s.criteria,
+        })
+    }
+
+    /// SHA-256 of [`Bet::canonical`]: the spec hash the ledger registers.
+    pub fn hash(&self) -> String {
+        crate::fsutil::sha256_hex(self.canonical().to_string().as_bytes())
+    }
+
+    /// Expand the grid and parameters of `profile`.
+    pub fn plan(&self, profile: &str) -> Result<Plan, SpecErrors> {
+        if !PROFILES.contains(&profile) {
+            return Err(SpecErrors(vec![Problem {
+                file: self.path.clone(),
+                key: String::new(),
+                message: format!("unknown profile `{profile}`"),
+                hint: Some(format!("one of {}", PROFILES.join(", "))),
+            }]));
+        }
+        let over = self.spec.profiles.get(profile).cloned().unwrap_or_default();
+        let mut params = self.spec.procedure.params.clone();
+        for (k, v) in over.procedure {
+            params.insert(k, v);
+        }
+        let mut grid = self.spec.grid.clone();
+        for (k, v) in over.grid {
+            grid.insert(k, v);
+        }
+        Ok(Plan { profile: profile.to_string(), points: expand(&grid), params, grid })
+    }
+
+    /// Columns of the tidy table, in order: `cell`, the factors (sorted),
+    /// `status`, `error`, then the experiment's metrics as declared.
+    pub fn columns(&self) -> Vec<Column> {
+        table_columns(self.experiment, self.spec.grid.keys().map(String::as_str))
+    }
+}
+
+/// The tidy-table columns for an experiment and a set of factor names.
+pub fn table_columns<'a>(experiment: &dyn Experiment, factors: impl Iterator<Item = &'a str>) -> Vec<Column> {
+    let mut cols = vec![Column { name: "cell".into(), kind: ColumnType::Int }];
+    for name in factors {
+        let kind = experiment.factors().iter().find(|f| f.name == name).map(|f| f.kind).unwrap_or(ColumnType::Str);
+        cols.push(Column { name: name.to_string(), kind });
+    }
+    cols.push(Column { name: "status".into(), kind: ColumnType::Str });
+    cols.push(Column { name: "error".into(), kind: ColumnType::Str });
+    for m in experiment.metrics() {
+        cols.push(Column { name: m.name.to_string(), kind: m.kind });
+    }
+    cols
+}
+
+/// Cartesian product of the grid, last factor varying fastest.
+fn expand(grid: &BTreeMap<String, Vec<Value>>) -> Vec<BTreeMap<String, Value>> {
+    let mut points = vec![BTreeMap::new()];
+    for (name, values) in grid {
+        let mut next = Vec::with_capacity(points.len() * values.len());
+        for p in &points {
+            for v in values {
+                let mut q = p.clone();
+                q.insert(name.clone(), v.clone());
+                next.push(q);
+            }
+        }
+        points = next;
+    }
+    points
+}

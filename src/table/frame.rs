@@ -29,17 +29,16 @@ pub fn frame_from_rows(columns: &[TableColumn], rows: &[Row]) -> PolarsResult<Da
         .iter()
         .map(|c| {
             let name = PlSmallStr::from(c.name.as_str());
-            let get = |r: &Row| r.get(&c.name);
             match c.kind {
                 ColumnType::Bool => Column::new(
                     name,
-                    rows.iter().map(|r| get(r).and_then(|v| if let Value::Bool(b) = v { Some(*b) } else { None })).collect::<Vec<_>>(),
+                    rows.iter().map(|r| r.get(&c.name).and_then(|v| if let Value::Bool(b) = v { Some(*b) } else { None })).collect::<Vec<_>>(),
                 ),
-                ColumnType::Int => Column::new(name, rows.iter().map(|r| get(r).and_then(Value::as_i64)).collect::<Vec<_>>()),
-                ColumnType::Float => Column::new(name, rows.iter().map(|r| get(r).and_then(Value::as_f64)).collect::<Vec<_>>()),
+                ColumnType::Int => Column::new(name, rows.iter().map(|r| r.get(&c.name).and_then(Value::as_i64)).collect::<Vec<_>>()),
+                ColumnType::Float => Column::new(name, rows.iter().map(|r| r.get(&c.name).and_then(Value::as_f64)).collect::<Vec<_>>()),
                 ColumnType::Str => Column::new(
                     name,
-                    rows.iter().map(|r| get(r).map(|v| v.to_string())).collect::<Vec<Option<String>>>(),
+                    rows.iter().map(|r| r.get(&c.name).map(|v| v.to_string())).collect::<Vec<Option<String>>>(),
                 ),
             }
         })

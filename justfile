@@ -1,0 +1,25 @@
+# Everyday recipes; each is a plain cargo command too (just is optional).
+
+# Run a real bet end to end at the default profile.
+demo:
+    cargo run -- run bets/15_gossip_directory.toml -j 2
+
+# The test suite (what CI runs, with fmt, clippy and verify: see .ci/run).
+test:
+    cargo test --workspace
+
+# Everything CI runs.
+ci:
+    bash .ci/run
+
+# Validate every spec.
+check:
+    cargo run -- check
+
+# Verify the ledger and every committed bundle.
+verify:
+    cargo run -- verify
+
+# Every bet's registration, runs and last verdict.
+status:
+    cargo run -- status

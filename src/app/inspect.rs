@@ -1,0 +1,218 @@
+//! Read-only commands: check, schema, list, status, verify.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::Repo;
+use crate::error::integrity;
+use crate::registry::{Ledger, Registration};
+use crate::results;
+use crate::spec::{self, SpecErrors};
+
+/// `bets check`: validate specs, print every problem, exit 2 if any.
+pub fn check(repo: &Repo, specs: &[PathBuf]) -> anyhow::Result<()> {
+    let files = if specs.is_empty() { repo.spec_files()? } else { specs.to_vec() };
+    let mut problems = Vec::new();
+    let mut numbers = std::collections::BTreeMap::new();
+    for f in &files {
+        match spec::load(f) {
+            Ok(bet) => {
+                if let Some(other) = numbers.insert(bet.spec.number, f.clone()) {
+                    problems.push(spec::Problem {
+                        file: f.clone(),
+                        key: "number".into(),
+                        message: format!("number {} is also used by {}", bet.spec.number, other.display()),
+                        hint: None,
+                    });
+                } else {
+                    println!("ok  {}", f.display());
+                }
+            }
+            Err(SpecErrors(mut ps)) => problems.append(&mut ps),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SpecErrors(problems).into())
+    }
+}
+
+/// `bets schema`: the JSON Schema of a spec file.
+pub fn schema() -> anyhow::Result<()> {
+    let schema = schemars::schema_for!(spec::SpecFile);
+    println!("{}", serde_json::to_string_pretty(&schema)?);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct BetLine {
+    number: u32,
+    slug: String,
+    title: String,
+    section: spec::Section,
+    claim: spec::Claim,
+    experiment: String,
+    file: String,
+}
+
+#[derive(Serialize)]
+struct ExperimentLine {
+    kind: &'static str,
+    version: u32,
+    summary: &'static str,
+    factors: Vec<(&'static str, String, bool)>,
+    metrics: Vec<(&'static str, String, &'static str)>,
+}
+
+/// `bets list`: the bets (or experiment kinds).
+pub fn list(repo: &Repo, json: bool, experiments: bool) -> anyhow::Result<()> {
+    if experiments {
+        let lines: Vec<ExperimentLine> = crate::experiments::all()
+            .into_iter()
+            .map(|e| ExperimentLine {
+                kind: e.kind(),
+                version: e.version(),
+                summary: e.summary(),
+                factors: e.factors().iter().map(|f| (f.name, f.kind.to_string(), f.required)).collect(),
+                metrics: e.metrics().iter().map(|m| (m.name, m.kind.to_string(), m.doc)).collect(),
+            })
+            .collect();
+        if json {
+            println!("{}", serde_json::to_string_pretty(&lines)?);
+        } else {
+            for l in lines {
+                println!("{} (v{}): {}", l.kind, l.version, l.summary);
+                for (n, k, req) in l.factors {
+                    println!("  factor {n}: {k}{}", if req { " (required)" } else { "" });
+                }
+                for (n, k, doc) in l.metrics {
+                    println!("  metric {n}: {k} - {doc}");
+                }
+            }
+        }
+        return Ok(());
+    }
+    let lines: Vec<BetLine> = repo
+        .all_bets()?
+        .into_iter()
+        .map(|b| BetLine {
+            number: b.spec.number,
+            slug: b.spec.slug.clone(),
+            title: b.spec.title.clone(),
+            section: b.spec.section,
+            claim: b.spec.claim,
+            experiment: b.spec.procedure.experiment.clone(),
+            file: repo.relative(&b.path),
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else {
+        for l in lines {
+            println!("{:02} {:<28} {:<20} {}", l.number, l.slug, l.experiment, l.title);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StatusLine {
+    number: u32,
+    slug: String,
+    /// `registered`, `deviates` or `unregistered`.
+    registration: String,
+    amendments: usize,
+    runs: usize,
+    last_verdict: Option<String>,
+    last_profile: Option<String>,
+    last_run: Option<String>,
+}
+
+/// `bets status`: every bet's registration, runs and last counted verdict.
+pub fn status(repo: &Repo, json: bool) -> anyhow::Result<()> {
+    let ledger = Ledger::open(&repo.ledger)?;
+    let mut lines = Vec::new();
+    for bet in repo.all_bets()? {
+        let registration = match ledger.registration(bet.spec.number, &bet.hash(), &bet.canonical()) {
+            Registration::Unregistered => "unregistered",
+            Registration::Current(_) => "registered",
+            Registration::Deviates { .. } => "deviates",
+        };
+        let amendments = ledger.history(bet.spec.number).len().saturating_sub(1);
+        let bundles = results::find_bundles_in(&repo.results_dir.join(bet.id()));
+        let mut last = None;
+        for dir in &bundles {
+            if let Ok(v) = results::read_verdict(dir)
+                && v.counted
+            {
+                last = Some(v);
+            }
+        }
+        lines.push(StatusLine {
+            number: bet.spec.number,
+            slug: bet.spec.slug.clone(),
+            registration: registration.into(),
+            amendments,
+            runs: bundles.len(),
+            last_verdict: last.as_ref().map(|v| v.record.verdict.to_string()),
+            last_profile: last.as_ref().map(|v| v.profile.clone()),
+            last_run: last.as_ref().map(|v| v.run_id.clone()),
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else {
+        println!("{:<4}{:<28}{:<14}{:>6}{:>6}  last verdict", "#", "slug", "registration", "amend", "runs");
+        for l in lines {
+            let last = match (&l.last_verdict, &l.last_profile, &l.last_run) {
+                (Some(v), Some(p), Some(r)) => format!("{v} ({p}, {r})"),
+                _ => "-".into(),
+            };
+            println!("{:<4}{:<28}{:<14}{:>6}{:>6}  {last}", format!("{:02}", l.number), l.slug, l.registration, l.amendments, l.runs);
+        }
+    }
+    Ok(())
+}
+
+/// `bets verify`: the ledger chain and every bundle (or the given paths).
+/// Reports every failure, then exits 3 if there was any.
+pub fn verify(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let keys = repo.trusted_keys()?;
+    let mut failures = Vec::new();
+    let check_ledger = paths.is_empty() || paths.iter().any(|p| p.extension().is_some_and(|e| e == "jsonl"));
+    if check_ledger {
+        match Ledger::open(&repo.ledger).and_then(|l| l.verify(&keys).map(|_| l.entries.len())) {
+            Ok(n) => println!("ok  {} ({n} entries, chain and signatures)", repo.relative(&repo.ledger)),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    let mut bundles = Vec::new();
+    if paths.is_empty() {
+        bundles = results::find_bundles(&repo.results_dir);
+    }
+    for p in paths.iter().filter(|p| !p.extension().is_some_and(|e| e == "jsonl")) {
+        if p.join(results::SUMS).exists() || p.join(results::MANIFEST).exists() {
+            bundles.push(p.clone());
+        } else if p.is_dir() {
+            bundles.extend(results::find_bundles_in(p));
+        } else {
+            failures.push(format!("{}: not a bundle, a bet's results folder or the ledger", p.display()));
+        }
+    }
+    for b in &bundles {
+        match results::verify_bundle(b, &keys) {
+            Ok(c) => println!("ok  {} ({} files, signed by {})", repo.relative(b), c.files, c.signer),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        for f in &failures {
+            eprintln!("FAIL {f}");
+        }
+        Err(integrity(format!("{} integrity failure(s)", failures.len())))
+    }
+}

@@ -1,0 +1,343 @@
+//! `bets run` and `bets merge`: execute a plan, decide, write a signed bundle.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::Repo;
+use super::register::short;
+use crate::cli::RunArgs;
+use crate::criteria::{self, CellCounts, CriteriaSet, Verdict, VerdictRecord};
+use crate::error::{ExitKind, classified, usage};
+use crate::experiments::Env;
+use crate::registry::{Ledger, Registration};
+use crate::results::{self, BundleContents, ExperimentRef, GitInfo, LedgerRef, MANIFEST_FORMAT, Manifest, Threads, VerdictFile};
+use crate::runner::{self, CellCache, RunOptions, Shard};
+use crate::spec::{Bet, Plan};
+use crate::table::{self, Row};
+
+/// `bets run SPEC`.
+pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
+    let expect = match &args.expect {
+        None => None,
+        Some(s) => Some(Verdict::parse(s).ok_or_else(|| usage(format!("--expect `{s}`: expected strict, lenient or fail")))?),
+    };
+    if args.jobs == 0 || args.threads == 0 {
+        return Err(usage("-j and --threads must be at least 1"));
+    }
+    let bet = crate::spec::load(&args.spec)?;
+    let plan = bet.plan(&args.profile)?;
+    let ledger = Ledger::open(&repo.ledger)?;
+    ledger.verify(&repo.trusted_keys()?)?;
+    let ledger_ref = match ledger.registration(bet.spec.number, &bet.hash(), &bet.canonical()) {
+        Registration::Current(e) => Some(LedgerRef {
+            seq: e.seq,
+            kind: e.kind,
+            entry_hash: ledger.hashes[e.seq as usize].clone(),
+        }),
+        Registration::Unregistered if args.exploratory => None,
+        Registration::Deviates { .. } if args.exploratory => None,
+        Registration::Unregistered => {
+            return Err(usage(format!(
+                "bet {} is not registered: run `bets register {}` first (or --exploratory, never counted)",
+                bet.spec.number,
+                args.spec.display()
+            )));
+        }
+        Registration::Deviates { entry, diff } => {
+            return Err(usage(format!(
+                "{} differs from its registration (ledger seq {}): amend it with `bets amend` and a reason, \
+                 or run --exploratory. Changes:\n  {}",
+                args.spec.display(),
+                entry.seq,
+                diff.join("\n  ")
+            )));
+        }
+    };
+    let signer = repo.signer()?;
+    let bet_dir = repo.results_dir.join(bet.id());
+    let _lock = lock_bet(&bet_dir, bet.spec.number)?;
+
+    let started = now();
+    let env = Env { cache_dir: repo.cache_dir.clone(), profile: plan.profile.clone(), threads: args.threads, progress };
+    let opts = RunOptions { jobs: args.jobs, shard: args.shard, progress };
+    let cache = CellCache::new(&repo.cache_dir.join("cells"));
+    eprintln!(
+        "bet {} `{}` profile {}: {} cells{}",
+        bet.spec.number,
+        bet.spec.slug,
+        plan.profile,
+        plan.points.len(),
+        args.shard.map(|s| format!(" (shard {s})")).unwrap_or_default()
+    );
+    let exec = runner::execute(bet.experiment, &plan, &env, &opts, &cache)?;
+    let record = decide(&bet, &exec.rows, exec.counts)?;
+    let run_id = new_run_id(&bet_dir, &plan.profile, args.shard);
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        harness: crate::HARNESS_VERSION.to_string(),
+        bet: bet.spec.number,
+        slug: bet.spec.slug.clone(),
+        title: bet.spec.title.clone(),
+        run_id: run_id.clone(),
+        profile: plan.profile.clone(),
+        exploratory: args.exploratory,
+        spec_file: repo.relative(&args.spec),
+        spec_hash: bet.hash(),
+        ledger: ledger_ref,
+        git: git_info(&repo.root),
+        cargo_lock_sha256: crate::fsutil::sha256_file(&repo.root.join("Cargo.lock")).ok(),
+        experiment: ExperimentRef { kind: bet.experiment.kind().into(), version: bet.experiment.version() },
+        params: serde_json::to_value(&plan.params)?,
+        grid: plan.grid.clone(),
+        threads: Threads { jobs: args.jobs, engine: args.threads },
+        inputs: exec.inputs.clone(),
+        shard: args.shard,
+        merged_from: vec![],
+        cells: exec.counts,
+        cached_cells: exec.cached,
+        started,
+        finished: now(),
+        signer: signer.key_id.clone(),
+    };
+    let dir = write(&bet, &plan, manifest, record, &exec.rows, &bet_dir, &signer)?;
+    report_written(repo, &dir, expect)
+}
+
+/// `bets merge`: join the shard bundles of one run into a bundle with a verdict.
+pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
+    if paths.is_empty() {
+        return Err(usage("bets merge needs a bet's results folder or shard bundles"));
+    }
+    let mut shards = Vec::new();
+    for p in paths {
+        if p.join(results::MANIFEST).is_file() {
+            shards.push(p.clone());
+        } else {
+            shards.extend(results::find_bundles_in(p));
+        }
+    }
+    let keys = repo.trusted_keys()?;
+    let mut manifests = Vec::new();
+    for dir in &shards {
+        let m = results::read_manifest(dir)?;
+        if m.shard.is_some() {
+            results::verify_bundle(dir, &keys)?;
+            manifests.push((dir.clone(), m));
+        }
+    }
+    let Some((_, first)) = manifests.last().cloned() else {
+        return Err(usage("no shard bundles found to merge"));
+    };
+    // The newest group: same spec, profile and shard count as the latest shard.
+    let count = first.shard.map(|s| s.count).unwrap_or(1);
+    let group: Vec<_> = manifests
+        .into_iter()
+        .filter(|(_, m)| m.spec_hash == first.spec_hash && m.profile == first.profile && m.shard.map(|s| s.count) == Some(count))
+        .collect();
+    let mut by_index: BTreeMap<usize, (PathBuf, Manifest)> = BTreeMap::new();
+    for (d, m) in group {
+        by_index.insert(m.shard.map(|s| s.index).unwrap_or(0), (d, m));
+    }
+    let missing: Vec<_> = (1..=count).filter(|i| !by_index.contains_key(i)).collect();
+    if !missing.is_empty() {
+        return Err(usage(format!(
+            "cannot merge: shard(s) {} of {count} missing for spec {} profile {}",
+            missing.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+            short(&first.spec_hash),
+            first.profile
+        )));
+    }
+    let bet = crate::spec::load(&repo.root.join(&first.spec_file))?;
+    if bet.hash() != first.spec_hash {
+        return Err(usage(format!("{} changed since the shards ran: cannot merge them under it", first.spec_file)));
+    }
+    let plan = bet.plan(&first.profile)?;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut counts = CellCounts { planned: plan.points.len(), ok: 0, failed: 0 };
+    let mut cached = 0;
+    let mut merged_from = Vec::new();
+    for (dir, m) in by_index.values() {
+        rows.extend(results::read_rows(dir)?);
+        counts.ok += m.cells.ok;
+        counts.failed += m.cells.failed;
+        cached += m.cached_cells;
+        merged_from.push(m.run_id.clone());
+    }
+    rows.sort_by_key(|r| r.get("cell").and_then(|v| v.as_i64()).unwrap_or(i64::MAX));
+    let record = decide(&bet, &rows, counts)?;
+    let signer = repo.signer()?;
+    let bet_dir = repo.results_dir.join(bet.id());
+    let _lock = lock_bet(&bet_dir, bet.spec.number)?;
+    let run_id = new_run_id(&bet_dir, &plan.profile, None);
+    let last = &by_index.values().last().expect("at least one shard").1;
+    let manifest = Manifest {
+        run_id: run_id.clone(),
+        shard: None,
+        merged_from,
+        cells: counts,
+        cached_cells: cached,
+        started: by_index.values().map(|(_, m)| m.started.clone()).min().unwrap_or_default(),
+        finished: now(),
+        signer: signer.key_id.clone(),
+        ..last.clone()
+    };
+    let dir = write(&bet, &plan, manifest, record, &rows, &bet_dir, &signer)?;
+    report_written(repo, &dir, None)
+}
+
+fn decide(bet: &Bet, rows: &[Row], counts: CellCounts) -> anyhow::Result<VerdictRecord> {
+    let df = table::frame_from_rows(&bet.columns(), rows)?;
+    let c = &bet.spec.criteria;
+    let set = CriteriaSet {
+        quantities: &bet.spec.quantities,
+        strict: &c.strict,
+        lenient: c.lenient.as_deref(),
+        catastrophic: c.catastrophic.as_deref(),
+    };
+    Ok(criteria::decide(&set, &df, counts))
+}
+
+fn write(
+    bet: &Bet,
+    plan: &Plan,
+    manifest: Manifest,
+    record: VerdictRecord,
+    rows: &[Row],
+    bet_dir: &Path,
+    signer: &crate::signing::Signer,
+) -> anyhow::Result<PathBuf> {
+    let df = table::frame_from_rows(&bet.columns(), rows)?;
+    let verdict = VerdictFile {
+        format: MANIFEST_FORMAT,
+        bet: bet.spec.number,
+        run_id: manifest.run_id.clone(),
+        profile: manifest.profile.clone(),
+        exploratory: manifest.exploratory,
+        counted: !manifest.exploratory && manifest.shard.is_none(),
+        record,
+    };
+    let plots = crate::report::bundle_plots(bet, plan, rows)?;
+    let contents = BundleContents {
+        manifest,
+        verdict,
+        cells_csv: table::write_csv(&df)?,
+        cells_parquet: table::write_parquet(&df)?,
+        plots,
+    };
+    results::write_bundle(bet_dir, &contents, signer)
+}
+
+fn report_written(repo: &Repo, dir: &Path, expect: Option<Verdict>) -> anyhow::Result<()> {
+    let v = results::read_verdict(dir)?;
+    let m = results::read_manifest(dir)?;
+    println!("{}", render_verdict(&v));
+    println!("bundle: {}", repo.relative(dir));
+    for f in ["cells.csv", "cells.parquet", "verdict.json", "manifest.json", "SHA256SUMS.minisig"] {
+        println!("  {}", repo.relative(&dir.join(f)));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir.join("plots")) {
+        let mut plots: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        plots.sort();
+        for p in plots {
+            println!("  {}", repo.relative(&p));
+        }
+    }
+    if m.exploratory {
+        println!("(exploratory run: not counted as a verdict)");
+    }
+    if let Some(expected) = expect
+        && !v.record.verdict.meets(expected)
+    {
+        return Err(classified(
+            ExitKind::Regression,
+            format!("verdict {} does not meet --expect {}", v.record.verdict, expected),
+        ));
+    }
+    Ok(())
+}
+
+/// The verdict and the numbers behind it, for a terminal.
+pub fn render_verdict(v: &VerdictFile) -> String {
+    let r = &v.record;
+    let mut out = format!(
+        "verdict: {} ({}); cells {} ok, {} failed, {} missing of {}",
+        r.verdict,
+        r.reason,
+        r.cells.ok,
+        r.cells.failed,
+        r.cells.missing(),
+        r.cells.planned
+    );
+    for c in &r.criteria {
+        let holds = match c.holds {
+            Some(true) => "holds",
+            Some(false) => "does not hold",
+            None => "undecided",
+        };
+        let uses: Vec<String> = c
+            .uses
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())))
+            .collect();
+        out.push_str(&format!("\n  {:<12} {:<14} {}  [{}]", c.level, holds, c.expression, uses.join(", ")));
+    }
+    out
+}
+
+/// A per-bet lock so two runs of the same bet never interleave their files.
+fn lock_bet(bet_dir: &Path, number: u32) -> anyhow::Result<File> {
+    std::fs::create_dir_all(bet_dir).with_context(|| format!("creating {}", bet_dir.display()))?;
+    let path = bet_dir.join(".run.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(classified(
+            ExitKind::Other,
+            format!("bet {number} is already running: {} is held by another process", path.display()),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+fn new_run_id(bet_dir: &Path, profile: &str, shard: Option<Shard>) -> String {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let base = match shard {
+        Some(s) => format!("{stamp}-{profile}-shard-{}-of-{}", s.index, s.count),
+        None => format!("{stamp}-{profile}"),
+    };
+    let mut id = base.clone();
+    let mut n = 2;
+    while bet_dir.join(&id).exists() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn git_info(root: &Path) -> GitInfo {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    GitInfo {
+        commit: git(&["rev-parse", "HEAD"]),
+        dirty: git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
+    }
+}

@@ -1,0 +1,158 @@
+//! The bundle schema and its atomic, signed writer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::criteria::{CellCounts, VerdictRecord};
+use crate::runner::Shard;
+use crate::signing::Signer;
+use crate::table::Value;
+
+/// Version of `manifest.json` and `verdict.json`.
+pub const MANIFEST_FORMAT: u32 = 1;
+pub const MANIFEST: &str = "manifest.json";
+pub const CELLS_CSV: &str = "cells.csv";
+pub const CELLS_PARQUET: &str = "cells.parquet";
+pub const VERDICT: &str = "verdict.json";
+pub const SUMS: &str = "SHA256SUMS";
+pub const SUMS_SIG: &str = "SHA256SUMS.minisig";
+
+/// Everything needed to reproduce and audit a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub harness: String,
+    pub bet: u32,
+    pub slug: String,
+    pub title: String,
+    pub run_id: String,
+    pub profile: String,
+    /// Exploratory runs are never counted as a verdict.
+    pub exploratory: bool,
+    /// Repo-relative path of the spec.
+    pub spec_file: String,
+    pub spec_hash: String,
+    /// The ledger entry the spec matched (none for an exploratory run of an
+    /// unregistered or deviating spec).
+    pub ledger: Option<LedgerRef>,
+    pub git: GitInfo,
+    pub cargo_lock_sha256: Option<String>,
+    pub experiment: ExperimentRef,
+    /// Procedure parameters after profile overrides.
+    pub params: serde_json::Value,
+    /// Grid after profile overrides.
+    pub grid: BTreeMap<String, Vec<Value>>,
+    pub threads: Threads,
+    /// The experiment's input hashes (data splits, base model).
+    pub inputs: BTreeMap<String, String>,
+    /// Set when this bundle holds one shard of a run.
+    pub shard: Option<Shard>,
+    /// Run ids of the shard bundles a merged bundle was made from.
+    #[serde(default)]
+    pub merged_from: Vec<String>,
+    pub cells: CellCounts,
+    pub cached_cells: usize,
+    pub started: String,
+    pub finished: String,
+    pub signer: String,
+}
+
+/// Which ledger entry a run was checked against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerRef {
+    pub seq: u64,
+    pub kind: crate::registry::EntryKind,
+    /// SHA-256 of the ledger line.
+    pub entry_hash: String,
+}
+
+/// The code a run was made with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GitInfo {
+    pub commit: Option<String>,
+    pub dirty: Option<bool>,
+}
+
+/// Experiment kind and version (part of every cell key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentRef {
+    pub kind: String,
+    pub version: u32,
+}
+
+/// Parallelism of a run: cells at once, and engine threads per cell.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Threads {
+    pub jobs: usize,
+    pub engine: usize,
+}
+
+/// `verdict.json`: the decision and every number it rests on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictFile {
+    pub format: u32,
+    pub bet: u32,
+    pub run_id: String,
+    pub profile: String,
+    pub exploratory: bool,
+    /// Whether this verdict counts: not exploratory and not a lone shard.
+    pub counted: bool,
+    #[serde(flatten)]
+    pub record: VerdictRecord,
+}
+
+/// The files of a bundle, ready to be written.
+pub struct BundleContents {
+    pub manifest: Manifest,
+    pub verdict: VerdictFile,
+    pub cells_csv: Vec<u8>,
+    pub cells_parquet: Vec<u8>,
+    /// File name (in `plots/`) -> SVG text.
+    pub plots: Vec<(String, String)>,
+}
+
+/// Write a bundle into `bet_dir/<run id>/`: staged in a hidden folder,
+/// checksummed, signed, then renamed into place. Returns the final path.
+pub fn write_bundle(bet_dir: &Path, contents: &BundleContents, signer: &Signer) -> anyhow::Result<PathBuf> {
+    let run_id = &contents.manifest.run_id;
+    let final_dir = bet_dir.join(run_id);
+    if final_dir.exists() {
+        anyhow::bail!("{} already exists: bundles are never rewritten", final_dir.display());
+    }
+    let staging = bet_dir.join(format!(".staging-{run_id}"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).with_context(|| format!("clearing {}", staging.display()))?;
+    }
+    std::fs::create_dir_all(staging.join("plots"))?;
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        (MANIFEST.into(), pretty(&contents.manifest)?),
+        (CELLS_CSV.into(), contents.cells_csv.clone()),
+        (CELLS_PARQUET.into(), contents.cells_parquet.clone()),
+        (VERDICT.into(), pretty(&contents.verdict)?),
+    ];
+    for (name, svg) in &contents.plots {
+        files.push((format!("plots/{name}"), svg.clone().into_bytes()));
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut sums = String::new();
+    for (name, bytes) in &files {
+        crate::fsutil::write_atomic(&staging.join(name), bytes)?;
+        sums.push_str(&format!("{}  {name}\n", crate::fsutil::sha256_hex(bytes)));
+    }
+    crate::fsutil::write_atomic(&staging.join(SUMS), sums.as_bytes())?;
+    let comment = format!("bets bet {} run {run_id} spec {}", contents.manifest.bet, contents.manifest.spec_hash);
+    let sig = signer.sign(sums.as_bytes(), &comment)?;
+    crate::fsutil::write_atomic(&staging.join(SUMS_SIG), sig.as_bytes())?;
+    std::fs::rename(&staging, &final_dir)
+        .with_context(|| format!("moving {} into {}", staging.display(), final_dir.display()))?;
+    Ok(final_dir)
+}
+
+fn pretty<T: Serialize>(v: &T) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(v)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}

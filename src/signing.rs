@@ -1,0 +1,131 @@
+//! Ed25519 signatures in the minisign format, so anyone can check a result
+//! with the standard `minisign -V` tool.
+//!
+//! Trusted public keys live in the repository (`bets/keys/<KEYID>.pub`); the
+//! secret key lives outside it (`$BETS_KEY`, else `~/.config/bets/bets.key`).
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use minisign::{PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
+
+use crate::error::{classified, integrity, ExitKind};
+
+/// A secret key ready to sign, with its public half.
+pub struct Signer {
+    pub key_id: String,
+    secret: SecretKey,
+    public: PublicKey,
+}
+
+/// Public keys trusted to sign ledger entries and results, by key id.
+#[derive(Default)]
+pub struct TrustedKeys {
+    keys: BTreeMap<String, PublicKey>,
+}
+
+/// The key id as minisign prints it: 16 upper-case hex digits.
+fn key_id(keynum: &[u8]) -> String {
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&keynum[..8]);
+    format!("{:016X}", u64::from_le_bytes(n))
+}
+
+/// Where the secret key is looked for.
+pub fn default_secret_key_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("BETS_KEY") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".config").join("bets").join("bets.key")
+}
+
+/// Generate a key pair: the secret key goes to `secret_path` (mode 0600),
+/// the public key into `keys_dir/<KEYID>.pub` so the repo trusts it.
+pub fn keygen(secret_path: &Path, keys_dir: &Path, force: bool) -> anyhow::Result<(String, PathBuf)> {
+    if secret_path.exists() && !force {
+        return Err(classified(
+            ExitKind::Usage,
+            format!("a secret key already exists at {} (use --force to replace it)", secret_path.display()),
+        ));
+    }
+    let kp = minisign::KeyPair::generate_unencrypted_keypair().context("generating a key pair")?;
+    let id = key_id(kp.pk.keynum());
+    let sk_box = kp.sk.to_box(Some("bets secret key")).context("encoding the secret key")?;
+    let pk_box = kp.pk.to_box().context("encoding the public key")?;
+    crate::fsutil::write_atomic(secret_path, sk_box.to_string().as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(secret_path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let pub_path = keys_dir.join(format!("{id}.pub"));
+    crate::fsutil::write_atomic(&pub_path, pk_box.to_string().as_bytes())?;
+    Ok((id, pub_path))
+}
+
+impl Signer {
+    /// Load the secret key at `path`; a missing or unreadable key is a
+    /// named error that says how to make one.
+    pub fn load(path: &Path) -> anyhow::Result<Signer> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            classified(
+                ExitKind::Usage,
+                format!("no signing key at {} ({e}); run `bets keygen` or set BETS_KEY", path.display()),
+            )
+        })?;
+        let sk_box = SecretKeyBox::from_string(&text)
+            .map_err(|e| classified(ExitKind::Usage, format!("{} is not a minisign secret key: {e}", path.display())))?;
+        let secret = sk_box
+            .into_unencrypted_secret_key()
+            .map_err(|e| classified(ExitKind::Usage, format!("cannot use the secret key {}: {e}", path.display())))?;
+        let public = PublicKey::from_secret_key(&secret).context("deriving the public key")?;
+        Ok(Signer { key_id: key_id(public.keynum()), secret, public })
+    }
+
+    /// A minisign signature (the `.minisig` text) of `data`.
+    pub fn sign(&self, data: &[u8], trusted_comment: &str) -> anyhow::Result<String> {
+        let sig = minisign::sign(Some(&self.public), &self.secret, Cursor::new(data), Some(trusted_comment), None)
+            .context("signing")?;
+        Ok(sig.to_string())
+    }
+}
+
+impl TrustedKeys {
+    /// Every `*.pub` in `dir` (a missing folder trusts nobody).
+    pub fn load(dir: &Path) -> anyhow::Result<TrustedKeys> {
+        let mut keys = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(TrustedKeys { keys }) };
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "pub")) {
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let pk = PublicKeyBox::from_string(&text)
+                .and_then(|b| b.into_public_key())
+                .map_err(|e| integrity(format!("{} is not a minisign public key: {e}", p.display())))?;
+            keys.insert(key_id(pk.keynum()), pk);
+        }
+        Ok(TrustedKeys { keys })
+    }
+
+    /// Key ids trusted.
+    pub fn ids(&self) -> impl Iterator<Item = &String> {
+        self.keys.keys()
+    }
+
+    /// Check a minisign signature of `data` against the trusted keys;
+    /// returns the signer's key id. `what` names the file in errors.
+    pub fn verify(&self, data: &[u8], signature: &str, what: &str) -> anyhow::Result<String> {
+        let sig = SignatureBox::from_string(signature)
+            .map_err(|e| integrity(format!("{what}: malformed signature: {e}")))?;
+        let id = key_id(sig.keynum());
+        let pk = self.keys.get(&id).ok_or_else(|| {
+            integrity(format!("{what}: signed by key {id}, which is not trusted (no bets/keys/{id}.pub)"))
+        })?;
+        minisign::verify(pk, &sig, Cursor::new(data), true, false, false)
+            .map_err(|e| integrity(format!("{what}: bad signature by key {id}: {e}")))?;
+        Ok(id)
+    }
+}
