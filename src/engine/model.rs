@@ -259,15 +259,16 @@ impl<'a> View<'a> {
         self.linear(&format!("{p}.attn.o"), &y)
     }
 
-    fn expert(&self, p: &str, e: usize, x: &Tensor) -> Result<Tensor> {
+    /// Expert `e` of block prefix `p` (`blocks.L`): `down(gelu(up(x)))`.
+    pub fn expert(&self, p: &str, e: usize, x: &Tensor) -> Result<Tensor> {
         let up = self.linear(&format!("{p}.moe.experts.{e}.up"), x)?;
         self.linear(&format!("{p}.moe.experts.{e}.down"), &ops::gelu(&up)?)
     }
 
-    /// Top-1 mixture of experts: each token goes to the argmax of the router
+    /// Top-1 mixture of experts of block prefix `p` on `h [N, d]`: each token goes to the argmax of the router
     /// logits and its output is scaled by that expert's softmax probability
     /// (so the router learns). Returns output, load-balancing loss, routes.
-    fn moe(&self, p: &str, h: &Tensor) -> Result<(Tensor, Option<Tensor>, Vec<u32>)> {
+    pub fn moe(&self, p: &str, h: &Tensor) -> Result<(Tensor, Option<Tensor>, Vec<u32>)> {
         let e_count = self.cfg.experts;
         let n = h.dim(0)?;
         if e_count == 1 {

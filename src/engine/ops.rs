@@ -385,7 +385,7 @@ mod tests {
     fn fused_rmsnorm_gradients_match_the_plain_composition() {
         let x = rand(&[70, 16], 1);
         let g = Var::from_tensor(&(rand(&[16], 2) + 1.5).unwrap()).unwrap();
-        check_grads(&x, |x| rms_norm(x, g.as_tensor(), 1e-5).unwrap(), |x| rms_norm_plain(x, g, 1e-5).unwrap(), 2e-5);
+        check_grads(&x, |x| rms_norm(x, g.as_tensor(), 1e-5).unwrap(), |x| rms_norm_plain(x, g.as_tensor(), 1e-5).unwrap(), 2e-5);
         // and the gain gradient
         let x = rand(&[70, 16], 3);
         let w = rand(&[70, 16], 4);
