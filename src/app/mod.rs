@@ -1,6 +1,7 @@
 //! Command handlers: the IO shell around the pure core. Only this module
 //! decides where files go (see [`Repo`]).
 
+pub mod engine_cmds;
 mod inspect;
 mod register;
 mod run;
