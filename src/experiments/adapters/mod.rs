@@ -62,7 +62,16 @@ pub struct Budget {
 
 impl Default for Budget {
     fn default() -> Self {
-        Budget { lr: 5e-5, steps: 100, batch: 8, warmup: 10, lora_rank: 4, eval_bytes: 0, general_eval: false, base_seed: 0 }
+        Budget {
+            lr: 5e-5,
+            steps: 100,
+            batch: 8,
+            warmup: 10,
+            lora_rank: 4,
+            eval_bytes: 0,
+            general_eval: false,
+            base_seed: 0,
+        }
     }
 }
 
@@ -75,6 +84,10 @@ impl Budget {
         Ok(())
     }
 }
+
+/// Threads of the base model's pre-training: fixed, so that the base (and
+/// every cell's result) does not depend on `-j` or `--threads`.
+pub const PRETRAIN_THREADS: usize = 2;
 
 type Memo<T> = Mutex<HashMap<String, Arc<OnceLock<Result<T, String>>>>>;
 
@@ -108,7 +121,7 @@ impl Workbench {
     pub fn new(budget: Budget, env: &Env) -> anyhow::Result<Workbench> {
         let corpus = Corpus::load(&env.cache_dir, &LoadOptions::default())?;
         let profile = Profile::from_name(&env.profile)?;
-        let base = base_model(&profile, &corpus, &env.cache_dir, budget.base_seed, env.threads, env.progress)?;
+        let base = base_model(&profile, &corpus, &env.cache_dir, budget.base_seed, PRETRAIN_THREADS, env.progress)?;
         Ok(Workbench {
             budget,
             corpus,
