@@ -567,6 +567,8 @@ mod tests {
             ("directory, push, no churn", GossipParams { churn: 0.0, ..GossipParams::default() }),
             ("uniform, push, 1% churn", GossipParams { peers: PeerSelection::Uniform, ..GossipParams::default() }),
             ("directory, push-pull, 1% churn", GossipParams { mode: Mode::PushPull, ..GossipParams::default() }),
+            ("fanout 2 (defaults otherwise)", GossipParams { fanout: 2, ..GossipParams::default() }),
+            ("fanout 4 (defaults otherwise)", GossipParams { fanout: 4, ..GossipParams::default() }),
         ];
         for (name, p) in settings {
             let start = std::time::Instant::now();
