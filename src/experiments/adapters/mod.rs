@@ -111,6 +111,7 @@ pub struct Workbench {
     pub corpus: Corpus,
     pub base: BaseModel,
     threads: usize,
+    cache_dir: std::path::PathBuf,
     adapters: Memo<Trained>,
     base_evals: Memo<EvalStats>,
 }
@@ -127,6 +128,7 @@ impl Workbench {
             corpus,
             base,
             threads: env.threads,
+            cache_dir: env.cache_dir.clone(),
             adapters: Mutex::new(HashMap::new()),
             base_evals: Mutex::new(HashMap::new()),
         })
@@ -175,10 +177,15 @@ impl Workbench {
         })
     }
 
-    /// The adapter of (arm, user, data, seed), trained on first use.
+    /// The adapter of (arm, user, data, seed), trained on first use. Trained
+    /// adapters are also kept on disk under `<cache>/adapters/`, keyed by
+    /// the base, the training text and the budget, so bets that share an
+    /// adapter (46, 49, 60 and 61 all train the programmer's norm-only
+    /// adapter at seed 0) train it once.
     pub fn adapter(&self, arm: &str, user: &str, data: &str, seed: u64) -> anyhow::Result<Trained> {
         memo(&self.adapters, format!("{arm}/{user}/{data}/{seed}"), || {
             let text = self.train_text(user, data, seed)?;
+            let trainable = self.trainable(arm)?;
             let cfg = TrainConfig {
                 lr: self.budget.lr,
                 steps: self.budget.steps,
@@ -189,10 +196,36 @@ impl Workbench {
                 threads: self.threads,
                 ..TrainConfig::default()
             };
-            let (adapter, stats) = finetune(&self.base, self.trainable(arm)?, &text, &cfg)?;
-            let bytes = adapter.to_bytes()?.len() as u64;
-            Ok(Trained { adapter: Arc::new(adapter), stats: Arc::new(stats), bytes })
+            let key = crate::fsutil::sha256_hex(
+                serde_json::json!({
+                    "engine": crate::engine::pretrain::ENGINE_VERSION,
+                    "base": self.base.hash,
+                    "trainable": trainable.to_string(),
+                    "text": crate::fsutil::sha256_hex(&text),
+                    "train": cfg,
+                })
+                .to_string()
+                .as_bytes(),
+            );
+            let dir = self.cache_dir.join("adapters").join(&key);
+            if let Some(t) = self.load_trained(&dir) {
+                return Ok(t);
+            }
+            let (adapter, stats) = finetune(&self.base, trainable, &text, &cfg)?;
+            let bytes = adapter.to_bytes()?;
+            crate::fsutil::write_atomic(&dir.join("adapter.safetensors"), &bytes)?;
+            // The stats are written last: their presence marks a complete entry.
+            crate::fsutil::write_atomic(&dir.join("stats.json"), &serde_json::to_vec(&stats)?)?;
+            Ok(Trained { adapter: Arc::new(adapter), stats: Arc::new(stats), bytes: bytes.len() as u64 })
         })
+    }
+
+    /// A cached adapter, if complete and loadable on this base.
+    fn load_trained(&self, dir: &std::path::Path) -> Option<Trained> {
+        let stats: TrainStats = serde_json::from_slice(&std::fs::read(dir.join("stats.json")).ok()?).ok()?;
+        let bytes = std::fs::read(dir.join("adapter.safetensors")).ok()?;
+        let adapter = Adapter::from_bytes(&bytes, &self.base).ok()?;
+        Some(Trained { adapter: Arc::new(adapter), stats: Arc::new(stats), bytes: bytes.len() as u64 })
     }
 
     /// The bare base evaluated on `user`'s held-out `slice` (memoised).
