@@ -53,7 +53,11 @@ impl FromStr for Trainable {
 
     /// `full`, `norm-only`, `none`, or `lora:RANK:q,k,v,o,ffn` (`lora:8` means q,v).
     fn from_str(s: &str) -> Result<Trainable> {
-        let bad = || EngineError::Config(format!("unknown trainable set `{s}`; expected full, norm-only, none or lora:RANK:q,k,v,o,ffn"));
+        let bad = || {
+            EngineError::Config(format!(
+                "unknown trainable set `{s}`; expected full, norm-only, none or lora:RANK:q,k,v,o,ffn"
+            ))
+        };
         match s {
             "full" => return Ok(Trainable::Full),
             "norm-only" | "norm" => return Ok(Trainable::NormOnly),
@@ -63,7 +67,8 @@ impl FromStr for Trainable {
         let rest = s.strip_prefix("lora:").ok_or_else(bad)?;
         let (rank, targets) = rest.split_once(':').unwrap_or((rest, "q,v"));
         let rank: usize = rank.parse().map_err(|_| bad())?;
-        let mut t = targets.split(',').map(|x| LoraTarget::from_name(x.trim()).ok_or_else(bad)).collect::<Result<Vec<_>>>()?;
+        let mut t =
+            targets.split(',').map(|x| LoraTarget::from_name(x.trim()).ok_or_else(bad)).collect::<Result<Vec<_>>>()?;
         t.sort();
         t.dedup();
         if rank == 0 || t.is_empty() {
@@ -135,8 +140,10 @@ impl Adapter {
     /// Write the adapter atomically; returns the exact number of bytes on disk.
     pub fn save(&self, path: &Path) -> Result<u64> {
         let bytes = self.to_bytes()?;
-        crate::fsutil::write_atomic(path, &bytes)
-            .map_err(|e| EngineError::Io { context: format!("{e:#}"), source: std::io::Error::other("write failed") })?;
+        crate::fsutil::write_atomic(path, &bytes).map_err(|e| EngineError::Io {
+            context: format!("{e:#}"),
+            source: std::io::Error::other("write failed"),
+        })?;
         Ok(bytes.len() as u64)
     }
 
@@ -150,7 +157,8 @@ impl Adapter {
     pub fn from_bytes(bytes: &[u8], base: &BaseModel) -> Result<Adapter> {
         let malformed = |d: String| EngineError::Malformed { what: "adapter file".into(), detail: d };
         let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| malformed(e.to_string()))?;
-        let json = meta.metadata().as_ref().and_then(|m| m.get("bets")).ok_or_else(|| malformed("no bets header".into()))?;
+        let json =
+            meta.metadata().as_ref().and_then(|m| m.get("bets")).ok_or_else(|| malformed("no bets header".into()))?;
         let header: AdapterHeader = serde_json::from_str(json).map_err(|e| malformed(e.to_string()))?;
         if header.format != ADAPTER_FORMAT {
             return Err(malformed(format!("format {} (this build reads {ADAPTER_FORMAT})", header.format)));
@@ -205,7 +213,12 @@ impl Adapter {
             }
             tensors.insert(name.clone(), (sum / n)?);
         }
-        Ok(Adapter { kind: first.kind.clone(), base_hash: first.base_hash.clone(), lora_scale: first.lora_scale, tensors })
+        Ok(Adapter {
+            kind: first.kind.clone(),
+            base_hash: first.base_hash.clone(),
+            lora_scale: first.lora_scale,
+            tensors,
+        })
     }
 }
 

