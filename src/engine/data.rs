@@ -513,8 +513,11 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// General documents, and documents per Brown user.
+pub type BrownDocs = (Vec<Document>, BTreeMap<String, Vec<Document>>);
+
 /// Read the unpacked package: general documents and documents per Brown user.
-pub fn read_brown(pkg: &Path) -> Result<(Vec<Document>, BTreeMap<String, Vec<Document>>)> {
+pub fn read_brown(pkg: &Path) -> Result<BrownDocs> {
     let cats_path = pkg.join("cats.txt");
     let cats = std::fs::read_to_string(&cats_path)
         .map_err(|source| EngineError::UnreadableFile { path: cats_path.clone(), source })?;
