@@ -123,5 +123,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { json } => inspect::status(&repo, json),
         Command::Verify { paths } => inspect::verify(&repo, &paths),
         Command::List { json, experiments } => inspect::list(&repo, json, experiments),
+        Command::Data { cmd } => engine_cmds::data(&cmd, &repo.cache_dir),
+        Command::Engine { cmd } => engine_cmds::engine(&cmd, &repo.cache_dir),
+        Command::Bench { cmd: crate::cli::BenchCmd::Engine(args) } => engine_cmds::bench(&args, &repo.root),
     }
 }
