@@ -27,6 +27,7 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    bets::engine::configure_cpu_threads();
     let cli = Cli::parse();
     let cache = std::env::var_os("BETS_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".bets"));
     match &cli.cmd {

@@ -99,7 +99,7 @@ impl Profile {
                     expert_width: 256,
                     context: 128,
                 },
-                PretrainConfig { steps: 1500, batch: 16, lr: 2e-3, warmup: 100 },
+                PretrainConfig { steps: 2000, batch: 16, lr: 2e-3, warmup: 100 },
             ),
             "paper" => (
                 ModelConfig {

