@@ -2,7 +2,9 @@
 //! decides where files go (see [`Repo`]).
 
 mod inspect;
+mod regress;
 mod register;
+mod report;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -122,5 +124,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { json } => inspect::status(&repo, json),
         Command::Verify { paths } => inspect::verify(&repo, &paths),
         Command::List { json, experiments } => inspect::list(&repo, json, experiments),
+        Command::Report { resamples } => report::report(&repo, resamples),
+        Command::Regress { accept, tolerance, jobs } => {
+            regress::regress(&repo, &regress::RegressOptions { accept, tolerance, jobs, progress: !cli.quiet })
+        }
     }
 }
