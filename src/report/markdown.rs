@@ -69,7 +69,7 @@ fn escape(t: &str) -> String {
     let mut s = String::with_capacity(t.len());
     for c in t.chars() {
         match c {
-            '\\' | '*' | '`' | '[' | ']' => {
+            '\\' | '*' | '`' => {
                 s.push('\\');
                 s.push(c);
             }

@@ -15,6 +15,8 @@ pub mod markdown;
 pub mod model;
 pub mod pages;
 mod render;
+#[cfg(test)]
+mod tests;
 
 pub use render::{HTML_DIR, Rendered, render};
 

@@ -9,10 +9,17 @@ fn close(a: f64, b: f64) -> bool {
 #[test]
 fn the_sign_test_of_12_wins_in_15_is_the_exact_two_sided_tail() {
     // 2 * (C(15,12) + C(15,13) + C(15,14) + C(15,15)) / 2^15 = 2 * 576 / 32768
-    assert!(close(sign_test(12, 15), 0.03515625), "{}", sign_test(12, 15));
+    assert_eq!(sign_test(12, 15), 0.03515625, "exact to the bit");
     assert!(close(sign_test(3, 15), 0.03515625), "symmetric");
     assert!(close(sign_test(15, 15), 2.0 / 32768.0));
     assert!(close(sign_test(9, 15), 0.6072387695312500), "{}", sign_test(9, 15));
+}
+
+#[test]
+fn a_hundred_trials_take_the_log_space_path_and_agree_with_exact_arithmetic() {
+    // sum of C(100, i) / 2^100 over |i - 50| >= 10, computed with big integers
+    assert!((sign_test(60, 100) - 0.05688793364098078).abs() < 1e-12, "{}", sign_test(60, 100));
+    assert!((sign_test(50, 100) - 1.0).abs() < 1e-12);
 }
 
 #[test]
