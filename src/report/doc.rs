@@ -72,6 +72,16 @@ pub fn link(text: impl Into<String>, to: impl Into<String>) -> Inline {
     Inline::Link { text: text.into(), to: to.into() }
 }
 
+/// Prose with `backticked` spans as code inlines, so a sentence can name a
+/// command or a column without the renderers escaping its backticks.
+pub fn rich(s: &str) -> Vec<Inline> {
+    s.split('`')
+        .enumerate()
+        .filter(|(_, part)| !part.is_empty())
+        .map(|(i, part)| if i % 2 == 1 { code(part) } else { text(part) })
+        .collect()
+}
+
 /// Whether a logical path is an asset (kept as is) rather than a page.
 pub fn is_asset(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);

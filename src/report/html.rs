@@ -8,7 +8,7 @@ line-height:1.45;color:#1b1b1b}table{border-collapse:collapse;margin:1rem 0;font
 th,td{border:1px solid #c8c8c8;padding:.3rem .5rem;text-align:left;vertical-align:top}\
 th{background:#f0f0f0}code{font-size:.88em;background:#f5f5f5;padding:0 .2em}\
 pre{background:#f5f5f5;padding:.6rem;overflow-x:auto;white-space:pre-wrap}\
-img{max-width:100%;border:1px solid #ddd;margin:.5rem 0}nav{margin-bottom:1rem}";
+img{max-width:100%;border:1px solid #ddd;margin:.5rem 0}.wide{overflow-x:auto}";
 
 /// The page as a complete HTML document, links relative to the page.
 pub fn render(doc: &Doc) -> String {
@@ -31,6 +31,7 @@ pub fn render(doc: &Doc) -> String {
                 out.push_str("</ul>\n");
             }
             Block::Table(t) => {
+                out.push_str("<div class=\"wide\">\n");
                 match &t.id {
                     Some(id) => out.push_str(&format!("<table id=\"{}\">\n", esc(id))),
                     None => out.push_str("<table>\n"),
@@ -47,7 +48,7 @@ pub fn render(doc: &Doc) -> String {
                     }
                     out.push_str("</tr>\n");
                 }
-                out.push_str("</tbody>\n</table>\n");
+                out.push_str("</tbody>\n</table>\n</div>\n");
             }
             Block::Image { src, alt } => {
                 out.push_str(&format!(

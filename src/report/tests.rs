@@ -217,6 +217,12 @@ fn html_escapes_text_keeps_table_ids_and_links_pages_as_html() {
 }
 
 #[test]
+fn backticks_in_prose_become_code_spans() {
+    assert_eq!(super::doc::rich("run `bets report` now"), vec![text("run "), code("bets report"), text(" now")]);
+    assert_eq!(super::doc::rich("`a`"), vec![code("a")]);
+}
+
+#[test]
 fn links_are_relative_to_the_page_that_holds_them() {
     assert_eq!(relative("SUMMARY", "bets/46-x", "md"), "bets/46-x.md");
     assert_eq!(relative("bets/46-x", "SUMMARY", "html"), "../SUMMARY.html");
