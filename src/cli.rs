@@ -23,9 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate specs and list every problem (all of bets/ by default).
-    Check {
-        specs: Vec<PathBuf>,
-    },
+    Check { specs: Vec<PathBuf> },
     /// Print the JSON Schema of the spec format.
     Schema,
     /// Create an ed25519 signing key (minisign format); the public key is
@@ -36,9 +34,7 @@ pub enum Command {
         force: bool,
     },
     /// Pre-register a spec in the ledger.
-    Register {
-        spec: PathBuf,
-    },
+    Register { spec: PathBuf },
     /// Register a new version of a registered spec, with a reason.
     Amend {
         spec: PathBuf,
@@ -82,6 +78,21 @@ pub enum Command {
         #[arg(short = 'j', long, default_value_t = 1)]
         jobs: usize,
     },
+    /// The pinned text corpus: fetch it, show its splits.
+    Data {
+        #[command(subcommand)]
+        cmd: crate::cli_engine::DataCmd,
+    },
+    /// Build and exercise engine models (pre-train a base, fine-tune an adapter).
+    Engine {
+        #[command(subcommand)]
+        cmd: crate::cli_engine::EngineCmd,
+    },
+    /// Benchmarks (`bets bench engine`: candle vs PyTorch, side by side).
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
     /// List the bets (or, with --experiments, the experiment kinds).
     List {
         #[arg(long)]
@@ -90,6 +101,13 @@ pub enum Command {
         #[arg(long)]
         experiments: bool,
     },
+}
+
+/// What `bets bench` measures.
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Training and evaluation tokens/s and peak RSS, candle vs PyTorch CPU.
+    Engine(crate::cli_engine::BenchArgs),
 }
 
 /// Options of `bets run`.

@@ -31,6 +31,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cli_engine;
 pub mod criteria;
 pub mod engine;
 pub mod error;

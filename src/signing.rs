@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use minisign::{PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
 
-use crate::error::{classified, integrity, ExitKind};
+use crate::error::{ExitKind, classified, integrity};
 
 /// A secret key ready to sign, with its public half.
 pub struct Signer {
@@ -76,8 +76,9 @@ impl Signer {
                 format!("no signing key at {} ({e}); run `bets keygen` or set BETS_KEY", path.display()),
             )
         })?;
-        let sk_box = SecretKeyBox::from_string(&text)
-            .map_err(|e| classified(ExitKind::Usage, format!("{} is not a minisign secret key: {e}", path.display())))?;
+        let sk_box = SecretKeyBox::from_string(&text).map_err(|e| {
+            classified(ExitKind::Usage, format!("{} is not a minisign secret key: {e}", path.display()))
+        })?;
         let secret = sk_box
             .into_unencrypted_secret_key()
             .map_err(|e| classified(ExitKind::Usage, format!("cannot use the secret key {}: {e}", path.display())))?;
@@ -118,8 +119,8 @@ impl TrustedKeys {
     /// Check a minisign signature of `data` against the trusted keys;
     /// returns the signer's key id. `what` names the file in errors.
     pub fn verify(&self, data: &[u8], signature: &str, what: &str) -> anyhow::Result<String> {
-        let sig = SignatureBox::from_string(signature)
-            .map_err(|e| integrity(format!("{what}: malformed signature: {e}")))?;
+        let sig =
+            SignatureBox::from_string(signature).map_err(|e| integrity(format!("{what}: malformed signature: {e}")))?;
         let id = key_id(sig.keynum());
         let pk = self.keys.get(&id).ok_or_else(|| {
             integrity(format!("{what}: signed by key {id}, which is not trusted (no bets/keys/{id}.pub)"))

@@ -13,10 +13,12 @@ fn a_registered_bet_runs_to_a_signed_bundle_that_verifies() {
         assert!(bundle.join(f).is_file(), "{f} missing");
     }
     assert!(std::fs::read_dir(bundle.join("plots")).unwrap().count() >= 1, "at least one plot");
-    let verdict: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("verdict.json")).unwrap()).unwrap();
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("verdict.json")).unwrap()).unwrap();
     assert_eq!(verdict["counted"], true);
     assert!(["STRICT", "LENIENT", "FAIL", "CATASTROPHIC"].contains(&verdict["verdict"].as_str().unwrap()));
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["ledger"]["seq"], 0);
     assert_eq!(manifest["profile"], "tiny");
     let out = repo.ok(&["verify"]);
@@ -44,14 +46,16 @@ fn a_rerun_reuses_cached_cells_and_a_corrupted_entry_is_recomputed() {
     // Corrupt one cache entry: flip a digit inside its row.
     let entry = walk(&repo.path("cache/cells")).into_iter().next().unwrap();
     let text = std::fs::read_to_string(&entry).unwrap();
-    let pos = text.find("\"row\"").unwrap() + text[text.find("\"row\"").unwrap()..].find(|c: char| c.is_ascii_digit()).unwrap();
+    let pos = text.find("\"row\"").unwrap()
+        + text[text.find("\"row\"").unwrap()..].find(|c: char| c.is_ascii_digit()).unwrap();
     let mut bytes = text.into_bytes();
     bytes[pos] = if bytes[pos] == b'9' { b'1' } else { bytes[pos] + 1 };
     std::fs::write(&entry, bytes).unwrap();
     let out = repo.cmd(&["run", SPEC, "--profile", "tiny"]).env("RUST_LOG", "warn").output().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stderr(&out).contains("corrupted cache entry"), "{}", stderr(&out));
-    let third = repo.path(stdout(&out).lines().find(|l| l.starts_with("bundle: ")).unwrap().trim_start_matches("bundle: "));
+    let third =
+        repo.path(stdout(&out).lines().find(|l| l.starts_with("bundle: ")).unwrap().trim_start_matches("bundle: "));
     assert_eq!(std::fs::read(first.join("cells.csv")).unwrap(), std::fs::read(third.join("cells.csv")).unwrap());
 }
 
@@ -189,7 +193,8 @@ fn a_second_run_of_the_same_bet_is_refused_by_the_lock() {
     repo.ok(&["register", SPEC]);
     let dir = repo.path("results/14-royalty-math");
     std::fs::create_dir_all(&dir).unwrap();
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".run.lock")).unwrap();
+    let lock =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".run.lock")).unwrap();
     lock.lock().unwrap();
     let out = repo.run(&["run", SPEC, "--profile", "tiny"]);
     assert_eq!(code(&out), 1);

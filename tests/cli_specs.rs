@@ -47,7 +47,10 @@ fn a_wrong_type_names_the_key() {
 
 #[test]
 fn an_unknown_experiment_kind_lists_the_known_ones() {
-    assert_names("94_unknown_experiment.toml", &["procedure.experiment", "royalty-maths", "known kinds:", "royalty-math"]);
+    assert_names(
+        "94_unknown_experiment.toml",
+        &["procedure.experiment", "royalty-maths", "known kinds:", "royalty-math"],
+    );
 }
 
 #[test]
@@ -119,7 +122,8 @@ fn the_spec_reference_documents_exactly_the_schema_keys() {
     for def in schema["$defs"].as_object().unwrap().values() {
         collect(def);
     }
-    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bets/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bets/README.md")).unwrap();
     let documented: std::collections::BTreeSet<String> = readme
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))

@@ -32,11 +32,7 @@ pub fn check(repo: &Repo, specs: &[PathBuf]) -> anyhow::Result<()> {
             Err(SpecErrors(mut ps)) => problems.append(&mut ps),
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(SpecErrors(problems).into())
-    }
+    if problems.is_empty() { Ok(()) } else { Err(SpecErrors(problems).into()) }
 }
 
 /// `bets schema`: the JSON Schema of a spec file.
@@ -170,7 +166,14 @@ pub fn status(repo: &Repo, json: bool) -> anyhow::Result<()> {
                 (Some(v), Some(p), Some(r)) => format!("{v} ({p}, {r})"),
                 _ => "-".into(),
             };
-            println!("{:<4}{:<28}{:<14}{:>6}{:>6}  {last}", format!("{:02}", l.number), l.slug, l.registration, l.amendments, l.runs);
+            println!(
+                "{:<4}{:<28}{:<14}{:>6}{:>6}  {last}",
+                format!("{:02}", l.number),
+                l.slug,
+                l.registration,
+                l.amendments,
+                l.runs
+            );
         }
     }
     Ok(())
@@ -192,7 +195,7 @@ pub fn verify(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
     if paths.is_empty() {
         bundles = results::find_bundles(&repo.results_dir);
     }
-    for p in paths.iter().filter(|p| !p.extension().is_some_and(|e| e == "jsonl")) {
+    for p in paths.iter().filter(|p| p.extension().is_none_or(|e| e != "jsonl")) {
         if p.join(results::SUMS).exists() || p.join(results::MANIFEST).exists() {
             bundles.push(p.clone());
         } else if p.is_dir() {

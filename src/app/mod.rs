@@ -1,6 +1,7 @@
 //! Command handlers: the IO shell around the pure core. Only this module
 //! decides where files go (see [`Repo`]).
 
+pub mod engine_cmds;
 mod inspect;
 mod regress;
 mod register;
@@ -128,5 +129,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Regress { accept, tolerance, jobs } => {
             regress::regress(&repo, &regress::RegressOptions { accept, tolerance, jobs, progress: !cli.quiet })
         }
+        Command::Data { cmd } => engine_cmds::data(&cmd, &repo.cache_dir),
+        Command::Engine { cmd } => engine_cmds::engine(&cmd, &repo.cache_dir),
+        Command::Bench { cmd: crate::cli::BenchCmd::Engine(args) } => engine_cmds::bench(&args, &repo.root),
     }
 }

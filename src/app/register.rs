@@ -26,8 +26,16 @@ pub fn register(repo: &Repo, spec_path: &Path) -> anyhow::Result<()> {
         ))),
         Registration::Unregistered => {
             let signer = repo.signer()?;
-            let e = ledger.append(new_entry(EntryKind::Register, bet.spec.number, &bet.spec.slug, bet.canonical()), &signer)?;
-            println!("registered bet {} `{}`: spec {} (ledger seq {}, key {})", e.bet, e.slug, short(&e.spec_hash), e.seq, e.signer);
+            let e = ledger
+                .append(new_entry(EntryKind::Register, bet.spec.number, &bet.spec.slug, bet.canonical()), &signer)?;
+            println!(
+                "registered bet {} `{}`: spec {} (ledger seq {}, key {})",
+                e.bet,
+                e.slug,
+                short(&e.spec_hash),
+                e.seq,
+                e.signer
+            );
             Ok(())
         }
     }
@@ -42,9 +50,11 @@ pub fn amend(repo: &Repo, spec_path: &Path, reason: &str) -> anyhow::Result<()> 
     let mut ledger = Ledger::open(&repo.ledger)?;
     ledger.verify(&repo.trusted_keys()?)?;
     match ledger.registration(bet.spec.number, &bet.hash(), &bet.canonical()) {
-        Registration::Unregistered => {
-            Err(usage(format!("bet {} is not registered: use `bets register {}`", bet.spec.number, spec_path.display())))
-        }
+        Registration::Unregistered => Err(usage(format!(
+            "bet {} is not registered: use `bets register {}`",
+            bet.spec.number,
+            spec_path.display()
+        ))),
         Registration::Current(e) => {
             Err(usage(format!("bet {} is unchanged since ledger seq {}: nothing to amend", e.bet, e.seq)))
         }

@@ -13,7 +13,9 @@ use crate::criteria::{self, CellCounts, CriteriaSet, Verdict, VerdictRecord};
 use crate::error::{ExitKind, classified, usage};
 use crate::experiments::Env;
 use crate::registry::{Ledger, Registration};
-use crate::results::{self, BundleContents, ExperimentRef, GitInfo, LedgerRef, MANIFEST_FORMAT, Manifest, Threads, VerdictFile};
+use crate::results::{
+    self, BundleContents, ExperimentRef, GitInfo, LedgerRef, MANIFEST_FORMAT, Manifest, Threads, VerdictFile,
+};
 use crate::runner::{self, CellCache, RunOptions, Shard};
 use crate::spec::{Bet, Plan};
 use crate::table::{self, Row};
@@ -22,7 +24,9 @@ use crate::table::{self, Row};
 pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
     let expect = match &args.expect {
         None => None,
-        Some(s) => Some(Verdict::parse(s).ok_or_else(|| usage(format!("--expect `{s}`: expected strict, lenient or fail")))?),
+        Some(s) => {
+            Some(Verdict::parse(s).ok_or_else(|| usage(format!("--expect `{s}`: expected strict, lenient or fail")))?)
+        }
     };
     if args.jobs == 0 || args.threads == 0 {
         return Err(usage("-j and --threads must be at least 1"));
@@ -32,11 +36,9 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
     let ledger = Ledger::open(&repo.ledger)?;
     ledger.verify(&repo.trusted_keys()?)?;
     let ledger_ref = match ledger.registration(bet.spec.number, &bet.hash(), &bet.canonical()) {
-        Registration::Current(e) => Some(LedgerRef {
-            seq: e.seq,
-            kind: e.kind,
-            entry_hash: ledger.hashes[e.seq as usize].clone(),
-        }),
+        Registration::Current(e) => {
+            Some(LedgerRef { seq: e.seq, kind: e.kind, entry_hash: ledger.hashes[e.seq as usize].clone() })
+        }
         Registration::Unregistered if args.exploratory => None,
         Registration::Deviates { .. } if args.exploratory => None,
         Registration::Unregistered => {
@@ -135,7 +137,9 @@ pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
     let count = first.shard.map(|s| s.count).unwrap_or(1);
     let group: Vec<_> = manifests
         .into_iter()
-        .filter(|(_, m)| m.spec_hash == first.spec_hash && m.profile == first.profile && m.shard.map(|s| s.count) == Some(count))
+        .filter(|(_, m)| {
+            m.spec_hash == first.spec_hash && m.profile == first.profile && m.shard.map(|s| s.count) == Some(count)
+        })
         .collect();
     let mut by_index: BTreeMap<usize, (PathBuf, Manifest)> = BTreeMap::new();
     for (d, m) in group {

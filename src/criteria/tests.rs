@@ -10,7 +10,14 @@ fn cells() -> DataFrame {
         Column { name: "status".into(), kind: ColumnType::Str },
         Column { name: "ppl".into(), kind: ColumnType::Float },
     ];
-    let data = [("norm-only", 0, 3.0), ("norm-only", 1, 3.1), ("norm-only", 2, 3.9), ("full", 0, 3.5), ("full", 1, 3.6), ("full", 2, 3.2)];
+    let data = [
+        ("norm-only", 0, 3.0),
+        ("norm-only", 1, 3.1),
+        ("norm-only", 2, 3.9),
+        ("full", 0, 3.5),
+        ("full", 1, 3.6),
+        ("full", 2, 3.2),
+    ];
     let rows: Vec<Row> = data
         .iter()
         .enumerate()
@@ -41,7 +48,8 @@ fn full_counts() -> CellCounts {
 #[test]
 fn wins_between_arms_are_counted_by_a_sql_join() {
     let q = quantities(&[("wins", WINS)]);
-    let set = CriteriaSet { quantities: &q, strict: "wins >= 3", lenient: Some("wins >= 2"), catastrophic: Some("wins < 1") };
+    let set =
+        CriteriaSet { quantities: &q, strict: "wins >= 3", lenient: Some("wins >= 2"), catastrophic: Some("wins < 1") };
     let r = decide(&set, &cells(), full_counts());
     assert_eq!(r.quantities["wins"].value, Some(Value::Int(2)));
     assert_eq!(r.verdict, Verdict::Lenient);
@@ -112,8 +120,11 @@ fn failed_rows_are_invisible_to_quantities() {
 
 #[test]
 fn expressions_must_be_boolean_and_name_known_quantities() {
-    let q = frame_from_rows(&[Column { name: "wins".into(), kind: ColumnType::Int }], &[Row::from([("wins".to_string(), Value::Int(3))])])
-        .unwrap();
+    let q = frame_from_rows(
+        &[Column { name: "wins".into(), kind: ColumnType::Int }],
+        &[Row::from([("wins".to_string(), Value::Int(3))])],
+    )
+    .unwrap();
     assert_eq!(evaluate_expression(&q, "wins >= 3 AND wins < 10").unwrap(), Some(true));
     assert!(evaluate_expression(&q, "wins + 1").unwrap_err().to_string().contains("not a boolean"));
     assert!(evaluate_expression(&q, "losses > 1").is_err());

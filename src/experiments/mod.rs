@@ -6,6 +6,8 @@
 //! before any compute. Adding a kind means one module here and one line in
 //! [`all`].
 
+pub mod adapters;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -137,7 +139,7 @@ pub fn parse_params<T: DeserializeOwned>(params: &toml::Table) -> Result<T, Stri
 
 /// Every experiment kind the harness knows.
 pub fn all() -> Vec<&'static dyn Experiment> {
-    vec![]
+    vec![&adapters::AdapterTrainEval, &adapters::AdapterAverage, &adapters::AdapterMixture]
 }
 
 /// Look an experiment kind up by name.

@@ -39,11 +39,8 @@ pub fn bundle_plots(bet: &Bet, plan: &Plan, rows: &[Row]) -> anyhow::Result<Vec<
     } else {
         bet.spec.plots.clone()
     };
-    let ok: Vec<Row> = rows
-        .iter()
-        .filter(|r| r.get("status").and_then(|v| v.as_str()) == Some("ok"))
-        .cloned()
-        .collect();
+    let ok: Vec<Row> =
+        rows.iter().filter(|r| r.get("status").and_then(|v| v.as_str()) == Some("ok")).cloned().collect();
     let mut out = Vec::new();
     for p in specs {
         let title = p.title.clone().unwrap_or_else(|| format!("bet {}: {} by {}", bet.spec.number, p.y, p.x));

@@ -33,7 +33,8 @@ pub fn find_bundles(results_dir: &Path) -> Vec<PathBuf> {
 /// Verify one bundle; any mismatch is an integrity error naming the file.
 pub fn verify_bundle(dir: &Path, keys: &TrustedKeys) -> anyhow::Result<BundleCheck> {
     let sums_path = dir.join(SUMS);
-    let sums = std::fs::read(&sums_path).map_err(|e| integrity(format!("{}: cannot read: {e}", sums_path.display())))?;
+    let sums =
+        std::fs::read(&sums_path).map_err(|e| integrity(format!("{}: cannot read: {e}", sums_path.display())))?;
     let sig_path = dir.join(SUMS_SIG);
     let sig = std::fs::read_to_string(&sig_path)
         .map_err(|e| integrity(format!("{}: missing signature: {e}", sig_path.display())))?;
@@ -48,7 +49,8 @@ pub fn verify_bundle(dir: &Path, keys: &TrustedKeys) -> anyhow::Result<BundleChe
             return Err(integrity(format!("{} line {}: path escapes the bundle", sums_path.display(), i + 1)));
         }
         let path = dir.join(name);
-        let bytes = std::fs::read(&path).map_err(|e| integrity(format!("{}: listed but unreadable: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(&path).map_err(|e| integrity(format!("{}: listed but unreadable: {e}", path.display())))?;
         if crate::fsutil::sha256_hex(&bytes) != digest {
             return Err(integrity(format!("{}: SHA-256 does not match SHA256SUMS", path.display())));
         }

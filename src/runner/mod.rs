@@ -44,7 +44,8 @@ impl FromStr for Shard {
     fn from_str(s: &str) -> Result<Self, String> {
         let err = || format!("`{s}` is not a shard: expected i/n with 1 <= i <= n, e.g. 2/3");
         let (i, n) = s.split_once('/').ok_or_else(err)?;
-        let (index, count): (usize, usize) = (i.trim().parse().map_err(|_| err())?, n.trim().parse().map_err(|_| err())?);
+        let (index, count): (usize, usize) =
+            (i.trim().parse().map_err(|_| err())?, n.trim().parse().map_err(|_| err())?);
         if index == 0 || count == 0 || index > count {
             return Err(err());
         }
@@ -187,7 +188,8 @@ fn check_row(experiment: &dyn Experiment, row: &Row) -> Result<(), String> {
         match row.get(m.name) {
             None => return Err(format!("experiment `{}` did not emit metric `{}`", experiment.kind(), m.name)),
             Some(v) => {
-                let ok = v.column_type() == m.kind || (m.kind == ColumnType::Float && v.column_type() == ColumnType::Int);
+                let ok =
+                    v.column_type() == m.kind || (m.kind == ColumnType::Float && v.column_type() == ColumnType::Int);
                 if !ok {
                     return Err(format!("metric `{}` is a {}, declared {}", m.name, v.column_type(), m.kind));
                 }

@@ -182,3 +182,88 @@ fn expand(grid: &BTreeMap<String, Vec<Value>>) -> Vec<BTreeMap<String, Value>> {
     }
     points
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+number = 46
+slug = "norm-replication"
+title = "T"
+section = "per-user-adapters"
+hypothesis = "H"
+claim = "personalisation"
+
+[procedure]
+experiment = "adapter-train-eval"
+steps = 100
+
+[grid]
+seed = [0, 1]
+arm = ["norm-only", "full"]
+user = ["programmer"]
+slice = ["A", "B"]
+
+[profiles.tiny]
+grid = { seed = [7] }
+procedure = { steps = 3 }
+
+[controls]
+noise = { bet = 60 }
+
+[quantities]
+n = "SELECT COUNT(*) FROM cells"
+
+[criteria]
+strict = "n > 0"
+"#;
+
+    fn bet(text: &str) -> Bet {
+        parse(std::path::Path::new("bets/46_norm_replication.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn the_grid_expands_in_sorted_factor_order_with_the_last_factor_fastest() {
+        let plan = bet(SPEC).plan("small").unwrap();
+        assert_eq!(plan.points.len(), 8);
+        let key = |p: &BTreeMap<String, Value>| format!("{}/{}/{}", p["arm"], p["seed"], p["slice"]);
+        let order: Vec<String> = plan.points.iter().map(key).collect();
+        assert_eq!(order[..3], ["norm-only/0/A".to_string(), "norm-only/0/B".into(), "norm-only/1/A".into()]);
+        assert_eq!(order[7], "full/1/B");
+    }
+
+    #[test]
+    fn a_profile_overrides_grid_factors_and_parameters() {
+        let plan = bet(SPEC).plan("tiny").unwrap();
+        assert_eq!(plan.grid["seed"], vec![Value::Int(7)]);
+        assert_eq!(plan.params["steps"].as_integer(), Some(3));
+        assert_eq!(plan.points.len(), 4);
+        assert!(bet(SPEC).plan("huge").is_err());
+    }
+
+    #[test]
+    fn presentation_fields_do_not_change_the_registered_hash_but_criteria_do() {
+        let base = bet(SPEC).hash();
+        assert_eq!(bet(&SPEC.replace("title = \"T\"", "title = \"Other\"")).hash(), base);
+        assert_ne!(bet(&SPEC.replace("n > 0", "n > 1")).hash(), base);
+        assert_ne!(bet(&SPEC.replace("steps = 100", "steps = 101")).hash(), base);
+        assert_eq!(base.len(), 64);
+    }
+
+    #[test]
+    fn the_file_name_must_match_number_and_slug() {
+        let e = parse(std::path::Path::new("bets/47_x.toml"), SPEC).unwrap_err();
+        assert!(e.to_string().contains("rename it to `46_norm_replication.toml`"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = SPEC
+            .replace("arm = [\"norm-only\", \"full\"]", "arm = [\"norm-only\", \"half\"]")
+            .replace("n > 0", "m > 0");
+        let SpecErrors(problems) = parse(std::path::Path::new("bets/46_norm_replication.toml"), &text).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["grid.arm[1]", "criteria.strict"], "{problems:?}");
+    }
+}

@@ -100,7 +100,11 @@ impl Checker {
         self.check_grid("grid", exp, &s.grid, true);
         for (name, over) in &s.profiles {
             if !PROFILES.contains(&name.as_str()) {
-                self.push(&format!("profiles.{name}"), "unknown profile".into(), Some(format!("one of {}", PROFILES.join(", "))));
+                self.push(
+                    &format!("profiles.{name}"),
+                    "unknown profile".into(),
+                    Some(format!("one of {}", PROFILES.join(", "))),
+                );
                 continue;
             }
             for f in over.grid.keys() {
@@ -134,12 +138,20 @@ impl Checker {
             && !s.slug.starts_with('-')
             && !s.slug.ends_with('-');
         if !kebab {
-            self.push("slug", format!("`{}` is not kebab-case", s.slug), Some("lower-case letters, digits and -".into()));
+            self.push(
+                "slug",
+                format!("`{}` is not kebab-case", s.slug),
+                Some("lower-case letters, digits and -".into()),
+            );
         }
         let expected = format!("{:02}_{}.toml", s.number, s.slug.replace('-', "_"));
         let actual = self.file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         if kebab && actual != expected {
-            self.push("", format!("file name `{actual}` does not match number and slug"), Some(format!("rename it to `{expected}`")));
+            self.push(
+                "",
+                format!("file name `{actual}` does not match number and slug"),
+                Some(format!("rename it to `{expected}`")),
+            );
         }
         for (key, text) in [("title", &s.title), ("hypothesis", &s.hypothesis)] {
             if text.trim().is_empty() {
@@ -152,7 +164,11 @@ impl Checker {
         if full {
             for f in exp.factors().iter().filter(|f| f.required) {
                 if !grid.contains_key(f.name) {
-                    self.push(&format!("{at}.{}", f.name), "required factor is missing".into(), Some(f.doc.to_string()));
+                    self.push(
+                        &format!("{at}.{}", f.name),
+                        "required factor is missing".into(),
+                        Some(f.doc.to_string()),
+                    );
                 }
             }
         }
@@ -171,14 +187,23 @@ impl Checker {
                 self.push(&key, "lists no values".into(), None);
             }
             for (i, v) in values.iter().enumerate() {
-                let ok = v.column_type() == decl.kind || (decl.kind == ColumnType::Float && v.column_type() == ColumnType::Int);
+                let ok = v.column_type() == decl.kind
+                    || (decl.kind == ColumnType::Float && v.column_type() == ColumnType::Int);
                 if !ok {
-                    self.push(&format!("{key}[{i}]"), format!("`{v}` is a {}, expected a {}", v.column_type(), decl.kind), None);
+                    self.push(
+                        &format!("{key}[{i}]"),
+                        format!("`{v}` is a {}, expected a {}", v.column_type(), decl.kind),
+                        None,
+                    );
                 } else if let Value::Str(s) = v
                     && !decl.allowed.is_empty()
                     && !decl.allowed.contains(&s.as_str())
                 {
-                    self.push(&format!("{key}[{i}]"), format!("`{s}` is not allowed"), Some(format!("one of {}", decl.allowed.join(", "))));
+                    self.push(
+                        &format!("{key}[{i}]"),
+                        format!("`{s}` is not allowed"),
+                        Some(format!("one of {}", decl.allowed.join(", "))),
+                    );
                 }
                 if values[..i].contains(v) {
                     self.push(&format!("{key}[{i}]"), format!("`{v}` is listed twice"), None);
@@ -213,14 +238,22 @@ impl Checker {
         for (name, sql) in &s.quantities {
             let key = format!("quantities.{name}");
             if !is_identifier(name) {
-                self.push(&key, "a quantity name must be a lower-case SQL identifier".into(), Some("letters, digits, _".into()));
+                self.push(
+                    &key,
+                    "a quantity name must be a lower-case SQL identifier".into(),
+                    Some("letters, digits, _".into()),
+                );
                 continue;
             }
             if columns.iter().any(|c| &c.name == name) {
                 self.push(&key, format!("`{name}` is already a column of the table"), Some("pick another name".into()));
             }
             match table::query(&[("cells", &empty)], sql) {
-                Err(e) => self.push(&key, format!("the SQL does not plan over the results table: {e}"), Some(column_hint(columns))),
+                Err(e) => self.push(
+                    &key,
+                    format!("the SQL does not plan over the results table: {e}"),
+                    Some(column_hint(columns)),
+                ),
                 Ok(df) if df.width() != 1 => {
                     self.push(&key, format!("must select one column, selects {}", df.width()), None)
                 }
@@ -235,13 +268,17 @@ impl Checker {
             Err(_) => return,
         };
         let c = &s.criteria;
-        for (level, expr) in [("strict", Some(&c.strict)), ("lenient", c.lenient.as_ref()), ("catastrophic", c.catastrophic.as_ref())] {
+        for (level, expr) in
+            [("strict", Some(&c.strict)), ("lenient", c.lenient.as_ref()), ("catastrophic", c.catastrophic.as_ref())]
+        {
             let Some(expr) = expr else { continue };
             let key = format!("criteria.{level}");
             let names: Vec<_> = s.quantities.keys().cloned().collect();
             match crate::criteria::evaluate_expression(&qframe, expr) {
                 Ok(_) => {}
-                Err(e) => self.push(&key, e.to_string(), Some(format!("criteria name quantities: {}", names.join(", ")))),
+                Err(e) => {
+                    self.push(&key, e.to_string(), Some(format!("criteria name quantities: {}", names.join(", "))))
+                }
             }
         }
     }

@@ -32,10 +32,16 @@ pub fn frame_from_rows(columns: &[TableColumn], rows: &[Row]) -> PolarsResult<Da
             match c.kind {
                 ColumnType::Bool => Column::new(
                     name,
-                    rows.iter().map(|r| r.get(&c.name).and_then(|v| if let Value::Bool(b) = v { Some(*b) } else { None })).collect::<Vec<_>>(),
+                    rows.iter()
+                        .map(|r| r.get(&c.name).and_then(|v| if let Value::Bool(b) = v { Some(*b) } else { None }))
+                        .collect::<Vec<_>>(),
                 ),
-                ColumnType::Int => Column::new(name, rows.iter().map(|r| r.get(&c.name).and_then(Value::as_i64)).collect::<Vec<_>>()),
-                ColumnType::Float => Column::new(name, rows.iter().map(|r| r.get(&c.name).and_then(Value::as_f64)).collect::<Vec<_>>()),
+                ColumnType::Int => {
+                    Column::new(name, rows.iter().map(|r| r.get(&c.name).and_then(Value::as_i64)).collect::<Vec<_>>())
+                }
+                ColumnType::Float => {
+                    Column::new(name, rows.iter().map(|r| r.get(&c.name).and_then(Value::as_f64)).collect::<Vec<_>>())
+                }
                 ColumnType::Str => Column::new(
                     name,
                     rows.iter().map(|r| r.get(&c.name).map(|v| v.to_string())).collect::<Vec<Option<String>>>(),
@@ -128,8 +134,5 @@ pub fn read_parquet(path: &Path) -> PolarsResult<DataFrame> {
 
 /// Read a CSV file with a header row.
 pub fn read_csv(path: &Path) -> PolarsResult<DataFrame> {
-    CsvReadOptions::default()
-        .with_has_header(true)
-        .try_into_reader_with_file_path(Some(path.to_path_buf()))?
-        .finish()
+    CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(path.to_path_buf()))?.finish()
 }

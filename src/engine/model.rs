@@ -1,0 +1,325 @@
+//! The FractalMoE byte-level decoder: embeddings, pre-norm blocks of causal
+//! multi-head attention and a top-1 mixture-of-experts feed-forward, a final
+//! RMSNorm and the LM head.
+//!
+//! Weights live in a name-sorted map whose names mirror the module tree
+//! (`blocks.0.attn.q.weight`, `blocks.0.moe.experts.1.up.weight`, ...), as a
+//! candle `VarBuilder::pp` path would give them. Linear weights are stored
+//! `[in, out]` so a projection is one `x.matmul(w)`. A [`View`] overlays
+//! trainable or adapter tensors on the frozen base without copying it.
+
+use std::collections::BTreeMap;
+
+use candle_core::{D, DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::config::ModelConfig;
+use super::error::Result;
+use super::ops;
+
+/// Every named tensor of a model, sorted by name (hashing, saving and
+/// flattening must not depend on hash-map order).
+pub type Weights = BTreeMap<String, Tensor>;
+
+/// RMSNorm epsilon.
+pub const NORM_EPS: f32 = 1e-5;
+
+/// A projection LoRA can be attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LoraTarget {
+    /// Attention query projection.
+    Q,
+    /// Attention key projection.
+    K,
+    /// Attention value projection.
+    V,
+    /// Attention output projection.
+    O,
+    /// Both projections of every expert (up and down).
+    Ffn,
+}
+
+impl LoraTarget {
+    /// Lower-case name (`q`, `k`, `v`, `o`, `ffn`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LoraTarget::Q => "q",
+            LoraTarget::K => "k",
+            LoraTarget::V => "v",
+            LoraTarget::O => "o",
+            LoraTarget::Ffn => "ffn",
+        }
+    }
+
+    /// Parse a name given by [`LoraTarget::name`].
+    pub fn from_name(s: &str) -> Option<LoraTarget> {
+        [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O, LoraTarget::Ffn]
+            .into_iter()
+            .find(|t| t.name() == s.to_ascii_lowercase())
+    }
+
+    /// Prefixes (without `.weight`) of the linear layers this target names.
+    pub fn prefixes(self, cfg: &ModelConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        for l in 0..cfg.layers {
+            match self {
+                LoraTarget::Ffn => {
+                    for e in 0..cfg.experts {
+                        out.push(format!("blocks.{l}.moe.experts.{e}.up"));
+                        out.push(format!("blocks.{l}.moe.experts.{e}.down"));
+                    }
+                }
+                t => out.push(format!("blocks.{l}.attn.{}", t.name())),
+            }
+        }
+        out
+    }
+}
+
+/// How a tensor is initialised.
+#[derive(Debug, Clone, Copy)]
+enum Init {
+    Ones,
+    Normal(f32),
+}
+
+/// Names, shapes and initialisers of every base weight, sorted by name.
+fn layout(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> {
+    let (d, f, v) = (cfg.d_model, cfg.expert_width, cfg.vocab);
+    let fan = |n: usize| 1.0 / (n as f32).sqrt();
+    let resid = 1.0 / (2.0 * cfg.layers as f32).sqrt();
+    let mut out = vec![
+        ("wte".to_string(), vec![v, d], Init::Normal(0.3)),
+        ("wpe".to_string(), vec![cfg.context, d], Init::Normal(0.1)),
+        ("norm_f.gain".to_string(), vec![d], Init::Ones),
+        ("lm_head.weight".to_string(), vec![d, v], Init::Normal(fan(d))),
+    ];
+    for l in 0..cfg.layers {
+        let p = format!("blocks.{l}");
+        out.push((format!("{p}.norm1.gain"), vec![d], Init::Ones));
+        out.push((format!("{p}.norm2.gain"), vec![d], Init::Ones));
+        for n in ["q", "k", "v"] {
+            out.push((format!("{p}.attn.{n}.weight"), vec![d, d], Init::Normal(fan(d))));
+        }
+        out.push((format!("{p}.attn.o.weight"), vec![d, d], Init::Normal(fan(d) * resid)));
+        if cfg.experts > 1 {
+            out.push((format!("{p}.moe.router.weight"), vec![d, cfg.experts], Init::Normal(0.02)));
+        }
+        for e in 0..cfg.experts {
+            out.push((format!("{p}.moe.experts.{e}.up.weight"), vec![d, f], Init::Normal(fan(d))));
+            out.push((format!("{p}.moe.experts.{e}.down.weight"), vec![f, d], Init::Normal(fan(f) * resid)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// A seed for one named tensor, so each tensor's values depend only on
+/// (seed, name) and never on the order tensors are created in.
+pub fn tensor_seed(seed: u64, name: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::new().chain_update(seed.to_le_bytes()).chain_update(name.as_bytes()).finalize();
+    u64::from_le_bytes(d[..8].try_into().expect("32-byte digest"))
+}
+
+/// `n` normal draws with standard deviation `std` (Box-Muller on ChaCha8).
+pub fn normal_vec(n: usize, std: f32, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1: f64 = rng.random::<f64>().max(1e-12);
+        let u2: f64 = rng.random::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let th = 2.0 * std::f64::consts::PI * u2;
+        out.push((r * th.cos()) as f32 * std);
+        out.push((r * th.sin()) as f32 * std);
+    }
+    out.truncate(n);
+    out
+}
+
+/// Fresh, seeded weights for `cfg` on `device`.
+pub fn init_weights(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<Weights> {
+    cfg.validate()?;
+    let mut w = Weights::new();
+    for (name, shape, init) in layout(cfg) {
+        let n: usize = shape.iter().product();
+        let data = match init {
+            Init::Ones => vec![1f32; n],
+            Init::Normal(std) => normal_vec(n, std, tensor_seed(seed, &name)),
+        };
+        w.insert(name, Tensor::from_vec(data, shape, device)?);
+    }
+    Ok(w)
+}
+
+/// Names of every RMSNorm gain (the norm-only trainable set).
+pub fn gain_names(cfg: &ModelConfig) -> Vec<String> {
+    layout(cfg).into_iter().map(|(n, ..)| n).filter(|n| n.ends_with(".gain")).collect()
+}
+
+/// The base weights with trainable or adapter tensors overlaid.
+#[derive(Debug, Clone)]
+pub struct View<'a> {
+    pub cfg: &'a ModelConfig,
+    base: &'a Weights,
+    /// Replacements for base tensors (full or norm-only training/adapters).
+    pub over: BTreeMap<String, Tensor>,
+    /// LoRA factors keyed `<prefix>.lora_a` (`[in, r]`) and `<prefix>.lora_b` (`[r, out]`).
+    pub lora: BTreeMap<String, Tensor>,
+    /// Multiplier of the LoRA update (alpha / rank).
+    pub lora_scale: f64,
+}
+
+/// What one forward pass produces.
+#[derive(Debug)]
+pub struct Forward {
+    /// `[B*T, vocab]` next-byte logits.
+    pub logits: Tensor,
+    /// Switch-style load-balancing loss summed over MoE layers (scalar), if any.
+    pub aux: Option<Tensor>,
+    /// Per layer, the expert each of the `B*T` tokens was routed to.
+    pub routes: Vec<Vec<u32>>,
+}
+
+impl<'a> View<'a> {
+    /// The base model as it is.
+    pub fn new(cfg: &'a ModelConfig, base: &'a Weights) -> View<'a> {
+        View { cfg, base, over: BTreeMap::new(), lora: BTreeMap::new(), lora_scale: 1.0 }
+    }
+
+    /// The tensor in effect for `name`.
+    pub fn w(&self, name: &str) -> Result<&Tensor> {
+        match self.over.get(name).or_else(|| self.base.get(name)) {
+            Some(t) => Ok(t),
+            None => Err(candle_core::Error::Msg(format!("missing weight `{name}`")).into()),
+        }
+    }
+
+    /// `x [N, in] -> [N, out]` through `<prefix>.weight`, plus its LoRA if any.
+    /// A weight that is not a training variable takes the frozen path (no weight gradient).
+    pub fn linear(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
+        let w = self.w(&format!("{prefix}.weight"))?;
+        let mut y = if w.is_variable() { x.matmul(w)? } else { ops::frozen_matmul(x, w)? };
+        if let (Some(a), Some(b)) =
+            (self.lora.get(&format!("{prefix}.lora_a")), self.lora.get(&format!("{prefix}.lora_b")))
+        {
+            y = (y + (x.matmul(a)?.matmul(b)? * self.lora_scale)?)?;
+        }
+        Ok(y)
+    }
+
+    fn norm(&self, name: &str, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::rms_norm(x, self.w(name)?, NORM_EPS)?)
+    }
+
+    /// Run the model on `tokens` (`[B, T]` u32, `T <= context`).
+    pub fn forward(&self, tokens: &Tensor) -> Result<Forward> {
+        let cfg = self.cfg;
+        let (b, t) = tokens.dims2()?;
+        let d = cfg.d_model;
+        let n = b * t;
+        let emb = self.w("wte")?.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, d))?;
+        let pos = self.w("wpe")?.narrow(0, 0, t)?;
+        let mut x = emb.broadcast_add(&pos)?.reshape((n, d))?;
+        let mut aux: Option<Tensor> = None;
+        let mut routes = Vec::with_capacity(cfg.layers);
+        for l in 0..cfg.layers {
+            let p = format!("blocks.{l}");
+            let h = self.norm(&format!("{p}.norm1.gain"), &x)?;
+            x = (x + self.attention(&p, &h, b, t)?)?;
+            let h = self.norm(&format!("{p}.norm2.gain"), &x)?;
+            let (y, a, r) = self.moe(&p, &h)?;
+            x = (x + y)?;
+            if let Some(a) = a {
+                aux = Some(match aux {
+                    Some(s) => (s + a)?,
+                    None => a,
+                });
+            }
+            routes.push(r);
+        }
+        let h = self.norm("norm_f.gain", &x)?;
+        let logits = self.linear("lm_head", &h)?;
+        Ok(Forward { logits, aux, routes })
+    }
+
+    fn attention(&self, p: &str, h: &Tensor, b: usize, t: usize) -> Result<Tensor> {
+        let (nh, hd) = (self.cfg.heads, self.cfg.head_dim());
+        let split = |name: &str| -> Result<Tensor> {
+            let y = self.linear(&format!("{p}.attn.{name}"), h)?;
+            Ok(y.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let (q, k, v) = (split("q")?, split("k")?, split("v")?);
+        let scores = q.matmul(&k.t()?)?;
+        let att = ops::causal_softmax(&scores, 1.0 / (hd as f32).sqrt())?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * t, nh * hd))?;
+        self.linear(&format!("{p}.attn.o"), &y)
+    }
+
+    /// Expert `e` of block prefix `p` (`blocks.L`): `down(gelu(up(x)))`.
+    pub fn expert(&self, p: &str, e: usize, x: &Tensor) -> Result<Tensor> {
+        let up = self.linear(&format!("{p}.moe.experts.{e}.up"), x)?;
+        self.linear(&format!("{p}.moe.experts.{e}.down"), &ops::gelu(&up)?)
+    }
+
+    /// Top-1 mixture of experts of block prefix `p` on `h [N, d]`: each token goes to the argmax of the router
+    /// logits and its output is scaled by that expert's softmax probability
+    /// (so the router learns). Returns output, load-balancing loss, routes.
+    pub fn moe(&self, p: &str, h: &Tensor) -> Result<(Tensor, Option<Tensor>, Vec<u32>)> {
+        let e_count = self.cfg.experts;
+        let n = h.dim(0)?;
+        if e_count == 1 {
+            return Ok((self.expert(p, 0, h)?, None, vec![0; n]));
+        }
+        let logits = self.linear(&format!("{p}.moe.router"), h)?;
+        let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
+        let route = argmax_rows(&logits)?;
+        let mut out = Tensor::zeros((n, self.cfg.d_model), h.dtype(), h.device())?;
+        let mut counts = vec![0f32; e_count];
+        for e in 0..e_count {
+            let idx: Vec<u32> = (0..n as u32).filter(|&i| route[i as usize] == e as u32).collect();
+            if idx.is_empty() {
+                continue;
+            }
+            counts[e] = idx.len() as f32 / n as f32;
+            let idx = Tensor::from_vec(idx, n_of(&route, e), h.device())?;
+            let xe = h.index_select(&idx, 0)?;
+            let gate = probs.index_select(&idx, 0)?.narrow(1, e, 1)?;
+            let ye = self.expert(p, e, &xe)?.broadcast_mul(&gate)?;
+            out = out.index_add(&idx, &ye, 0)?;
+        }
+        let f = Tensor::from_vec(counts, e_count, h.device())?;
+        let aux = ((probs.mean(0)? * f)?.sum_all()? * e_count as f64)?;
+        Ok((out, Some(aux), route))
+    }
+}
+
+fn n_of(route: &[u32], e: usize) -> usize {
+    route.iter().filter(|&&r| r == e as u32).count()
+}
+
+/// Index of the largest value of each row of a `[N, E]` tensor (lowest index on ties).
+pub fn argmax_rows(t: &Tensor) -> Result<Vec<u32>> {
+    let rows = t.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut best = 0;
+            for (i, &v) in r.iter().enumerate() {
+                if v > r[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        })
+        .collect())
+}
+
+/// Bytes as a `[1, len]` u32 token tensor.
+pub fn tokens(bytes: &[u8], device: &Device) -> Result<Tensor> {
+    let v: Vec<u32> = bytes.iter().map(|&b| b as u32).collect();
+    Ok(Tensor::from_vec(v, (1, bytes.len()), device)?)
+}

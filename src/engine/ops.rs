@@ -1,0 +1,429 @@
+//! Differentiable building blocks: fused CPU custom ops with their own
+//! backward (wrapping `kernels`), and plain candle compositions of the same
+//! maths, used on other devices and as the gradient oracle in tests.
+//!
+//! Why custom ops: candle-nn's fused `rms_norm` / `softmax_last_dim` have no
+//! backward (gradients silently zero), and compositions of small element-wise
+//! ops allocate a tensor per op. Why [`frozen_matmul`]: candle's matmul
+//! backward always computes the weight gradient, even for a constant; for a
+//! norm-only or LoRA fine-tune that is wasted work.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Rows handed to one rayon task. Fixed (not derived from the thread count)
+/// so reductions happen in the same order whatever the pool size.
+const ROWS_PER_TASK: usize = 64;
+
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else { candle_core::bail!("{what}: expected f32 storage") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+fn u32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [u32]> {
+    let CpuStorage::U32(v) = s else { candle_core::bail!("{what}: expected u32 storage") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+fn use_fused(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+// ---------------------------------------------------------------- RMSNorm
+
+struct RmsNorm {
+    eps: f32,
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "bets-rmsnorm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, "rmsnorm x")?;
+        let g = f32s(s2, l2, "rmsnorm gain")?;
+        let d = g.len();
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(d * ROWS_PER_TASK).zip(x.par_chunks(d * ROWS_PER_TASK)).for_each(|(yc, xc)| {
+            let mut r = vec![0f32; xc.len() / d];
+            kernels::rmsnorm_fwd(xc, g, self.eps, yc, &mut r);
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, g: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = x.elem_count();
+        let d = g.elem_count();
+        let packed = x.apply_op3_no_bwd(g, &dy.contiguous()?, &RmsNormBwd { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let dg = packed.narrow(0, n, d)?.reshape(g.shape())?;
+        Ok((Some(dx), Some(dg)))
+    }
+}
+
+/// Backward of [`RmsNorm`]: one flat output `[dx (n) | dgain (d)]`.
+struct RmsNormBwd {
+    eps: f32,
+}
+
+impl CustomOp3 for RmsNormBwd {
+    fn name(&self) -> &'static str {
+        "bets-rmsnorm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, "rmsnorm x")?;
+        let g = f32s(s2, l2, "rmsnorm gain")?;
+        let dy = f32s(s3, l3, "rmsnorm dy")?;
+        let (n, d) = (x.len(), g.len());
+        let mut out = vec![0f32; n + d];
+        let (dx, dg) = out.split_at_mut(n);
+        let partial: Vec<Vec<f32>> = dx
+            .par_chunks_mut(d * ROWS_PER_TASK)
+            .zip(x.par_chunks(d * ROWS_PER_TASK).zip(dy.par_chunks(d * ROWS_PER_TASK)))
+            .map(|(dxc, (xc, dyc))| {
+                let mut dgc = vec![0f32; d];
+                kernels::rmsnorm_bwd(xc, g, self.eps, dyc, dxc, &mut dgc);
+                dgc
+            })
+            .collect();
+        for p in partial {
+            for (a, b) in dg.iter_mut().zip(p) {
+                *a += b;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(n + d)))
+    }
+}
+
+/// RMSNorm over the last axis with a gain and no bias: `x / rms(x) * gain`.
+pub fn rms_norm(x: &Tensor, gain: &Tensor, eps: f32) -> Result<Tensor> {
+    if use_fused(x) {
+        x.contiguous()?.apply_op2(gain, RmsNorm { eps })
+    } else {
+        rms_norm_plain(x, gain, eps)
+    }
+}
+
+/// [`rms_norm`] from candle's differentiable element-wise ops.
+pub fn rms_norm_plain(x: &Tensor, gain: &Tensor, eps: f32) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let r = (ms + eps as f64)?.sqrt()?.recip()?;
+    x.broadcast_mul(&r)?.broadcast_mul(gain)
+}
+
+// ---------------------------------------------------------- causal softmax
+
+struct CausalSoftmax {
+    scale: f32,
+}
+
+impl CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "bets-causal-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s, l, "causal softmax")?;
+        let t = l.dims()[l.dims().len() - 1];
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(t * t).zip(x.par_chunks(t * t)).for_each(|(yc, xc)| {
+            kernels::causal_softmax_fwd(xc, t, self.scale, yc);
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &CausalSoftmaxBwd { scale: self.scale })?))
+    }
+}
+
+struct CausalSoftmaxBwd {
+    scale: f32,
+}
+
+impl CustomOp2 for CausalSoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "bets-causal-softmax-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let y = f32s(s1, l1, "causal softmax y")?;
+        let dy = f32s(s2, l2, "causal softmax dy")?;
+        let t = l1.dims()[l1.dims().len() - 1];
+        let mut dx = vec![0f32; y.len()];
+        dx.par_chunks_mut(t * t).zip(y.par_chunks(t * t).zip(dy.par_chunks(t * t))).for_each(|(o, (a, b))| {
+            kernels::causal_softmax_bwd(a, b, t, self.scale, o);
+        });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Softmax of `scale * scores` over the last axis of `[.., T, T]` blocks,
+/// with row `i` seeing columns `0..=i` only (masked weights are exactly 0).
+pub fn causal_softmax(scores: &Tensor, scale: f32) -> Result<Tensor> {
+    if use_fused(scores) {
+        scores.contiguous()?.apply_op1(CausalSoftmax { scale })
+    } else {
+        causal_softmax_plain(scores, scale)
+    }
+}
+
+/// [`causal_softmax`] from candle's differentiable ops (mask with -inf, softmax).
+pub fn causal_softmax_plain(scores: &Tensor, scale: f32) -> Result<Tensor> {
+    let t = scores.dim(D::Minus1)?;
+    let mask: Vec<f32> =
+        (0..t * t).map(|k| if k % t <= k / t { 0.0 } else { f32::NEG_INFINITY }).collect();
+    let mask = Tensor::from_vec(mask, (t, t), scores.device())?;
+    let s = (scores * scale as f64)?.broadcast_add(&mask)?;
+    candle_nn::ops::softmax(&s, D::Minus1)
+}
+
+// -------------------------------------------------------------------- GELU
+
+struct Gelu;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "bets-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s, l, "gelu")?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(a, b)| kernels::gelu_fwd(b, a));
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &GeluBwd)?))
+    }
+}
+
+struct GeluBwd;
+
+impl CustomOp2 for GeluBwd {
+    fn name(&self) -> &'static str {
+        "bets-gelu-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, "gelu x")?;
+        let dy = f32s(s2, l2, "gelu dy")?;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096).zip(dy.par_chunks(4096)))
+            .for_each(|(o, (a, b))| kernels::gelu_bwd(a, b, o));
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// GELU (tanh approximation).
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if use_fused(x) { x.contiguous()?.apply_op1(Gelu) } else { gelu_plain(x) }
+}
+
+/// [`gelu`] from candle's differentiable ops.
+pub fn gelu_plain(x: &Tensor) -> Result<Tensor> {
+    let c = (2.0f64 / std::f64::consts::PI).sqrt();
+    let u = ((x + (x.powf(3.0)? * 0.044715)?)? * c)?;
+    ((u.tanh()? + 1.0)? * 0.5)?.mul(x)
+}
+
+// ----------------------------------------------------------- cross-entropy
+
+struct CrossEntropy;
+
+impl CustomOp2 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "bets-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, "cross-entropy logits")?;
+        let t = u32s(s2, l2, "cross-entropy targets")?;
+        let v = l1.dims()[1];
+        if let Some(bad) = t.iter().find(|&&k| k as usize >= v) {
+            candle_core::bail!("cross-entropy: target {bad} out of range {v}");
+        }
+        let mut nll = vec![0f32; t.len()];
+        nll.par_chunks_mut(ROWS_PER_TASK)
+            .zip(x.par_chunks(v * ROWS_PER_TASK).zip(t.par_chunks(ROWS_PER_TASK)))
+            .for_each(|(o, (xc, tc))| kernels::cross_entropy_fwd(xc, tc, v, o));
+        Ok((CpuStorage::F32(nll), Shape::from(t.len())))
+    }
+
+    fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(x.apply_op3_no_bwd(t, &g.contiguous()?, &CrossEntropyBwd)?), None))
+    }
+}
+
+struct CrossEntropyBwd;
+
+impl CustomOp3 for CrossEntropyBwd {
+    fn name(&self) -> &'static str {
+        "bets-cross-entropy-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1, "cross-entropy logits")?;
+        let t = u32s(s2, l2, "cross-entropy targets")?;
+        let g = f32s(s3, l3, "cross-entropy grad")?;
+        let v = l1.dims()[1];
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(v * ROWS_PER_TASK)
+            .zip(x.par_chunks(v * ROWS_PER_TASK).zip(t.par_chunks(ROWS_PER_TASK).zip(g.par_chunks(ROWS_PER_TASK))))
+            .for_each(|(o, (xc, (tc, gc)))| kernels::cross_entropy_bwd(xc, tc, gc, v, o));
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Per-row negative log-likelihood of `targets` (u32, `[N]`) under `logits` (`[N, V]`).
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if use_fused(logits) {
+        logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropy)
+    } else {
+        cross_entropy_plain(logits, targets)
+    }
+}
+
+/// [`cross_entropy`] from candle's differentiable ops.
+pub fn cross_entropy_plain(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let lsm = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    lsm.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
+}
+
+// ----------------------------------------------------------- frozen matmul
+
+struct FrozenMatmul;
+
+impl CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "bets-frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = l1.shape().dims2()?;
+        let (k2, n) = l2.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("frozen matmul: inner dimensions {k} and {k2} differ");
+        }
+        let out = s1.matmul(s2, (1, m, n, k), l1, l2)?;
+        Ok((out, Shape::from((m, n))))
+    }
+
+    fn bwd(&self, _x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(dy.matmul(&w.t()?)?), None))
+    }
+}
+
+/// `x [N, in] @ w [in, out]` whose backward returns no gradient for `w`:
+/// the frozen-weight path that makes norm-only and LoRA fine-tunes cheaper.
+pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if use_fused(x) { x.apply_op2(w, FrozenMatmul) } else { x.matmul(&w.detach()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Gradients of `sum(f(x) * w)` through the fused and the plain op agree.
+    fn check_grads(x: &Tensor, fused: impl Fn(&Tensor) -> Tensor, plain: impl Fn(&Tensor) -> Tensor, tol: f32) {
+        let xv = Var::from_tensor(x).unwrap();
+        let yf = fused(xv.as_tensor());
+        let yp = plain(xv.as_tensor());
+        assert!(max_diff(&yf, &yp) < tol, "forward differs by {}", max_diff(&yf, &yp));
+        let w = rand(yf.dims(), 99);
+        let gf = (yf * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (yp * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (a, b) = (gf.get(xv.as_tensor()).unwrap(), gp.get(xv.as_tensor()).unwrap());
+        assert!(max_diff(a, b) < tol, "gradient differs by {}", max_diff(a, b));
+    }
+
+    #[test]
+    fn fused_rmsnorm_gradients_match_the_plain_composition() {
+        let x = rand(&[70, 16], 1);
+        let g = Var::from_tensor(&(rand(&[16], 2) + 1.5).unwrap()).unwrap();
+        check_grads(&x, |x| rms_norm(x, g.as_tensor(), 1e-5).unwrap(), |x| rms_norm_plain(x, g.as_tensor(), 1e-5).unwrap(), 2e-5);
+        // and the gain gradient
+        let x = rand(&[70, 16], 3);
+        let w = rand(&[70, 16], 4);
+        let gf = (rms_norm(&x, g.as_tensor(), 1e-5).unwrap() * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (rms_norm_plain(&x, g.as_tensor(), 1e-5).unwrap() * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(gf.get(g.as_tensor()).unwrap(), gp.get(g.as_tensor()).unwrap()) < 2e-5);
+    }
+
+    #[test]
+    fn fused_causal_softmax_gradients_match_the_plain_composition() {
+        let x = rand(&[2, 3, 9, 9], 5);
+        check_grads(&x, |x| causal_softmax(x, 0.7).unwrap(), |x| causal_softmax_plain(x, 0.7).unwrap(), 2e-6);
+    }
+
+    #[test]
+    fn fused_gelu_gradients_match_the_plain_composition() {
+        let x = (rand(&[5000], 6) * 4.0).unwrap();
+        check_grads(&x, |x| gelu(x).unwrap(), |x| gelu_plain(x).unwrap(), 2e-6);
+    }
+
+    #[test]
+    fn fused_cross_entropy_gradients_match_the_plain_composition() {
+        let x = (rand(&[130, 256], 7) * 3.0).unwrap();
+        let t: Vec<u32> = (0..130u32).map(|i| (i * 37) % 256).collect();
+        let t = Tensor::from_vec(t, 130, &Device::Cpu).unwrap();
+        check_grads(&x, |x| cross_entropy(x, &t).unwrap(), |x| cross_entropy_plain(x, &t).unwrap(), 2e-5);
+    }
+
+    #[test]
+    fn frozen_matmul_matches_matmul_and_skips_the_weight_gradient() {
+        let x = Var::from_tensor(&rand(&[6, 5], 8)).unwrap();
+        let w = Var::from_tensor(&rand(&[5, 4], 9)).unwrap();
+        let yf = frozen_matmul(x.as_tensor(), w.as_tensor()).unwrap();
+        let yp = x.as_tensor().matmul(w.as_tensor()).unwrap();
+        assert_eq!(max_diff(&yf, &yp), 0.0);
+        let gf = yf.sum_all().unwrap().backward().unwrap();
+        let gp = yp.sum_all().unwrap().backward().unwrap();
+        assert!(gf.get(w.as_tensor()).is_none(), "frozen weight must get no gradient");
+        assert_eq!(max_diff(gf.get(x.as_tensor()).unwrap(), gp.get(x.as_tensor()).unwrap()), 0.0);
+    }
+}

@@ -1,0 +1,318 @@
+//! Training: AdamW with linear warm-up and cosine decay, global-norm gradient
+//! clipping, seeded data order, and the trainable sets of [`Trainable`].
+//!
+//! The same loop pre-trains a base (every weight trainable from a seeded
+//! init) and fine-tunes adapters (only the chosen tensors are candle `Var`s;
+//! every other weight takes the frozen path, so no gradient is computed for it).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::adapter::{Adapter, Trainable, expected_shapes};
+use super::config::ModelConfig;
+use super::error::{EngineError, Result};
+use super::model::{View, Weights, normal_vec, tensor_seed};
+use super::ops;
+use super::pretrain::BaseModel;
+
+/// Hyper-parameters of one training run. Everything that changes the result
+/// is here, so callers can hash it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Sequences per step.
+    pub batch: usize,
+    /// Bytes per sequence (at most the model's context).
+    pub seq: usize,
+    /// Seed of the data order (and of LoRA's `A` init).
+    pub seed: u64,
+    /// Linear warm-up steps.
+    pub warmup: usize,
+    /// Final learning rate as a fraction of the peak (cosine decay).
+    pub min_lr_frac: f64,
+    /// Decoupled weight decay (matrices only; gains are never decayed).
+    pub weight_decay: f64,
+    /// Global gradient-norm clip.
+    pub clip: f64,
+    /// Weight of the MoE load-balancing loss.
+    pub aux_weight: f64,
+    /// LoRA multiplier alpha / rank.
+    pub lora_scale: f64,
+    /// Threads of the rayon pool the run uses (0 = rayon's default).
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            lr: 1e-3,
+            steps: 100,
+            batch: 8,
+            seq: 64,
+            seed: 0,
+            warmup: 10,
+            min_lr_frac: 0.1,
+            weight_decay: 0.01,
+            clip: 1.0,
+            aux_weight: 0.01,
+            lora_scale: 2.0,
+            threads: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Learning rate at 0-based `step`: linear warm-up, then cosine to `min_lr_frac * lr`.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = (self.steps.saturating_sub(self.warmup)).max(1) as f64;
+        let p = ((step - self.warmup) as f64 / span).min(1.0);
+        let c = 0.5 * (1.0 + (std::f64::consts::PI * p).cos());
+        self.lr * (self.min_lr_frac + (1.0 - self.min_lr_frac) * c)
+    }
+}
+
+/// What a training run reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainStats {
+    pub steps: usize,
+    /// Bytes predicted (batch x seq x steps).
+    pub tokens: u64,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    /// Cross-entropy (nats per byte) of the first batch.
+    pub first_loss: f64,
+    /// Mean cross-entropy of the last `min(10, steps)` batches.
+    pub final_loss: f64,
+    /// Cross-entropy of every step.
+    pub losses: Vec<f32>,
+    /// Scalars updated by the optimiser.
+    pub trainable_params: usize,
+}
+
+/// Run `f` on a rayon pool of `threads` threads (0: the global pool), so a
+/// run's parallelism, and with it its bits, is fixed by its configuration.
+pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    if threads == 0 {
+        return f();
+    }
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}
+
+/// Seeded sampler of `[batch, seq+1]` windows of a text.
+pub struct Batcher<'a> {
+    text: &'a [u8],
+    seq: usize,
+    rng: ChaCha8Rng,
+}
+
+impl<'a> Batcher<'a> {
+    /// A sampler over `text`; `seq` is shortened if the text is short.
+    pub fn new(text: &'a [u8], seq: usize, seed: u64) -> Result<Batcher<'a>> {
+        if text.len() < 2 {
+            return Err(EngineError::EmptyUser {
+                user: "training".into(),
+                what: "training text".into(),
+                hint: "at least 2 bytes are needed".into(),
+            });
+        }
+        let seq = seq.min(text.len() - 1);
+        Ok(Batcher { text, seq, rng: ChaCha8Rng::seed_from_u64(tensor_seed(seed, "data-order")) })
+    }
+
+    /// Inputs and next-byte targets, both `[batch, seq]` u32.
+    pub fn next(&mut self, batch: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let mut xs = Vec::with_capacity(batch * self.seq);
+        let mut ys = Vec::with_capacity(batch * self.seq);
+        for _ in 0..batch {
+            let start = self.rng.random_range(0..=self.text.len() - self.seq - 1);
+            let w = &self.text[start..start + self.seq + 1];
+            xs.extend(w[..self.seq].iter().map(|&b| b as u32));
+            ys.extend(w[1..].iter().map(|&b| b as u32));
+        }
+        Ok((Tensor::from_vec(xs, (batch, self.seq), device)?, Tensor::from_vec(ys, (batch, self.seq), device)?))
+    }
+
+    /// The sequence length actually used.
+    pub fn seq(&self) -> usize {
+        self.seq
+    }
+}
+
+/// The tensors a run trains, sorted by name; `lora` marks LoRA factors.
+struct Params {
+    vars: Vec<(String, Var)>,
+    lora: bool,
+}
+
+fn make_params(kind: &Trainable, base: &BaseModel, cfg: &TrainConfig) -> Result<Params> {
+    let shapes = expected_shapes(kind, base);
+    let mut vars = Vec::new();
+    let lora = matches!(kind, Trainable::Lora { .. });
+    for (name, shape) in shapes {
+        let t = if lora {
+            if name.ends_with(".lora_b") {
+                Tensor::zeros(shape, candle_core::DType::F32, &base.device)?
+            } else {
+                let std = 1.0 / (shape[0] as f32).sqrt();
+                let n = shape.iter().product();
+                Tensor::from_vec(normal_vec(n, std, tensor_seed(cfg.seed, &name)), shape, &base.device)?
+            }
+        } else {
+            base.weights[&name].copy()?
+        };
+        vars.push((name, Var::from_tensor(&t)?));
+    }
+    Ok(Params { vars, lora })
+}
+
+/// Per-variable AdamW moments.
+struct Moments {
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+/// Core loop shared by pre-training and fine-tuning. `on_step(step, loss)`
+/// is called after every step (progress bars).
+fn run(
+    model_cfg: &ModelConfig,
+    base: &Weights,
+    params: &Params,
+    text: &[u8],
+    cfg: &TrainConfig,
+    device: &Device,
+    on_step: &mut dyn FnMut(usize, f32),
+) -> Result<TrainStats> {
+    let seq = cfg.seq.min(model_cfg.context);
+    let mut batcher = Batcher::new(text, seq, cfg.seed)?;
+    let mut mom = Moments {
+        m: params.vars.iter().map(|(_, v)| vec![0f32; v.elem_count()]).collect(),
+        v: params.vars.iter().map(|(_, v)| vec![0f32; v.elem_count()]).collect(),
+    };
+    let mut losses = Vec::with_capacity(cfg.steps);
+    let t0 = Instant::now();
+    for step in 0..cfg.steps {
+        let (xs, ys) = batcher.next(cfg.batch, device)?;
+        let mut view = View::new(model_cfg, base);
+        for (name, var) in &params.vars {
+            if params.lora {
+                view.lora.insert(name.clone(), var.as_tensor().clone());
+            } else {
+                view.over.insert(name.clone(), var.as_tensor().clone());
+            }
+        }
+        view.lora_scale = cfg.lora_scale;
+        let fwd = view.forward(&xs)?;
+        let nll = ops::cross_entropy(&fwd.logits, &ys.flatten_all()?)?.mean_all()?;
+        let loss_val = nll.to_scalar::<f32>()?;
+        let loss = match (&fwd.aux, cfg.aux_weight) {
+            (Some(a), w) if w > 0.0 => (&nll + (a * w)?)?,
+            _ => nll,
+        };
+        let grads = loss.backward()?;
+        let mut gs: Vec<Vec<f32>> = Vec::with_capacity(params.vars.len());
+        for (_, var) in &params.vars {
+            gs.push(match grads.get(var.as_tensor()) {
+                Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0f32; var.elem_count()],
+            });
+        }
+        let norm: f64 = gs.iter().flatten().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt();
+        let scale = if norm > cfg.clip && norm.is_finite() { (cfg.clip / norm) as f32 } else { 1.0 };
+        let lr = cfg.lr_at(step) as f32;
+        for (i, (_, var)) in params.vars.iter().enumerate() {
+            let decay = if var.rank() >= 2 { cfg.weight_decay as f32 } else { 0.0 };
+            let h = kernels::AdamW { lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: decay };
+            let mut p = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            kernels::adamw_step(&mut p, &gs[i], &mut mom.m[i], &mut mom.v[i], &h, step as u32 + 1, scale);
+            var.set(&Tensor::from_vec(p, var.shape(), device)?)?;
+        }
+        losses.push(loss_val);
+        on_step(step, loss_val);
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let tokens = (cfg.steps * cfg.batch * batcher.seq()) as u64;
+    let tail = &losses[losses.len().saturating_sub(10)..];
+    Ok(TrainStats {
+        steps: cfg.steps,
+        tokens,
+        seconds,
+        tokens_per_s: tokens as f64 / seconds.max(1e-9),
+        first_loss: losses.first().copied().unwrap_or(f32::NAN) as f64,
+        final_loss: if tail.is_empty() { f64::NAN } else { tail.iter().map(|&x| x as f64).sum::<f64>() / tail.len() as f64 },
+        losses,
+        trainable_params: params.vars.iter().map(|(_, v)| v.elem_count()).sum(),
+    })
+}
+
+/// Fine-tune `base` on `text`, changing only the `kind` tensors; returns the
+/// adapter (apart from the base) and the run's statistics.
+pub fn finetune(base: &BaseModel, kind: Trainable, text: &[u8], cfg: &TrainConfig) -> Result<(Adapter, TrainStats)> {
+    finetune_with(base, kind, text, cfg, &mut |_, _| {})
+}
+
+/// [`finetune`] with a per-step callback `(step, loss)`.
+pub fn finetune_with(
+    base: &BaseModel,
+    kind: Trainable,
+    text: &[u8],
+    cfg: &TrainConfig,
+    on_step: &mut (dyn FnMut(usize, f32) + Send),
+) -> Result<(Adapter, TrainStats)> {
+    with_threads(cfg.threads, || {
+        let params = make_params(&kind, base, cfg)?;
+        let stats = if kind == Trainable::None {
+            TrainStats {
+                steps: 0,
+                tokens: 0,
+                seconds: 0.0,
+                tokens_per_s: 0.0,
+                first_loss: f64::NAN,
+                final_loss: f64::NAN,
+                losses: vec![],
+                trainable_params: 0,
+            }
+        } else {
+            run(&base.config, &base.weights, &params, text, cfg, &base.device, on_step)?
+        };
+        let tensors: BTreeMap<String, Tensor> =
+            params.vars.iter().map(|(n, v)| (n.clone(), v.as_detached_tensor())).collect();
+        let adapter = Adapter { kind, base_hash: base.hash.clone(), lora_scale: cfg.lora_scale, tensors };
+        Ok((adapter, stats))
+    })
+}
+
+/// Train every weight of `weights` in place on `text` (pre-training).
+pub fn train_full(
+    model_cfg: &ModelConfig,
+    weights: &mut Weights,
+    text: &[u8],
+    cfg: &TrainConfig,
+    device: &Device,
+    on_step: &mut (dyn FnMut(usize, f32) + Send),
+) -> Result<TrainStats> {
+    with_threads(cfg.threads, || {
+        let vars: Vec<(String, Var)> =
+            weights.iter().map(|(n, t)| Ok((n.clone(), Var::from_tensor(t)?))).collect::<Result<_>>()?;
+        let params = Params { vars, lora: false };
+        let empty = Weights::new();
+        let stats = run(model_cfg, &empty, &params, text, cfg, device, on_step)?;
+        for (n, v) in params.vars {
+            weights.insert(n, v.as_detached_tensor());
+        }
+        Ok(stats)
+    })
+}

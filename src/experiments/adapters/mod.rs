@@ -1,0 +1,216 @@
+//! Per-user adapter experiments on the engine (bets 10, 37, 46, 49, 54, 55,
+//! 60, 61).
+//!
+//! Every kind here shares one [`Workbench`]: the corpus, the base model of
+//! the run's profile, and memoised adapters and base evaluations, so an
+//! adapter is trained once per (arm, user, data, seed) however many cells
+//! evaluate it. Every arm of one bet shares the base, the budget (AdamW, `lr`,
+//! `steps`) and the data order of a seed: arms differ only in what is
+//! trainable.
+
+mod average;
+mod mixture;
+mod train_eval;
+
+pub use average::AdapterAverage;
+pub use mixture::AdapterMixture;
+pub use train_eval::AdapterTrainEval;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rand::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::Env;
+use crate::engine::adapter::{Adapter, Trainable};
+use crate::engine::config::Profile;
+use crate::engine::data::{Corpus, LoadOptions, Split};
+use crate::engine::eval::{EvalConfig, EvalStats, evaluate};
+use crate::engine::pretrain::{BaseModel, base_model};
+use crate::engine::train::{TrainConfig, TrainStats, finetune};
+
+/// Arms of the catalogue: what a fine-tune may change.
+pub const ARMS: &[&str] = &["none", "norm-only", "lora-r4", "full"];
+/// Held-out slices.
+pub const SLICES: &[&str] = &["A", "B", "C"];
+/// Training data: the user's text, or the noise-floor control.
+pub const DATA: &[&str] = &["real", "random"];
+
+/// The training budget and evaluation settings every adapter kind shares;
+/// defaults are the catalogue's shared frame (AdamW, lr 5e-5, 100 steps).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    /// Peak AdamW learning rate.
+    pub lr: f64,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Sequences per step (each the model's context long).
+    pub batch: usize,
+    /// Linear warm-up steps.
+    pub warmup: usize,
+    /// LoRA rank of the `lora-r4` arm.
+    pub lora_rank: usize,
+    /// Evaluate at most this many bytes of each held-out text (0 = all).
+    pub eval_bytes: usize,
+    /// Also evaluate on the general held-out text (bet 10).
+    pub general_eval: bool,
+    /// Seed of the base model's pre-training.
+    pub base_seed: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            lr: 5e-5,
+            steps: 100,
+            batch: 8,
+            warmup: 10,
+            lora_rank: 4,
+            eval_bytes: 0,
+            general_eval: false,
+            base_seed: 0,
+        }
+    }
+}
+
+impl Budget {
+    /// Range checks shared by every kind.
+    pub fn check(&self) -> Result<(), String> {
+        if self.steps == 0 || self.batch == 0 || self.lora_rank == 0 || self.lr.is_nan() || self.lr <= 0.0 {
+            return Err("steps, batch, lora_rank and lr must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Threads of the base model's pre-training: fixed, so that the base (and
+/// every cell's result) does not depend on `-j` or `--threads`.
+pub const PRETRAIN_THREADS: usize = 2;
+
+type Memo<T> = Mutex<HashMap<String, Arc<OnceLock<Result<T, String>>>>>;
+
+/// Compute `f` once per key, whichever thread asks first; others wait.
+fn memo<T: Clone>(m: &Memo<T>, key: String, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let slot = m.lock().expect("memo lock").entry(key).or_default().clone();
+    slot.get_or_init(|| f().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow::anyhow!(e))
+}
+
+/// A trained adapter with its training statistics and its size on disk.
+#[derive(Clone)]
+pub struct Trained {
+    pub adapter: Arc<Adapter>,
+    pub stats: Arc<TrainStats>,
+    pub bytes: u64,
+}
+
+/// What every cell of an adapter bet shares.
+pub struct Workbench {
+    pub budget: Budget,
+    pub corpus: Corpus,
+    pub base: BaseModel,
+    threads: usize,
+    adapters: Memo<Trained>,
+    base_evals: Memo<EvalStats>,
+}
+
+impl Workbench {
+    /// Load (fetching if needed) the corpus and build or load the base of
+    /// the run's profile.
+    pub fn new(budget: Budget, env: &Env) -> anyhow::Result<Workbench> {
+        let corpus = Corpus::load(&env.cache_dir, &LoadOptions::default())?;
+        let profile = Profile::from_name(&env.profile)?;
+        let base = base_model(&profile, &corpus, &env.cache_dir, budget.base_seed, PRETRAIN_THREADS, env.progress)?;
+        Ok(Workbench {
+            budget,
+            corpus,
+            base,
+            threads: env.threads,
+            adapters: Mutex::new(HashMap::new()),
+            base_evals: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Hashes of everything the cells depend on: the base and every split.
+    pub fn inputs(&self) -> BTreeMap<String, String> {
+        let mut inputs = BTreeMap::new();
+        inputs.insert("base_model".to_string(), self.base.hash.clone());
+        inputs.insert("general_train".to_string(), self.corpus.general_train_hash());
+        for user in self.corpus.users() {
+            for split in [Split::Train, Split::A, Split::B, Split::C] {
+                if let Ok(h) = self.corpus.split_hash(user, split) {
+                    inputs.insert(format!("{user}/{}", split.name()), h);
+                }
+            }
+        }
+        inputs
+    }
+
+    /// Evaluation settings of this budget.
+    pub fn eval_cfg(&self) -> EvalConfig {
+        EvalConfig { max_bytes: self.budget.eval_bytes, threads: self.threads, ..Default::default() }
+    }
+
+    fn trainable(&self, arm: &str) -> anyhow::Result<Trainable> {
+        let spec = match arm {
+            "lora-r4" => format!("lora:{}:q,k,v,o,ffn", self.budget.lora_rank),
+            other => other.to_string(),
+        };
+        Ok(spec.parse()?)
+    }
+
+    /// The training text of `user`: real, or (`random`) seeded uniform
+    /// random bytes of the same length.
+    fn train_text(&self, user: &str, data: &str, seed: u64) -> anyhow::Result<Vec<u8>> {
+        let real = self.corpus.train(user)?;
+        Ok(match data {
+            "random" => {
+                let mut bytes = vec![0u8; real.len()];
+                let stream = super::derive_seed(user, &format!("noise-floor/{seed}"));
+                rand_chacha::ChaCha8Rng::seed_from_u64(stream).fill_bytes(&mut bytes);
+                bytes
+            }
+            _ => real,
+        })
+    }
+
+    /// The adapter of (arm, user, data, seed), trained on first use.
+    pub fn adapter(&self, arm: &str, user: &str, data: &str, seed: u64) -> anyhow::Result<Trained> {
+        memo(&self.adapters, format!("{arm}/{user}/{data}/{seed}"), || {
+            let text = self.train_text(user, data, seed)?;
+            let cfg = TrainConfig {
+                lr: self.budget.lr,
+                steps: self.budget.steps,
+                batch: self.budget.batch,
+                seq: self.base.config.context,
+                seed,
+                warmup: self.budget.warmup,
+                threads: self.threads,
+                ..TrainConfig::default()
+            };
+            let (adapter, stats) = finetune(&self.base, self.trainable(arm)?, &text, &cfg)?;
+            let bytes = adapter.to_bytes()?.len() as u64;
+            Ok(Trained { adapter: Arc::new(adapter), stats: Arc::new(stats), bytes })
+        })
+    }
+
+    /// The bare base evaluated on `user`'s held-out `slice` (memoised).
+    pub fn base_eval(&self, user: &str, slice: Split) -> anyhow::Result<EvalStats> {
+        memo(&self.base_evals, format!("{user}/{}", slice.name()), || {
+            Ok(evaluate(&self.base, None, &self.corpus.eval(user, slice)?, &self.eval_cfg())?)
+        })
+    }
+
+    /// The bare base on the general held-out text (memoised).
+    pub fn base_eval_general(&self) -> anyhow::Result<EvalStats> {
+        memo(&self.base_evals, "general".into(), || {
+            Ok(evaluate(&self.base, None, &self.corpus.general_eval(), &self.eval_cfg())?)
+        })
+    }
+}
+
+/// Parse a slice factor value.
+pub fn slice(name: &str) -> anyhow::Result<Split> {
+    Split::from_name(name).ok_or_else(|| anyhow::anyhow!("unknown slice `{name}`: expected A, B or C"))
+}
