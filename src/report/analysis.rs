@@ -77,27 +77,46 @@ pub fn analyse(verdict: &VerdictFile, cells: &DataFrame, cfg: &Bootstrap) -> Ana
 
 /// Sign tests of the run's win counts.
 ///
-/// Convention: a quantity named `wins` or `<prefix>_wins` is a count of
-/// paired comparisons one arm won; its number of trials is the quantity
-/// `<prefix>trials` (ties excluded), or else `<prefix>wins + <prefix>losses`.
-/// A win count without either is not tested: a threshold like `wins >= 12`
-/// alone does not say out of how many.
+/// Convention (the catalogue's own names): a quantity named `wins` or
+/// `<prefix>_wins` counts paired comparisons one arm won. Its number of
+/// trials is the quantity `<prefix>_trials` or `<prefix>_pairs`, else
+/// `trials` or `pairs`, else `<prefix>_wins + <prefix>_losses` (ties left
+/// out). Two win counts with no trials of their own count the two sides of
+/// one comparison (e.g. `real_wins` and `random_wins`): they give a single
+/// test of one against the other, over their sum. A win count that none of
+/// these completes is not tested: a threshold like `wins >= 12` alone does
+/// not say out of how many.
 pub fn sign_tests(verdict: &VerdictFile) -> Vec<SignTest> {
     let q = &verdict.record.quantities;
-    let int = |name: &str| {
+    let count = |name: &str| {
         q.get(name).and_then(|v| v.value.as_ref()).and_then(|v| v.as_f64()).filter(|x| *x >= 0.0 && x.fract() == 0.0)
     };
+    let win_counts: Vec<(&String, &str, f64)> = q
+        .keys()
+        .filter_map(|name| {
+            let prefix = name.strip_suffix("wins").filter(|p| p.is_empty() || p.ends_with('_'))?;
+            Some((name, prefix, count(name)?))
+        })
+        .collect();
     let mut out = Vec::new();
-    for name in q.keys() {
-        let Some(prefix) = name.strip_suffix("wins").filter(|p| p.is_empty() || p.ends_with('_')) else { continue };
-        let Some(wins) = int(name) else { continue };
-        let trials = int(&format!("{prefix}trials")).or_else(|| int(&format!("{prefix}losses")).map(|l| l + wins));
-        if let Some(trials) = trials
-            && wins <= trials
-        {
-            let (wins, trials) = (wins as u64, trials as u64);
-            out.push(SignTest { quantity: name.clone(), wins, trials, p: stats::sign_test(wins, trials) });
+    let mut unpaired = Vec::new();
+    for (name, prefix, wins) in &win_counts {
+        let own = ["trials", "pairs"].iter().find_map(|t| count(&format!("{prefix}{t}")));
+        let shared = ["trials", "pairs"].iter().find_map(|t| count(t));
+        let trials = own.or(shared).or_else(|| count(&format!("{prefix}losses")).map(|l| l + wins));
+        match trials {
+            Some(trials) if *wins <= trials => {
+                out.push(SignTest { quantity: name.to_string(), wins: *wins as u64, trials: trials as u64, p: 0.0 })
+            }
+            Some(_) => {}
+            None => unpaired.push((*name, *wins)),
         }
+    }
+    if let [(a, wa), (b, wb)] = unpaired[..] {
+        out.push(SignTest { quantity: format!("{a} vs {b}"), wins: wa as u64, trials: (wa + wb) as u64, p: 0.0 });
+    }
+    for t in &mut out {
+        t.p = stats::sign_test(t.wins, t.trials);
     }
     out
 }

@@ -199,8 +199,8 @@ pub fn summary(catalogue: &Catalogue, holm: &[HolmRow], documents: &[Document]) 
     blocks.push(Block::Heading(2, "Sign tests across the catalogue".into()));
     if holm.is_empty() {
         blocks.push(Block::Para(rich(
-            "No latest counted run reports a win count with its number of trials (quantities `wins` and \
-             `trials`, or `<x>_wins` and `<x>_trials`), so there is nothing to test.",
+            "No latest counted run reports a win count with its number of trials (`wins` with `pairs` or \
+             `trials`, `<x>_wins` with `<x>_losses`, or two opposing `<x>_wins`), so there is nothing to test.",
         )));
     } else {
         blocks.push(Block::Para(vec![text(format!(

@@ -257,6 +257,40 @@ fn win_counts_are_sign_tested_when_their_trials_are_declared() {
     assert_eq!(a.resampling, "clusters of `seed` (5 drawn with replacement)");
 }
 
+fn verdict_with(quantities: &[(&str, i64)]) -> VerdictFile {
+    let (df, _) = cells(4);
+    let mut record = record(&df);
+    record.quantities = quantities
+        .iter()
+        .map(|(n, v)| {
+            (n.to_string(), criteria::QuantityValue { sql: String::new(), value: Some(Value::Int(*v)), error: None })
+        })
+        .collect();
+    VerdictFile {
+        format: 1,
+        bet: 1,
+        run_id: "r".into(),
+        profile: "small".into(),
+        exploratory: false,
+        counted: true,
+        record,
+    }
+}
+
+#[test]
+fn win_counts_find_their_trials_by_the_catalogues_names() {
+    let tests = |q: &[(&str, i64)]| {
+        analysis::sign_tests(&verdict_with(q)).into_iter().map(|t| (t.quantity, t.wins, t.trials)).collect::<Vec<_>>()
+    };
+    assert_eq!(tests(&[("wins", 12), ("pairs", 15)]), vec![("wins".into(), 12, 15)]);
+    assert_eq!(tests(&[("norm_wins", 3), ("norm_losses", 2)]), vec![("norm_wins".into(), 3, 5)]);
+    assert_eq!(tests(&[("real_wins", 12), ("random_wins", 3)]), vec![("random_wins vs real_wins".into(), 3, 15)]);
+    assert_eq!(tests(&[("wins", 12)]), vec![], "out of how many is unknown");
+    assert_eq!(tests(&[("columns_won", 3), ("users", 3)]), vec![]);
+    let p = analysis::sign_tests(&verdict_with(&[("real_wins", 12), ("random_wins", 3)]))[0].p;
+    assert_eq!(p, 0.03515625);
+}
+
 #[test]
 fn the_summary_row_shows_verdict_numbers_controls_amendments_run_and_signature() {
     let c = catalogue();
