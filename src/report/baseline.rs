@@ -30,16 +30,22 @@ pub fn file_name(profile: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
+    /// Baseline file format version.
     pub format: u32,
+    /// Catalogue number.
     pub bet: u32,
+    /// The bet's slug, so the file says what it is.
     pub slug: String,
+    /// The profile the rerun used (`tiny`).
     pub profile: String,
     /// The spec the baseline was taken under; a changed spec is a drift
     /// until someone accepts the new numbers.
     pub spec_hash: String,
     /// Experiment kind and version that produced it.
     pub experiment: String,
+    /// The verdict the rerun gave.
     pub verdict: Verdict,
+    /// Planned, ok and failed cells of the rerun.
     pub cells: CellCounts,
     /// Every quantity, NULL as `null`.
     pub quantities: BTreeMap<String, Option<Value>>,
@@ -77,10 +83,13 @@ impl Baseline {
 /// One difference between a baseline and a rerun.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Drift {
+    /// The bet that drifted.
     pub bet: u32,
     /// `verdict`, `spec_hash`, `experiment`, `cells` or a quantity name.
     pub what: String,
+    /// The baseline's value, every bit shown.
     pub baseline: String,
+    /// The rerun's value, every bit shown.
     pub now: String,
     /// Whether a criterion names it (the verdict itself counts as decisive).
     pub decisive: bool,

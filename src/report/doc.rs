@@ -14,6 +14,7 @@ pub struct Doc {
     pub path: String,
     /// The page title (also its first heading).
     pub title: String,
+    /// The blocks, top to bottom, after the title.
     pub blocks: Vec<Block>,
 }
 
@@ -22,13 +23,17 @@ pub struct Doc {
 pub enum Block {
     /// A section heading, level 2 or deeper (the title is level 1).
     Heading(u8, String),
+    /// A paragraph.
     Para(Vec<Inline>),
     /// A bulleted list, one item per entry.
     List(Vec<Vec<Inline>>),
+    /// A table.
     Table(Table),
     /// An image (an SVG plot) by logical path, with its alt text.
     Image {
+        /// Logical path of the image.
         src: String,
+        /// Text for readers who cannot see it.
         alt: String,
     },
     /// Preformatted text (SQL, a hypothesis kept verbatim).
@@ -39,20 +44,28 @@ pub enum Block {
 /// `verdict-table`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Table {
+    /// An HTML id for the table, e.g. `verdict-table`.
     pub id: Option<String>,
+    /// Column headings.
     pub header: Vec<String>,
+    /// Rows of cells; a cell is a run of inlines.
     pub rows: Vec<Vec<Vec<Inline>>>,
 }
 
 /// A run of text inside a block.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inline {
+    /// Plain text (escaped by each renderer).
     Text(String),
+    /// Emphasised text (verdicts).
     Strong(String),
+    /// Code: SQL, run ids, hashes.
     Code(String),
     /// A link to a logical path (see the module docs).
     Link {
+        /// The link text.
         text: String,
+        /// The logical path linked to.
         to: String,
     },
 }

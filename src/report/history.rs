@@ -27,7 +27,9 @@ pub const DOCUMENT_FORMAT: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DocKind {
+    /// The rerun or meta bet upholds the finding.
     Confirmation,
+    /// The rerun or meta bet overturns the finding.
     Retraction,
 }
 
@@ -52,17 +54,25 @@ impl DocKind {
 /// One run as a document shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunSide {
+    /// The bet the run belongs to.
     pub bet: u32,
+    /// The run id.
     pub run_id: String,
     /// Repo-relative bundle path.
     pub bundle: String,
+    /// The profile it ran at.
     pub profile: String,
+    /// Its verdict.
     pub verdict: Verdict,
+    /// Why, as the verdict file says.
     pub reason: String,
+    /// Every quantity's value (NULL as `None`).
     pub quantities: BTreeMap<String, Option<Value>>,
     /// The key that signed the bundle.
     pub signer: String,
+    /// The spec hash the run was made under.
     pub spec_hash: String,
+    /// When the run finished (from its manifest).
     pub finished: String,
 }
 
@@ -89,29 +99,43 @@ impl RunSide {
 pub struct Difference {
     /// What, e.g. `harness version`, `inputs.corpus`, `grid`.
     pub what: String,
+    /// The value in the earlier run.
     pub previous: String,
+    /// The value in the later run.
     pub latest: String,
 }
 
 /// A verdict in a bet's history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryEntry {
+    /// The run id.
     pub run_id: String,
+    /// The profile it ran at.
     pub profile: String,
+    /// Its verdict.
     pub verdict: Verdict,
+    /// Whether it counts as a verdict.
     pub counted: bool,
 }
 
 /// A confirmation or retraction by rerun.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RerunDoc {
+    /// Document format version.
     pub format: u32,
+    /// Confirmation or retraction.
     pub kind: DocKind,
+    /// The bet.
     pub bet: u32,
+    /// The bet's slug.
     pub slug: String,
+    /// The bet's title.
     pub title: String,
+    /// The counted run before `latest`.
     pub previous: RunSide,
+    /// The counted run that issues the document.
     pub latest: RunSide,
+    /// Everything the manifests record differently.
     pub differences: Vec<Difference>,
     /// Every verified run of the bet up to the latest one, oldest first.
     pub history: Vec<HistoryEntry>,
@@ -120,7 +144,9 @@ pub struct RerunDoc {
 /// What one bet whose headline is tested stands on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TestedBet {
+    /// The bet whose headline is tested.
     pub bet: u32,
+    /// Its title (`None` when it is not in the catalogue).
     pub title: Option<String>,
     /// Its latest counted, signed run; `None` when it has none.
     pub latest: Option<RunSide>,
@@ -129,20 +155,28 @@ pub struct TestedBet {
 /// A confirmation or retraction of other bets' headlines by a meta bet.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeadlineDoc {
+    /// Document format version.
     pub format: u32,
+    /// Confirmation or retraction.
     pub kind: DocKind,
+    /// The meta bet.
     pub bet: u32,
+    /// The meta bet's slug.
     pub slug: String,
+    /// The meta bet's title.
     pub title: String,
     /// The meta bet's own latest counted run, which decides the kind.
     pub run: RunSide,
+    /// The bets whose headlines it tests, in the spec's order.
     pub tested: Vec<TestedBet>,
 }
 
 /// Either document, with its file name.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Document {
+    /// A rerun of the same bet.
     Rerun(Box<RerunDoc>),
+    /// A meta bet about other bets' headlines.
     Headline(Box<HeadlineDoc>),
 }
 

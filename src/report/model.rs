@@ -36,21 +36,30 @@ impl Catalogue {
 pub struct Rejected {
     /// Repo-relative path of the bundle.
     pub path: String,
+    /// What failed, in the verifier's words.
     pub error: String,
 }
 
 /// One bet: its spec, its ledger history, its verified runs and statistics.
 #[derive(Debug, Clone)]
 pub struct BetReport {
+    /// Catalogue number.
     pub number: u32,
+    /// Kebab-case identifier.
     pub slug: String,
+    /// One-line title from the spec.
     pub title: String,
     /// The catalogue section, kebab-case as in the spec.
     pub section: String,
+    /// The kind of claim, kebab-case as in the spec.
     pub claim: String,
+    /// The hypothesis as registered in prose.
     pub hypothesis: String,
+    /// Free text for readers, from the spec.
     pub notes: Option<String>,
+    /// Bets this one builds on.
     pub depends_on: Vec<u32>,
+    /// Bets whose headline this one confirms or retracts.
     pub tests_headline_of: Vec<u32>,
     /// Declared negative controls: name -> bet number.
     pub controls: BTreeMap<String, u32>,
@@ -101,11 +110,15 @@ impl BetReport {
 /// One ledger entry of a bet, as a reader needs it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LedgerEvent {
+    /// Position in the ledger.
     pub seq: u64,
+    /// Registration or amendment.
     pub kind: EntryKind,
     /// RFC 3339 time of the entry (from the ledger, never the clock).
     pub time: String,
+    /// An amendment's reason, in the amender's words.
     pub reason: Option<String>,
+    /// The spec hash this entry registered.
     pub spec_hash: String,
     /// What changed from the previous entry (`diff_canonical` lines).
     pub changes: Vec<String>,
@@ -118,7 +131,9 @@ pub struct LedgerEvent {
 pub struct RunInfo {
     /// Repo-relative path of the bundle.
     pub dir: String,
+    /// The bundle's manifest.
     pub manifest: Manifest,
+    /// The bundle's verdict file.
     pub verdict: VerdictFile,
     /// The trusted key that signed it.
     pub signer: String,
@@ -136,6 +151,7 @@ impl RunInfo {
 /// Statistics of one run (see [`crate::stats`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Analysis {
+    /// The run the statistics are of.
     pub run_id: String,
     /// How cells were resampled, in words (e.g. "clusters of `seed` (5)").
     pub resampling: String,
@@ -143,13 +159,16 @@ pub struct Analysis {
     pub intervals: BTreeMap<String, Result<Option<Interval>, String>>,
     /// One per registered criterion, in decision order.
     pub criteria: Vec<CriterionStats>,
+    /// Sign tests of the run's win counts.
     pub sign_tests: Vec<SignTest>,
+    /// The run's cells, for its page.
     pub cells: CellsView,
 }
 
 /// Whether a criterion would come out otherwise inside the intervals.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CriterionStats {
+    /// `catastrophic`, `strict` or `lenient`.
     pub level: String,
     /// Set when the outcome flips at an interval end: the quantity, the end
     /// and what the criterion gives there.
@@ -170,7 +189,9 @@ impl CriterionStats {
 pub struct SignTest {
     /// The win-count quantity (`wins` or `*_wins`).
     pub quantity: String,
+    /// Comparisons won.
     pub wins: u64,
+    /// Comparisons made (ties left out).
     pub trials: u64,
     /// Exact two-sided p under "either arm wins with chance 1/2".
     pub p: f64,
@@ -181,17 +202,24 @@ pub struct SignTest {
 pub struct CellsView {
     /// Column names in table order.
     pub columns: Vec<String>,
+    /// Every row, failed cells included.
     pub rows: Vec<Row>,
 }
 
 /// A win-count sign test placed in the catalogue-wide Holm family.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HolmRow {
+    /// The bet.
     pub bet: u32,
+    /// The win-count quantity.
     pub quantity: String,
+    /// Comparisons won.
     pub wins: u64,
+    /// Comparisons made.
     pub trials: u64,
+    /// The raw p-value.
     pub p: f64,
+    /// The p-value after Holm's adjustment over the catalogue.
     pub p_holm: f64,
 }
 

@@ -37,7 +37,10 @@ pub enum Resampling {
     /// comparison of arms joined on that factor stays paired. A group drawn
     /// twice gets a fresh value of the factor for its second copy, so a join
     /// on the factor pairs each copy with itself and never across copies.
-    Clusters { factor: String },
+    Clusters {
+        /// The column whose values define the clusters.
+        factor: String,
+    },
 }
 
 /// A bootstrap interval of one quantity.
@@ -45,10 +48,13 @@ pub enum Resampling {
 pub struct Interval {
     /// The quantity on the table as observed.
     pub estimate: Option<f64>,
+    /// Lower end of the interval.
     pub low: f64,
+    /// Upper end of the interval.
     pub high: f64,
     /// Resamples where the quantity had a value (NULLs are left out).
     pub defined: usize,
+    /// Resamples drawn.
     pub resamples: usize,
     /// Units drawn from (rows or clusters); one unit gives a degenerate
     /// interval, which a reader must see as "no replication", not certainty.
