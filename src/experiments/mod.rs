@@ -7,6 +7,9 @@
 //! [`all`].
 
 pub mod adapters;
+pub mod gossip_directory;
+mod overrides;
+pub mod royalty_math;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -139,7 +142,13 @@ pub fn parse_params<T: DeserializeOwned>(params: &toml::Table) -> Result<T, Stri
 
 /// Every experiment kind the harness knows.
 pub fn all() -> Vec<&'static dyn Experiment> {
-    vec![&adapters::AdapterTrainEval, &adapters::AdapterAverage, &adapters::AdapterMixture]
+    vec![
+        &adapters::AdapterTrainEval,
+        &adapters::AdapterAverage,
+        &adapters::AdapterMixture,
+        &gossip_directory::GossipDirectory,
+        &royalty_math::RoyaltyMath,
+    ]
 }
 
 /// Look an experiment kind up by name.
