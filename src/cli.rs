@@ -10,7 +10,8 @@ use crate::runner::Shard;
 #[derive(Debug, Parser)]
 #[command(name = "bets", version, about, long_about = None)]
 pub struct Cli {
-    /// Repository root (holding bets/ and results/).
+    /// Run as if started in this repository root (like `git -C`): relative
+    /// paths on the command line are taken from there.
     #[arg(long, global = true, default_value = ".")]
     pub repo: PathBuf,
     /// Less output: no progress bars.

@@ -26,8 +26,10 @@
 //! verdicts, [`registry`] keeps the ledger, [`runner`] executes plans,
 //! [`experiments`] turns cells into engine or simulation calls, [`engine`] is
 //! the candle model, [`sim`] holds model-free simulations, [`results`] writes
-//! and verifies bundles, [`report`] renders tables and plots, [`app`] is the
-//! IO shell behind the CLI ([`cli`]).
+//! and verifies bundles, [`report`] renders tables and plots, [`table`] is the
+//! tidy table (polars: SQL, CSV, Parquet), [`signing`] holds minisign keys and
+//! signatures, [`app`] is the IO shell behind the CLI ([`cli`],
+//! [`cli_engine`]), and [`error`] maps failures to the documented exit codes.
 
 pub mod app;
 pub mod cli;

@@ -32,7 +32,7 @@ fn the_catalogue_checks_clean() {
 
 #[test]
 fn malformed_toml_names_the_line() {
-    assert_names("91_malformed.toml", &["malformed TOML", "line 7"]);
+    assert_names("91_malformed.toml", &["malformed TOML", "line 8, column 11: [procedure"]);
 }
 
 #[test]

@@ -34,7 +34,10 @@ fn bits(t: &Tensor) -> Vec<u32> {
 }
 
 fn all_lora() -> Trainable {
-    Trainable::Lora { rank: 2, targets: vec![LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O, LoraTarget::Ffn] }
+    Trainable::Lora {
+        rank: 2,
+        targets: vec![LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O, LoraTarget::Ffn],
+    }
 }
 
 /// Gradients of one batch's loss for the tensors `kind` trains.
@@ -155,8 +158,9 @@ fn evaluation_reports_exp_of_the_mean_nll_of_every_byte() {
     let mut sum = 0f64;
     for (s, l) in [(0, 32), (32, 32), (64, 5)] {
         let xs = model::tokens(&text[s..s + l], &Device::Cpu).unwrap();
-        let ys = Tensor::from_vec(text[s + 1..s + l + 1].iter().map(|&b| b as u32).collect::<Vec<_>>(), l, &Device::Cpu)
-            .unwrap();
+        let ys =
+            Tensor::from_vec(text[s + 1..s + l + 1].iter().map(|&b| b as u32).collect::<Vec<_>>(), l, &Device::Cpu)
+                .unwrap();
         let nll = ops::cross_entropy(&view.forward(&xs).unwrap().logits, &ys).unwrap().to_vec1::<f32>().unwrap();
         sum += nll.iter().map(|&x| x as f64).sum::<f64>();
     }
@@ -216,7 +220,7 @@ fn adapters_round_trip_bit_exactly_and_refuse_another_base() {
     let (a, _) = finetune(&base, Trainable::NormOnly, TEXT, &cfg(0)).unwrap();
     let payload = 4 * a.param_count();
     let size = a.to_bytes().unwrap().len();
-    assert!(size > payload && size < payload + 1024, "{size} bytes for {payload} bytes of gains");
+    assert!(size > payload && size <= payload + 512, "{size} bytes for {payload} bytes of gains");
 }
 
 #[test]

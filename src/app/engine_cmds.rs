@@ -41,7 +41,14 @@ pub fn data(cmd: &DataCmd, cache_dir: &Path) -> anyhow::Result<()> {
             }
             for u in &s.users {
                 for sp in &u.splits {
-                    println!("{:<12} {:<6} {:>6} {:>10}  {}", u.user, sp.split, sp.documents, sp.bytes, &sp.sha256[..16]);
+                    println!(
+                        "{:<12} {:<6} {:>6} {:>10}  {}",
+                        u.user,
+                        sp.split,
+                        sp.documents,
+                        sp.bytes,
+                        &sp.sha256[..16]
+                    );
                 }
             }
             Ok(())

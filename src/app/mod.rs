@@ -108,7 +108,9 @@ pub fn init_logging(quiet: bool) {
 
 /// Run one parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let repo = Repo::at(&cli.repo);
+    std::env::set_current_dir(&cli.repo)
+        .map_err(|e| usage(format!("--repo {}: cannot enter it: {e}", cli.repo.display())))?;
+    let repo = Repo::at(Path::new("."));
     match cli.command {
         Command::Check { specs } => inspect::check(&repo, &specs),
         Command::Schema => inspect::schema(),

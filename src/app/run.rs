@@ -286,7 +286,8 @@ pub fn render_verdict(v: &VerdictFile) -> String {
             .iter()
             .map(|(k, v)| format!("{k} = {}", v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())))
             .collect();
-        out.push_str(&format!("\n  {:<12} {:<14} {}  [{}]", c.level, holds, c.expression, uses.join(", ")));
+        let expr = c.expression.split_whitespace().collect::<Vec<_>>().join(" ");
+        out.push_str(&format!("\n  {:<12} {:<14} {expr}  [{}]", c.level, holds, uses.join(", ")));
     }
     out
 }

@@ -19,7 +19,11 @@ use super::model::{LoraTarget, View, gain_names};
 use super::pretrain::BaseModel;
 
 /// On-disk format version of adapters (in the header).
-pub const ADAPTER_FORMAT: u32 = 1;
+pub const ADAPTER_FORMAT: u32 = 2;
+
+/// The single tensor of a norm-only adapter file: every RMSNorm gain, one
+/// row per norm in sorted name order.
+pub const NORM_GAINS: &str = "gains";
 
 /// Which tensors a fine-tune may change.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -53,7 +57,11 @@ impl FromStr for Trainable {
 
     /// `full`, `norm-only`, `none`, or `lora:RANK:q,k,v,o,ffn` (`lora:8` means q,v).
     fn from_str(s: &str) -> Result<Trainable> {
-        let bad = || EngineError::Config(format!("unknown trainable set `{s}`; expected full, norm-only, none or lora:RANK:q,k,v,o,ffn"));
+        let bad = || {
+            EngineError::Config(format!(
+                "unknown trainable set `{s}`; expected full, norm-only, none or lora:RANK:q,k,v,o,ffn"
+            ))
+        };
         match s {
             "full" => return Ok(Trainable::Full),
             "norm-only" | "norm" => return Ok(Trainable::NormOnly),
@@ -63,7 +71,8 @@ impl FromStr for Trainable {
         let rest = s.strip_prefix("lora:").ok_or_else(bad)?;
         let (rank, targets) = rest.split_once(':').unwrap_or((rest, "q,v"));
         let rank: usize = rank.parse().map_err(|_| bad())?;
-        let mut t = targets.split(',').map(|x| LoraTarget::from_name(x.trim()).ok_or_else(bad)).collect::<Result<Vec<_>>>()?;
+        let mut t =
+            targets.split(',').map(|x| LoraTarget::from_name(x.trim()).ok_or_else(bad)).collect::<Result<Vec<_>>>()?;
         t.sort();
         t.dedup();
         if rank == 0 || t.is_empty() {
@@ -127,16 +136,26 @@ impl Adapter {
         };
         let json = serde_json::to_string(&header).expect("header serialises");
         let meta = HashMap::from([("bets".to_string(), json)]);
+        let malformed = |e: String| EngineError::Malformed { what: "adapter tensors".into(), detail: e };
+        if self.kind == Trainable::NormOnly && !self.tensors.is_empty() {
+            // One stacked tensor, rows in sorted gain-name order: the file is
+            // the gains plus a header of a few hundred bytes.
+            let rows: Vec<Tensor> =
+                self.tensors.values().map(|t| t.flatten_all()).collect::<candle_core::Result<_>>()?;
+            let stacked = Tensor::stack(&rows, 0)?;
+            return safetensors::serialize([(NORM_GAINS, &stacked)], Some(meta)).map_err(|e| malformed(e.to_string()));
+        }
         let data: Vec<(&String, &Tensor)> = self.tensors.iter().collect();
-        safetensors::serialize(data, Some(meta))
-            .map_err(|e| EngineError::Malformed { what: "adapter tensors".into(), detail: e.to_string() })
+        safetensors::serialize(data, Some(meta)).map_err(|e| malformed(e.to_string()))
     }
 
     /// Write the adapter atomically; returns the exact number of bytes on disk.
     pub fn save(&self, path: &Path) -> Result<u64> {
         let bytes = self.to_bytes()?;
-        crate::fsutil::write_atomic(path, &bytes)
-            .map_err(|e| EngineError::Io { context: format!("{e:#}"), source: std::io::Error::other("write failed") })?;
+        crate::fsutil::write_atomic(path, &bytes).map_err(|e| EngineError::Io {
+            context: format!("{e:#}"),
+            source: std::io::Error::other("write failed"),
+        })?;
         Ok(bytes.len() as u64)
     }
 
@@ -150,7 +169,8 @@ impl Adapter {
     pub fn from_bytes(bytes: &[u8], base: &BaseModel) -> Result<Adapter> {
         let malformed = |d: String| EngineError::Malformed { what: "adapter file".into(), detail: d };
         let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| malformed(e.to_string()))?;
-        let json = meta.metadata().as_ref().and_then(|m| m.get("bets")).ok_or_else(|| malformed("no bets header".into()))?;
+        let json =
+            meta.metadata().as_ref().and_then(|m| m.get("bets")).ok_or_else(|| malformed("no bets header".into()))?;
         let header: AdapterHeader = serde_json::from_str(json).map_err(|e| malformed(e.to_string()))?;
         if header.format != ADAPTER_FORMAT {
             return Err(malformed(format!("format {} (this build reads {ADAPTER_FORMAT})", header.format)));
@@ -163,8 +183,19 @@ impl Adapter {
             )));
         }
         let kind: Trainable = header.kind.parse()?;
-        let tensors: BTreeMap<String, Tensor> =
+        let mut tensors: BTreeMap<String, Tensor> =
             candle_core::safetensors::load_buffer(bytes, &base.device)?.into_iter().collect();
+        if kind == Trainable::NormOnly
+            && let Some(stacked) = tensors.remove(NORM_GAINS)
+        {
+            let names: Vec<(String, Vec<usize>)> = expected_shapes(&kind, base).into_iter().collect();
+            if stacked.dim(0)? != names.len() {
+                return Err(malformed(format!("{} gain rows, the base has {} norms", stacked.dim(0)?, names.len())));
+            }
+            for (i, (name, shape)) in names.into_iter().enumerate() {
+                tensors.insert(name, stacked.get(i)?.reshape(shape)?);
+            }
+        }
         let adapter = Adapter { kind, base_hash: header.base_hash, lora_scale: header.lora_scale, tensors };
         adapter.check_against(base)?;
         Ok(adapter)
@@ -205,7 +236,12 @@ impl Adapter {
             }
             tensors.insert(name.clone(), (sum / n)?);
         }
-        Ok(Adapter { kind: first.kind.clone(), base_hash: first.base_hash.clone(), lora_scale: first.lora_scale, tensors })
+        Ok(Adapter {
+            kind: first.kind.clone(),
+            base_hash: first.base_hash.clone(),
+            lora_scale: first.lora_scale,
+            tensors,
+        })
     }
 }
 

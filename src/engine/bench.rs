@@ -134,8 +134,10 @@ pub fn torch_run(cfg: &BenchConfig, profile: &Profile) -> Result<Figures> {
         });
     }
     let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
-    serde_json::from_str(&line)
-        .map_err(|e| EngineError::Malformed { what: "torch_reference.py output".into(), detail: format!("{e}: {line}") })
+    serde_json::from_str(&line).map_err(|e| EngineError::Malformed {
+        what: "torch_reference.py output".into(),
+        detail: format!("{e}: {line}"),
+    })
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -158,7 +160,8 @@ pub fn run(cfg: &BenchConfig, log: &mut dyn FnMut(String)) -> Result<BenchReport
     let probe = Command::new(&cfg.python).args(["-c", "import torch"]).output();
     let torch_ok = matches!(&probe, Ok(o) if o.status.success());
     if !torch_ok {
-        torch_note = Some(format!("`{} -c 'import torch'` failed: PyTorch side skipped (pip install torch)", cfg.python));
+        torch_note =
+            Some(format!("`{} -c 'import torch'` failed: PyTorch side skipped (pip install torch)", cfg.python));
     }
     let mut rows = Vec::new();
     for name in &cfg.profiles {
@@ -202,7 +205,9 @@ pub fn render_markdown(r: &BenchReport) -> String {
         "Engine vs PyTorch eager (CPU, {} threads, {} measured steps, median of {} alternating runs)\n\n",
         r.threads, r.steps, r.repeats
     );
-    s.push_str("| profile | batch x seq | engine | train tok/s | eval tok/s | peak RSS MiB |\n|---|---|---|---:|---:|---:|\n");
+    s.push_str(
+        "| profile | batch x seq | engine | train tok/s | eval tok/s | peak RSS MiB |\n|---|---|---|---:|---:|---:|\n",
+    );
     for row in &r.rows {
         let mut line = |who: &str, f: &Figures, fmt_ratio: bool| {
             if fmt_ratio {

@@ -86,15 +86,7 @@ impl Profile {
     pub fn from_name(name: &str) -> Result<Profile> {
         let (model, pretrain) = match name {
             "tiny" => (
-                ModelConfig {
-                    vocab: 256,
-                    d_model: 32,
-                    layers: 2,
-                    heads: 2,
-                    experts: 2,
-                    expert_width: 64,
-                    context: 32,
-                },
+                ModelConfig { vocab: 256, d_model: 32, layers: 2, heads: 2, experts: 2, expert_width: 64, context: 32 },
                 PretrainConfig { steps: 60, batch: 8, lr: 3e-3, warmup: 10 },
             ),
             "small" => (

@@ -588,9 +588,7 @@ pub fn rust_sources(manifest: &Path, crates: &[String]) -> Result<Vec<Document>>
         let mut found: Vec<(String, PathBuf)> = packages
             .iter()
             .filter(|p| p["name"].as_str() == Some(name) && p["source"].is_string())
-            .filter_map(|p| {
-                Some((p["version"].as_str()?.to_string(), PathBuf::from(p["manifest_path"].as_str()?)))
-            })
+            .filter_map(|p| Some((p["version"].as_str()?.to_string(), PathBuf::from(p["manifest_path"].as_str()?))))
             .collect();
         found.sort();
         let Some((version, manifest_path)) = found.pop() else {

@@ -114,11 +114,7 @@ impl CustomOp3 for RmsNormBwd {
 
 /// RMSNorm over the last axis with a gain and no bias: `x / rms(x) * gain`.
 pub fn rms_norm(x: &Tensor, gain: &Tensor, eps: f32) -> Result<Tensor> {
-    if use_fused(x) {
-        x.contiguous()?.apply_op2(gain, RmsNorm { eps })
-    } else {
-        rms_norm_plain(x, gain, eps)
-    }
+    if use_fused(x) { x.contiguous()?.apply_op2(gain, RmsNorm { eps }) } else { rms_norm_plain(x, gain, eps) }
 }
 
 /// [`rms_norm`] from candle's differentiable element-wise ops.
@@ -188,8 +184,7 @@ pub fn causal_softmax(scores: &Tensor, scale: f32) -> Result<Tensor> {
 /// [`causal_softmax`] from candle's differentiable ops (mask with -inf, softmax).
 pub fn causal_softmax_plain(scores: &Tensor, scale: f32) -> Result<Tensor> {
     let t = scores.dim(D::Minus1)?;
-    let mask: Vec<f32> =
-        (0..t * t).map(|k| if k % t <= k / t { 0.0 } else { f32::NEG_INFINITY }).collect();
+    let mask: Vec<f32> = (0..t * t).map(|k| if k % t <= k / t { 0.0 } else { f32::NEG_INFINITY }).collect();
     let mask = Tensor::from_vec(mask, (t, t), scores.device())?;
     let s = (scores * scale as f64)?.broadcast_add(&mask)?;
     candle_nn::ops::softmax(&s, D::Minus1)
@@ -385,12 +380,18 @@ mod tests {
     fn fused_rmsnorm_gradients_match_the_plain_composition() {
         let x = rand(&[70, 16], 1);
         let g = Var::from_tensor(&(rand(&[16], 2) + 1.5).unwrap()).unwrap();
-        check_grads(&x, |x| rms_norm(x, g.as_tensor(), 1e-5).unwrap(), |x| rms_norm_plain(x, g.as_tensor(), 1e-5).unwrap(), 2e-5);
+        check_grads(
+            &x,
+            |x| rms_norm(x, g.as_tensor(), 1e-5).unwrap(),
+            |x| rms_norm_plain(x, g.as_tensor(), 1e-5).unwrap(),
+            2e-5,
+        );
         // and the gain gradient
         let x = rand(&[70, 16], 3);
         let w = rand(&[70, 16], 4);
         let gf = (rms_norm(&x, g.as_tensor(), 1e-5).unwrap() * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let gp = (rms_norm_plain(&x, g.as_tensor(), 1e-5).unwrap() * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp =
+            (rms_norm_plain(&x, g.as_tensor(), 1e-5).unwrap() * &w).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_diff(gf.get(g.as_tensor()).unwrap(), gp.get(g.as_tensor()).unwrap()) < 2e-5);
     }
 

@@ -165,7 +165,12 @@ pub fn base_model(
         b.finish();
     }
     let mut base = BaseModel::from_weights(profile.model.clone(), weights, hash.clone(), device);
-    let eval = evaluate(&base, None, &corpus.general_eval(), &EvalConfig { max_bytes: 64 * 1024, threads, ..Default::default() })?;
+    let eval = evaluate(
+        &base,
+        None,
+        &corpus.general_eval(),
+        &EvalConfig { max_bytes: 64 * 1024, threads, ..Default::default() },
+    )?;
     let bytes = base.weights_bytes()?;
     let manifest = BaseManifest {
         format: BASE_FORMAT,
@@ -189,8 +194,10 @@ pub fn base_model(
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::fsutil::write_atomic(path, bytes)
-        .map_err(|e| EngineError::Io { context: format!("{e:#}"), source: std::io::Error::other("atomic write failed") })
+    crate::fsutil::write_atomic(path, bytes).map_err(|e| EngineError::Io {
+        context: format!("{e:#}"),
+        source: std::io::Error::other("atomic write failed"),
+    })
 }
 
 /// Load a cached base from its folder, checking the weights' digest.

@@ -252,7 +252,11 @@ fn run(
         seconds,
         tokens_per_s: tokens as f64 / seconds.max(1e-9),
         first_loss: losses.first().copied().unwrap_or(f32::NAN) as f64,
-        final_loss: if tail.is_empty() { f64::NAN } else { tail.iter().map(|&x| x as f64).sum::<f64>() / tail.len() as f64 },
+        final_loss: if tail.is_empty() {
+            f64::NAN
+        } else {
+            tail.iter().map(|&x| x as f64).sum::<f64>() / tail.len() as f64
+        },
         losses,
         trainable_params: params.vars.iter().map(|(_, v)| v.elem_count()).sum(),
     })

@@ -17,7 +17,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::table::{Row, Value};
 
-/// Presentation choices for [`metric_by_condition_with`].
+/// Presentation choices for [`metric_by_condition`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlotOptions {
     /// Plot the metric on a log10 axis, for quantities that span orders of

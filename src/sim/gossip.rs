@@ -556,34 +556,6 @@ mod tests {
         assert_eq!(o.messages_sent, 3 * 1000 * o.rounds_run as u64);
     }
 
-    /// Bet 15's setting over its 20 seeds, printed rather than asserted (the
-    /// bet decides, not this test): `cargo test --lib bet_15_distribution --
-    /// --ignored --nocapture`.
-    #[test]
-    #[ignore = "prints the distribution of bet 15's setting; run by hand"]
-    fn bet_15_distribution_over_20_seeds() {
-        let settings = [
-            ("directory, push, 1% churn x 5 rounds (defaults)", GossipParams::default()),
-            ("directory, push, no churn", GossipParams { churn: 0.0, ..GossipParams::default() }),
-            ("uniform, push, 1% churn", GossipParams { peers: PeerSelection::Uniform, ..GossipParams::default() }),
-            ("directory, push-pull, 1% churn", GossipParams { mode: Mode::PushPull, ..GossipParams::default() }),
-        ];
-        for (name, p) in settings {
-            let start = std::time::Instant::now();
-            let runs: Vec<GossipOutcome> = (0..20).map(|seed| simulate(&p, seed).unwrap()).collect();
-            let rounds: Vec<usize> = runs.iter().map(|o| o.rounds_to_full).collect();
-            let within = runs.iter().filter(|o| o.converged_within_bound).count();
-            let expired = runs.iter().filter(|o| o.departed_expired).count();
-            let expiry_max = runs.iter().map(|o| o.expiry_rounds_max).max().unwrap_or(0);
-            let false_expiries: usize = runs.iter().map(|o| o.false_expiries).sum();
-            eprintln!(
-                "{name}: rounds_to_full {rounds:?}; within bound {within}/20; departed expired {expired}/20 \
-                 (max {expiry_max} rounds); false expiries {false_expiries}; {:.1?}",
-                start.elapsed()
-            );
-        }
-    }
-
     #[test]
     fn bound_rounds_is_the_floor_of_three_log2_n() {
         let o = simulate(&GossipParams { nodes: 1024, churn: 0.0, ..GossipParams::default() }, 0).unwrap();

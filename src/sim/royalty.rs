@@ -189,6 +189,17 @@ pub fn split_fee(fee: u64, trainer_percent: u64) -> (u64, u64) {
     (trainer, fee - trainer)
 }
 
+/// What the simulation needs of a ledger, so that the audit can be pointed
+/// at a deliberately broken one and shown to catch it.
+pub trait Settle {
+    /// Verify and credit one receipt, or refuse it.
+    fn settle(&mut self, r: &Receipt) -> Result<Settlement, Rejection>;
+    /// Units held by each trainer account, by specialist index.
+    fn trainer_balances(&self) -> &[u64];
+    /// Units held by each server account, by server index.
+    fn server_balances(&self) -> &[u64];
+}
+
 /// The settlement ledger: registered specialists and servers, settled receipt
 /// ids, and account balances in integer units.
 #[derive(Debug, Clone)]
@@ -215,10 +226,17 @@ impl Ledger {
         }
     }
 
+    /// Receipts settled so far.
+    pub fn settled_count(&self) -> usize {
+        self.settled.len()
+    }
+}
+
+impl Settle for Ledger {
     /// Verify a receipt and credit its fee, or refuse it without touching any
     /// balance. Checks, in order: id matches contents, not yet settled, known
     /// manifest, known server.
-    pub fn settle(&mut self, r: &Receipt) -> Result<Settlement, Rejection> {
+    fn settle(&mut self, r: &Receipt) -> Result<Settlement, Rejection> {
         if r.content_hash() != r.id {
             return Err(Rejection::IdMismatch);
         }
@@ -237,19 +255,12 @@ impl Ledger {
         Ok(Settlement { trainer, trainer_units, server, server_units })
     }
 
-    /// Units held by each trainer account, by specialist index.
-    pub fn trainer_balances(&self) -> &[u64] {
+    fn trainer_balances(&self) -> &[u64] {
         &self.trainer_balance
     }
 
-    /// Units held by each server account, by server index.
-    pub fn server_balances(&self) -> &[u64] {
+    fn server_balances(&self) -> &[u64] {
         &self.server_balance
-    }
-
-    /// Receipts settled so far.
-    pub fn settled_count(&self) -> usize {
-        self.settled.len()
     }
 }
 
@@ -308,9 +319,20 @@ fn manifest_hash(seed: u64, i: usize) -> Hash {
 }
 
 /// Run one simulation: issue the receipts, interleave the adversary's
-/// submissions after the receipts they copy, settle everything in order, and
-/// audit the ledger against the genuine receipts.
+/// submissions after the receipts they copy, settle everything in order
+/// through a [`Ledger`], and audit it against the genuine receipts.
 pub fn simulate(params: &RoyaltyParams, seed: u64) -> Result<RoyaltyOutcome, InvalidParam> {
+    let (servers, percent) = (params.servers, params.trainer_share_percent);
+    simulate_with(params, seed, |manifests| Ledger::new(manifests, servers, percent))
+}
+
+/// [`simulate`] with another ledger, built from the specialists' manifest
+/// hashes (index = trainer account): the same traffic, adversary and audit.
+pub fn simulate_with<L: Settle>(
+    params: &RoyaltyParams,
+    seed: u64,
+    ledger: impl FnOnce(&[Hash]) -> L,
+) -> Result<RoyaltyOutcome, InvalidParam> {
     params.validate()?;
     let manifests: Vec<Hash> = (0..params.specialists).map(|i| manifest_hash(seed, i)).collect();
 
@@ -358,7 +380,7 @@ pub fn simulate(params: &RoyaltyParams, seed: u64) -> Result<RoyaltyOutcome, Inv
     }
     queue.sort_by_key(|(key, _, _)| *key);
 
-    let mut ledger = Ledger::new(&manifests, params.servers, params.trainer_share_percent);
+    let mut ledger = ledger(&manifests);
     let mut out = RoyaltyOutcome {
         receipts: n as u64,
         submissions: queue.len() as u64,
@@ -530,6 +552,53 @@ mod tests {
         assert_eq!(a.trainer_paid_total, b.trainer_paid_total);
         assert_eq!(b.double_counted, 0);
         assert_eq!(b.replays_rejected, 500);
+    }
+
+    /// Credits everything it is handed, replays included.
+    struct Gullible {
+        percent: u64,
+        trainers: BTreeMap<Hash, usize>,
+        trainer: Vec<u64>,
+        server: Vec<u64>,
+    }
+
+    impl Settle for Gullible {
+        fn settle(&mut self, r: &Receipt) -> Result<Settlement, Rejection> {
+            if r.content_hash() != r.id {
+                return Err(Rejection::IdMismatch);
+            }
+            let (t, s) = split_fee(r.fee, self.percent);
+            let trainer = self.trainers[&r.manifest];
+            self.trainer[trainer] += t;
+            self.server[r.server as usize] += s;
+            Ok(Settlement { trainer, trainer_units: t, server: r.server as usize, server_units: s })
+        }
+        fn trainer_balances(&self) -> &[u64] {
+            &self.trainer
+        }
+        fn server_balances(&self) -> &[u64] {
+            &self.server
+        }
+    }
+
+    #[test]
+    fn the_audit_catches_a_ledger_that_accepts_replays() {
+        let p = RoyaltyParams { requests: 1_000, ..RoyaltyParams::default() };
+        let o = simulate_with(&p, 0, |m| Gullible {
+            percent: 30,
+            trainers: m.iter().enumerate().map(|(i, h)| (*h, i)).collect(),
+            trainer: vec![0; 3],
+            server: vec![0; 3],
+        })
+        .unwrap();
+        assert_eq!(o.replays_submitted, 100);
+        assert_eq!(o.replays_rejected, 0);
+        assert_eq!(o.double_counted, 100);
+        assert!(o.max_abs_imbalance > 0);
+        assert!(o.paid_total > o.fees_total);
+        // Each settlement still splits exactly: conservation alone would
+        // not have caught it.
+        assert_eq!(o.conservation_violations, 0);
     }
 
     #[test]

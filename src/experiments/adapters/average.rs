@@ -18,7 +18,13 @@ pub struct AdapterAverage;
 
 const FACTORS: &[Factor] = &[
     Factor { name: "seed", kind: ColumnType::Int, required: true, allowed: &[], doc: "Seeds both adapters' training." },
-    Factor { name: "pair", kind: ColumnType::Str, required: true, allowed: &[], doc: "Two users, `a+b`, whose adapters are averaged." },
+    Factor {
+        name: "pair",
+        kind: ColumnType::Str,
+        required: true,
+        allowed: &[],
+        doc: "Two users, `a+b`, whose adapters are averaged.",
+    },
     Factor {
         name: "member",
         kind: ColumnType::Str,
@@ -30,8 +36,16 @@ const FACTORS: &[Factor] = &[
 ];
 
 const METRICS: &[Metric] = &[
-    Metric { name: "ppl", kind: ColumnType::Float, doc: "Perplexity per byte of the averaged adapter on the member's slice." },
-    Metric { name: "own_ppl", kind: ColumnType::Float, doc: "Perplexity per byte of the member's own adapter on the same text." },
+    Metric {
+        name: "ppl",
+        kind: ColumnType::Float,
+        doc: "Perplexity per byte of the averaged adapter on the member's slice.",
+    },
+    Metric {
+        name: "own_ppl",
+        kind: ColumnType::Float,
+        doc: "Perplexity per byte of the member's own adapter on the same text.",
+    },
     Metric { name: "base_ppl", kind: ColumnType::Float, doc: "Perplexity per byte of the bare base on the same text." },
     Metric { name: "gain", kind: ColumnType::Float, doc: "1 - ppl / base_ppl for the averaged adapter." },
 ];

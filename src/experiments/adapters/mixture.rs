@@ -28,12 +28,22 @@ struct Params {
 
 const FACTORS: &[Factor] = &[
     Factor { name: "seed", kind: ColumnType::Int, required: true, allowed: &[], doc: "Seeds the adapters' training." },
-    Factor { name: "held_out", kind: ColumnType::Str, required: true, allowed: &[], doc: "The user without an adapter." },
+    Factor {
+        name: "held_out",
+        kind: ColumnType::Str,
+        required: true,
+        allowed: &[],
+        doc: "The user without an adapter.",
+    },
     Factor { name: "slice", kind: ColumnType::Str, required: true, allowed: SLICES, doc: "Held-out slice A, B or C." },
 ];
 
 const METRICS: &[Metric] = &[
-    Metric { name: "ppl", kind: ColumnType::Float, doc: "Perplexity per byte of the mixture of the other users' models." },
+    Metric {
+        name: "ppl",
+        kind: ColumnType::Float,
+        doc: "Perplexity per byte of the mixture of the other users' models.",
+    },
     Metric { name: "base_ppl", kind: ColumnType::Float, doc: "Perplexity per byte of the bare base on the same text." },
     Metric { name: "gain", kind: ColumnType::Float, doc: "1 - ppl / base_ppl (positive: the mixture helps)." },
     Metric { name: "models", kind: ColumnType::Int, doc: "Adapter-conditioned models in the mixture." },

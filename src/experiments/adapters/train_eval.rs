@@ -16,9 +16,21 @@ use crate::table::{ColumnType, Row, Value};
 pub struct AdapterTrainEval;
 
 const FACTORS: &[Factor] = &[
-    Factor { name: "seed", kind: ColumnType::Int, required: true, allowed: &[], doc: "Seeds the data order and LoRA init." },
+    Factor {
+        name: "seed",
+        kind: ColumnType::Int,
+        required: true,
+        allowed: &[],
+        doc: "Seeds the data order and LoRA init.",
+    },
     Factor { name: "arm", kind: ColumnType::Str, required: true, allowed: ARMS, doc: "What the fine-tune may change." },
-    Factor { name: "user", kind: ColumnType::Str, required: true, allowed: &[], doc: "Whose training text the adapter learns." },
+    Factor {
+        name: "user",
+        kind: ColumnType::Str,
+        required: true,
+        allowed: &[],
+        doc: "Whose training text the adapter learns.",
+    },
     Factor {
         name: "eval_user",
         kind: ColumnType::Str,
