@@ -3,8 +3,8 @@
 
 pub mod engine_cmds;
 mod inspect;
-mod regress;
 mod register;
+mod regress;
 mod report;
 mod run;
 
