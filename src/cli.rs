@@ -59,6 +59,26 @@ pub enum Command {
         /// Bundles, bet result folders or the ledger (default: all of them).
         paths: Vec<PathBuf>,
     },
+    /// Regenerate reports/ (summary, bet pages, HTML, signed confirmations
+    /// and retractions) from the verified bundles in results/.
+    Report {
+        /// Bootstrap resamples per run (seeded: the same bundles give the same report).
+        #[arg(long, default_value_t = 1000)]
+        resamples: usize,
+    },
+    /// Rerun every published bet at profile tiny and compare verdict and
+    /// quantities with its committed baseline; exit 4 on any drift.
+    Regress {
+        /// Record the reruns as the new baselines (review the drift table first).
+        #[arg(long)]
+        accept: bool,
+        /// Relative tolerance for numbers (default: the baseline's own, 0 = bit-exact).
+        #[arg(long)]
+        tolerance: Option<f64>,
+        /// Cells run in parallel.
+        #[arg(short = 'j', long, default_value_t = 1)]
+        jobs: usize,
+    },
     /// The pinned text corpus: fetch it, show its splits.
     Data {
         #[command(subcommand)]

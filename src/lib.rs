@@ -46,6 +46,7 @@ pub mod runner;
 pub mod signing;
 pub mod sim;
 pub mod spec;
+pub mod stats;
 pub mod table;
 
 /// The harness version recorded in every manifest and ledger entry.

@@ -4,6 +4,8 @@
 pub mod engine_cmds;
 mod inspect;
 mod register;
+mod regress;
+mod report;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -125,6 +127,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { json } => inspect::status(&repo, json),
         Command::Verify { paths } => inspect::verify(&repo, &paths),
         Command::List { json, experiments } => inspect::list(&repo, json, experiments),
+        Command::Report { resamples } => report::report(&repo, resamples),
+        Command::Regress { accept, tolerance, jobs } => {
+            regress::regress(&repo, &regress::RegressOptions { accept, tolerance, jobs, progress: !cli.quiet })
+        }
         Command::Data { cmd } => engine_cmds::data(&cmd, &repo.cache_dir),
         Command::Engine { cmd } => engine_cmds::engine(&cmd, &repo.cache_dir),
         Command::Bench { cmd: crate::cli::BenchCmd::Engine(args) } => engine_cmds::bench(&args, &repo.root),

@@ -192,7 +192,7 @@ pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
     report_written(repo, &dir, None)
 }
 
-fn decide(bet: &Bet, rows: &[Row], counts: CellCounts) -> anyhow::Result<VerdictRecord> {
+pub(super) fn decide(bet: &Bet, rows: &[Row], counts: CellCounts) -> anyhow::Result<VerdictRecord> {
     let df = table::frame_from_rows(&bet.columns(), rows)?;
     let c = &bet.spec.criteria;
     let set = CriteriaSet {

@@ -4,6 +4,22 @@
 
 pub mod plot;
 
+// Catalogue pages, statistics per run, confirmations and retractions, CI
+// baselines (issue 5).
+pub mod analysis;
+pub mod baseline;
+pub mod doc;
+pub mod history;
+pub mod html;
+pub mod markdown;
+pub mod model;
+pub mod pages;
+mod render;
+#[cfg(test)]
+mod tests;
+
+pub use render::{HTML_DIR, Rendered, render};
+
 use crate::spec::{Bet, Plan, PlotSpec};
 use crate::table::{ColumnType, Row};
 

@@ -1,0 +1,177 @@
+//! CI baselines of published bets, and the comparison `bets regress` makes
+//! (pure; `app::regress` reruns the bets and reads and writes the files).
+//!
+//! A baseline is what a bet gave at its CI profile when someone last
+//! accepted it on purpose (`bets regress --accept`): the verdict and every
+//! quantity. The engine and the simulations are deterministic, so the
+//! default comparison is bit-exact; a tolerance (relative, on numbers) can be
+//! given for a bet whose numbers are not, on the command line or in its
+//! baseline file.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::criteria::{CellCounts, Verdict, VerdictRecord};
+use crate::table::Value;
+
+/// Version of a baseline file.
+pub const BASELINE_FORMAT: u32 = 1;
+
+/// The profile CI reruns published bets at.
+pub const CI_PROFILE: &str = "tiny";
+
+/// File name of a bet's baseline inside its results folder.
+pub fn file_name(profile: &str) -> String {
+    format!("baseline-{profile}.json")
+}
+
+/// `results/<NN-slug>/baseline-tiny.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// Baseline file format version.
+    pub format: u32,
+    /// Catalogue number.
+    pub bet: u32,
+    /// The bet's slug, so the file says what it is.
+    pub slug: String,
+    /// The profile the rerun used (`tiny`).
+    pub profile: String,
+    /// The spec the baseline was taken under; a changed spec is a drift
+    /// until someone accepts the new numbers.
+    pub spec_hash: String,
+    /// Experiment kind and version that produced it.
+    pub experiment: String,
+    /// The verdict the rerun gave.
+    pub verdict: Verdict,
+    /// Planned, ok and failed cells of the rerun.
+    pub cells: CellCounts,
+    /// Every quantity, NULL as `null`.
+    pub quantities: BTreeMap<String, Option<Value>>,
+    /// Relative tolerance for numbers (0 = bit-exact), kept with the
+    /// baseline so a non-deterministic bet documents its own slack.
+    #[serde(default)]
+    pub tolerance: f64,
+}
+
+impl Baseline {
+    /// The baseline a fresh rerun would write.
+    pub fn of(
+        bet: u32,
+        slug: &str,
+        profile: &str,
+        spec_hash: &str,
+        experiment: &str,
+        record: &VerdictRecord,
+    ) -> Baseline {
+        Baseline {
+            format: BASELINE_FORMAT,
+            bet,
+            slug: slug.to_string(),
+            profile: profile.to_string(),
+            spec_hash: spec_hash.to_string(),
+            experiment: experiment.to_string(),
+            verdict: record.verdict,
+            cells: record.cells,
+            quantities: record.quantities.iter().map(|(k, q)| (k.clone(), q.value.clone())).collect(),
+            tolerance: 0.0,
+        }
+    }
+}
+
+/// One difference between a baseline and a rerun.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Drift {
+    /// The bet that drifted.
+    pub bet: u32,
+    /// `verdict`, `spec_hash`, `experiment`, `cells` or a quantity name.
+    pub what: String,
+    /// The baseline's value, every bit shown.
+    pub baseline: String,
+    /// The rerun's value, every bit shown.
+    pub now: String,
+    /// Whether a criterion names it (the verdict itself counts as decisive).
+    pub decisive: bool,
+}
+
+/// Every difference between `baseline` and `now`; numbers within relative
+/// `tolerance` of each other are equal (0 compares the f64 bits, so even
+/// -0.0 and 0.0 differ; NaN equals NaN only bit for bit).
+pub fn compare(baseline: &Baseline, now: &Baseline, decisive: &[String], tolerance: f64) -> Vec<Drift> {
+    let mut out = Vec::new();
+    let mut push = |what: &str, b: String, n: String, decisive: bool| {
+        out.push(Drift { bet: now.bet, what: what.into(), baseline: b, now: n, decisive });
+    };
+    if baseline.verdict != now.verdict {
+        push("verdict", baseline.verdict.to_string(), now.verdict.to_string(), true);
+    }
+    if baseline.spec_hash != now.spec_hash {
+        push("spec_hash", baseline.spec_hash.clone(), now.spec_hash.clone(), false);
+    }
+    if baseline.experiment != now.experiment {
+        push("experiment", baseline.experiment.clone(), now.experiment.clone(), false);
+    }
+    if baseline.cells != now.cells {
+        let c = |c: &CellCounts| format!("{}/{}/{} planned/ok/failed", c.planned, c.ok, c.failed);
+        push("cells", c(&baseline.cells), c(&now.cells), false);
+    }
+    let names: std::collections::BTreeSet<&String> = baseline.quantities.keys().chain(now.quantities.keys()).collect();
+    for name in names {
+        let b = baseline.quantities.get(name);
+        let n = now.quantities.get(name);
+        let same = match (b, n) {
+            (Some(b), Some(n)) => same_value(b.as_ref(), n.as_ref(), tolerance),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            let show = |v: Option<&Option<Value>>| match v {
+                None => "(absent)".to_string(),
+                Some(None) => "NULL".to_string(),
+                Some(Some(v)) => exact(v),
+            };
+            push(name, show(b), show(n), decisive.contains(name));
+        }
+    }
+    out
+}
+
+/// A value with every bit of a float visible (`{:?}` round-trips).
+fn exact(v: &Value) -> String {
+    match v {
+        Value::Float(x) => format!("{x:?}"),
+        other => other.to_string(),
+    }
+}
+
+fn same_value(a: Option<&Value>, b: Option<&Value>, tolerance: f64) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(Value::Float(x)), Some(Value::Float(y))) if tolerance == 0.0 => x.to_bits() == y.to_bits(),
+        (Some(x), Some(y)) if tolerance == 0.0 => x == y,
+        (Some(x), Some(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= tolerance * x.abs().max(y.abs()),
+            _ => x == y,
+        },
+        _ => false,
+    }
+}
+
+/// The drift table for a terminal.
+pub fn drift_table(drifts: &[Drift]) -> String {
+    let w = |f: &dyn Fn(&Drift) -> usize, min: usize| drifts.iter().map(f).max().unwrap_or(0).max(min);
+    let (ww, bw, nw) = (w(&|d| d.what.len(), 8), w(&|d| d.baseline.len(), 8), w(&|d| d.now.len(), 3));
+    let mut out = format!("{:<4} {:<ww$} {:<bw$} {:<nw$} decisive\n", "bet", "what", "baseline", "now");
+    for d in drifts {
+        out.push_str(&format!(
+            "{:<4} {:<ww$} {:<bw$} {:<nw$} {}\n",
+            format!("{:02}", d.bet),
+            d.what,
+            d.baseline,
+            d.now,
+            if d.decisive { "yes" } else { "no" }
+        ));
+    }
+    out
+}
