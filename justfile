@@ -2,7 +2,7 @@
 
 # Run a real bet end to end at the default profile.
 demo:
-    cargo run -- run bets/15_gossip_directory.toml -j 2
+    cargo run -- run bets/46_norm_replication.toml -j 2
 
 # The test suite (what CI runs, with fmt, clippy and verify: see .ci/run).
 test:
@@ -23,3 +23,11 @@ verify:
 # Every bet's registration, runs and last verdict.
 status:
     cargo run -- status
+
+# Regenerate reports/ (summary, per-bet pages, HTML) from the signed bundles.
+report:
+    cargo run -- report
+
+# Rerun every published bet at tiny and compare with its CI baseline.
+regress:
+    cargo run -- regress

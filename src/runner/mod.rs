@@ -14,9 +14,10 @@ pub use cache::CellCache;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::criteria::CellCounts;
@@ -129,32 +130,47 @@ pub fn execute(
     } else {
         ProgressBar::hidden()
     };
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs.max(1)).build()?;
-    let outcomes: Vec<(Result<Row, String>, bool)> = pool.install(|| {
-        cells
-            .par_iter()
-            .map(|cell| {
-                if let Some(row) = cache.get(&cell.key) {
-                    bar.inc(1);
-                    return (Ok(row), true);
-                }
-                let result = prepared
-                    .run_cell(cell)
-                    .map_err(|e| format!("{e:#}"))
-                    .and_then(|row| check_row(experiment, &row).map(|_| row));
-                if let Ok(row) = &result
-                    && let Err(e) = cache.put(&cell.key, row)
-                {
+    // Plain scoped threads pulling cell indices, not a rayon pool: a cell
+    // that waits (on the engine's own pool, or on an adapter another cell is
+    // training) must never pick up another cell on the same thread, which
+    // rayon's work stealing would do, re-entering that wait and deadlocking.
+    let run_one = |cell: &Cell| -> (Result<Row, String>, bool) {
+        if let Some(row) = cache.get(&cell.key) {
+            return (Ok(row), true);
+        }
+        let result = prepared
+            .run_cell(cell)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|row| check_row(experiment, &row).map(|_| row));
+        match &result {
+            Ok(row) => {
+                if let Err(e) = cache.put(&cell.key, row) {
                     tracing::warn!("could not cache cell {}: {e:#}", cell.index);
                 }
-                if let Err(e) = &result {
-                    tracing::warn!("cell {} failed: {e}", cell.index);
+            }
+            Err(e) => tracing::warn!("cell {} failed: {e}", cell.index),
+        }
+        (result, false)
+    };
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<(Result<Row, String>, bool)>>> = cells.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.clamp(1, cells.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(cell) = cells.get(i) else { break };
+                    let outcome = run_one(cell);
+                    *slots[i].lock().expect("slot lock") = Some(outcome);
+                    bar.inc(1);
                 }
-                bar.inc(1);
-                (result, false)
-            })
-            .collect()
+            });
+        }
     });
+    let outcomes: Vec<(Result<Row, String>, bool)> = slots
+        .into_iter()
+        .map(|s| s.into_inner().expect("slot lock").unwrap_or((Err("cell did not run".into()), false)))
+        .collect();
     bar.finish_and_clear();
 
     let mut rows = Vec::with_capacity(cells.len());

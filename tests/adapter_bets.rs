@@ -1,0 +1,83 @@
+//! Every adapter bet of the catalogue (10, 37, 46, 49, 54, 55, 60, 61) runs
+//! at the `tiny` profile end to end on the real pinned corpus: the grid
+//! plans, every cell trains and evaluates, the row holds the declared
+//! metrics, and the registered criteria decide a verdict.
+
+use std::path::Path;
+
+use bets::criteria::{self, CriteriaSet, Verdict};
+use bets::experiments::Env;
+use bets::runner::{self, CellCache, RunOptions};
+use bets::table;
+
+const ADAPTER_BETS: &[&str] = &[
+    "10_specialist_per_person.toml",
+    "37_norm_only_finetune.toml",
+    "46_norm_replication.toml",
+    "49_adapter_shootout.toml",
+    "54_adapter_averaging.toml",
+    "55_adapter_mixture.toml",
+    "60_noise_floor.toml",
+    "61_confusion_matrix.toml",
+];
+
+#[test]
+fn every_adapter_bet_runs_at_tiny_and_is_decided() {
+    let work = tempfile::tempdir().unwrap();
+    let env = Env { cache_dir: work.path().to_path_buf(), profile: "tiny".into(), threads: 1, progress: false };
+    let cache = CellCache::new(&work.path().join("cells"));
+    let opts = RunOptions { jobs: 2, shard: None, progress: false };
+    for name in ADAPTER_BETS {
+        let bet = bets::spec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bets").join(name)).unwrap();
+        let plan = bet.plan("tiny").unwrap();
+        let exec = runner::execute(bet.experiment, &plan, &env, &opts, &cache).unwrap();
+        assert_eq!(exec.counts.ok, plan.points.len(), "{name}: every cell finishes: {:?}", exec.rows);
+        for row in &exec.rows {
+            for m in bet.experiment.metrics() {
+                assert!(row.contains_key(m.name), "{name}: metric {} missing", m.name);
+            }
+            let ppl = row["ppl"].as_f64().unwrap();
+            assert!(ppl.is_finite() && ppl > 1.0 && ppl < 256.0, "{name}: ppl {ppl} is a per-byte perplexity");
+        }
+        let df = table::frame_from_rows(&bet.columns(), &exec.rows).unwrap();
+        let c = &bet.spec.criteria;
+        let set = CriteriaSet {
+            quantities: &bet.spec.quantities,
+            strict: &c.strict,
+            lenient: c.lenient.as_deref(),
+            catastrophic: c.catastrophic.as_deref(),
+        };
+        let record = criteria::decide(&set, &df, exec.counts);
+        assert_ne!(record.verdict, Verdict::Inconclusive, "{name}: {}", record.reason);
+    }
+}
+
+#[test]
+fn a_norm_only_adapter_leaves_the_base_perplexity_column_unchanged_across_arms() {
+    // base_ppl is the bare base on the same text: identical for every arm of
+    // one (user, slice), which is what makes `gain` comparable across arms.
+    let work = tempfile::tempdir().unwrap();
+    let env = Env { cache_dir: work.path().to_path_buf(), profile: "tiny".into(), threads: 1, progress: false };
+    let bet = bets::spec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bets/46_norm_replication.toml")).unwrap();
+    let plan = bet.plan("tiny").unwrap();
+    let exec = runner::execute(
+        bet.experiment,
+        &plan,
+        &env,
+        &RunOptions { jobs: 1, shard: None, progress: false },
+        &CellCache::new(&work.path().join("cells")),
+    )
+    .unwrap();
+    let base: Vec<f64> = exec.rows.iter().map(|r| r["base_ppl"].as_f64().unwrap()).collect();
+    assert!(base.windows(2).all(|w| w[0] == w[1]), "{base:?}");
+    let bytes: Vec<i64> = exec
+        .rows
+        .iter()
+        .filter(|r| r["arm"].as_str() == Some("norm-only"))
+        .map(|r| r["adapter_bytes"].as_i64().unwrap())
+        .collect();
+    let gains = exec.rows.iter().find(|r| r["arm"].as_str() == Some("norm-only")).unwrap()["trainable_params"]
+        .as_i64()
+        .unwrap();
+    assert!(bytes.iter().all(|b| *b <= 4 * gains + 512), "norm-only files {bytes:?} for {gains} gains");
+}
