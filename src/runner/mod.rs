@@ -83,6 +83,9 @@ pub struct Execution {
     pub inputs: BTreeMap<String, String>,
 }
 
+/// A cell's row (or why it failed), and whether it came from the cache.
+type Outcome = (Result<Row, String>, bool);
+
 /// The content hash of one cell (see the module docs for what it covers).
 pub fn cell_key(
     experiment: &dyn Experiment,
@@ -134,7 +137,7 @@ pub fn execute(
     // that waits (on the engine's own pool, or on an adapter another cell is
     // training) must never pick up another cell on the same thread, which
     // rayon's work stealing would do, re-entering that wait and deadlocking.
-    let run_one = |cell: &Cell| -> (Result<Row, String>, bool) {
+    let run_one = |cell: &Cell| -> Outcome {
         if let Some(row) = cache.get(&cell.key) {
             return (Ok(row), true);
         }
@@ -153,7 +156,7 @@ pub fn execute(
         (result, false)
     };
     let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<(Result<Row, String>, bool)>>> = cells.iter().map(|_| Mutex::new(None)).collect();
+    let slots: Vec<Mutex<Option<Outcome>>> = cells.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.clamp(1, cells.len().max(1)) {
             scope.spawn(|| {
@@ -167,7 +170,7 @@ pub fn execute(
             });
         }
     });
-    let outcomes: Vec<(Result<Row, String>, bool)> = slots
+    let outcomes: Vec<Outcome> = slots
         .into_iter()
         .map(|s| s.into_inner().expect("slot lock").unwrap_or((Err("cell did not run".into()), false)))
         .collect();
