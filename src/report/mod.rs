@@ -20,7 +20,7 @@ mod tests;
 
 pub use render::{HTML_DIR, Rendered, render};
 
-use crate::spec::{Bet, Plan, PlotSpec};
+use crate::spec::{Bet, Plan, PlotKind, PlotSpec};
 use crate::table::{ColumnType, Row};
 
 /// The plots of a bundle: those the spec declares, else one per numeric
@@ -34,7 +34,16 @@ pub fn bundle_plots(bet: &Bet, plan: &Plan, rows: &[Row]) -> anyhow::Result<Vec<
             .metrics()
             .iter()
             .filter(|m| matches!(m.kind, ColumnType::Float | ColumnType::Int))
-            .map(|m| PlotSpec { x: x.clone(), y: m.name.to_string(), series: None, log_y: false, title: None })
+            .map(|m| PlotSpec {
+                kind: PlotKind::Points,
+                by: None,
+                arms: vec![],
+                x: x.clone(),
+                y: m.name.to_string(),
+                series: None,
+                log_y: false,
+                title: None,
+            })
             .collect()
     } else {
         bet.spec.plots.clone()
@@ -43,10 +52,71 @@ pub fn bundle_plots(bet: &Bet, plan: &Plan, rows: &[Row]) -> anyhow::Result<Vec<
         rows.iter().filter(|r| r.get("status").and_then(|v| v.as_str()) == Some("ok")).cloned().collect();
     let mut out = Vec::new();
     for p in specs {
-        let title = p.title.clone().unwrap_or_else(|| format!("bet {}: {} by {}", bet.spec.number, p.y, p.x));
-        let opts = plot::PlotOptions { log_y: p.log_y, ..Default::default() };
-        let svg = plot::metric_by_condition(&ok, &p.x, &p.y, p.series.as_deref(), &title, &opts)?;
-        out.push((format!("{}_by_{}.svg", p.y, p.x), svg));
+        let default_title = match p.kind {
+            PlotKind::WinGrid => format!(
+                "bet {}: {} of {} minus {} (positive: {} lower)",
+                bet.spec.number, p.y, p.arms[1], p.arms[0], p.arms[0]
+            ),
+            _ => format!("bet {}: {} by {}", bet.spec.number, p.y, p.x),
+        };
+        let title = p.title.clone().unwrap_or(default_title);
+        let series = p.series.as_deref().unwrap_or_default();
+        let (name, svg) = match p.kind {
+            PlotKind::Points => {
+                let opts = plot::PlotOptions { log_y: p.log_y, ..Default::default() };
+                (
+                    format!("{}_by_{}.svg", p.y, p.x),
+                    plot::metric_by_condition(&ok, &p.x, &p.y, p.series.as_deref(), &title, &opts)?,
+                )
+            }
+            PlotKind::Heatmap => {
+                (format!("{}_heatmap_{series}_by_{}.svg", p.y, p.x), plot::heatmap(&ok, series, &p.x, &p.y, &title)?)
+            }
+            PlotKind::WinGrid => {
+                let by = p.by.as_deref().unwrap_or_default();
+                let factors: Vec<&String> = plan.grid.keys().collect();
+                let diffs = arm_differences(&ok, &factors, by, &p.arms[0], &p.arms[1], &p.y);
+                (
+                    format!("{}_win_grid_{series}_by_{}.svg", p.y, p.x),
+                    plot::heatmap(&diffs, series, &p.x, &p.y, &title)?,
+                )
+            }
+        };
+        out.push((name, svg));
     }
     Ok(out)
+}
+
+/// Rows of `y(reference) - y(challenger)` for every pair of cells that agree
+/// on every grid factor except `by`:
+/// positive where the challenger has the lower value (wins, for a loss or a
+/// perplexity).
+fn arm_differences(
+    rows: &[Row],
+    grid_factors: &[&String],
+    by: &str,
+    challenger: &str,
+    reference: &str,
+    y: &str,
+) -> Vec<Row> {
+    let is_arm = |r: &Row, a: &str| r.get(by).and_then(|v| v.as_str()) == Some(a);
+    let factors = |r: &Row| -> Vec<String> {
+        grid_factors
+            .iter()
+            .filter(|f| f.as_str() != by)
+            .map(|f| r.get(f.as_str()).map(|v| v.to_string()).unwrap_or_default())
+            .collect()
+    };
+    let mut out = Vec::new();
+    for c in rows.iter().filter(|r| is_arm(r, challenger)) {
+        let key = factors(c);
+        if let Some(r) = rows.iter().find(|r| is_arm(r, reference) && factors(r) == key)
+            && let (Some(a), Some(b)) = (c.get(y).and_then(|v| v.as_f64()), r.get(y).and_then(|v| v.as_f64()))
+        {
+            let mut row = c.clone();
+            row.insert(y.to_string(), crate::table::Value::Float(b - a));
+            out.push(row);
+        }
+    }
+    out
 }

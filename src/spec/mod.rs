@@ -7,7 +7,7 @@
 mod raw;
 mod validate;
 
-pub use raw::{Claim, Control, Criteria, PROFILES, PlotSpec, Procedure, ProfileOverride, Section, SpecFile};
+pub use raw::{Claim, Control, Criteria, PROFILES, PlotKind, PlotSpec, Procedure, ProfileOverride, Section, SpecFile};
 pub use validate::{load, parse};
 
 use std::collections::BTreeMap;

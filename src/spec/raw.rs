@@ -132,10 +132,22 @@ pub struct Criteria {
     pub catastrophic: Option<String>,
 }
 
-/// One plot: metric `y` per value of factor `x`, one point per cell.
+/// One plot: by default metric `y` per value of factor `x`, one point per
+/// cell; `kind` selects a heat map or a win grid instead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlotSpec {
+    /// `points` (default), `heatmap` (median `y` per `series` row and `x`
+    /// column: a confusion matrix) or `win-grid` (per `series` x `x` cell, `y`
+    /// of `arms[1]` minus `y` of `arms[0]`, matched on every other factor).
+    #[serde(default)]
+    pub kind: PlotKind,
+    /// For `win-grid`: the factor that names the arms.
+    #[serde(default)]
+    pub by: Option<String>,
+    /// For `win-grid`: the two arms compared, `[challenger, reference]`.
+    #[serde(default)]
+    pub arms: Vec<String>,
     /// A factor (or metric) for the horizontal axis.
     pub x: String,
     /// A metric for the vertical axis.
@@ -149,6 +161,16 @@ pub struct PlotSpec {
     /// Plot title (default: "<y> by <x>").
     #[serde(default)]
     pub title: Option<String>,
+}
+
+/// What a plot draws.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlotKind {
+    #[default]
+    Points,
+    Heatmap,
+    WinGrid,
 }
 
 /// The keys `SpecFile` accepts at top level (checked before typed parsing so

@@ -215,7 +215,24 @@ impl Checker {
     fn check_plots(&mut self, s: &SpecFile, columns: &[Column]) {
         let has = |n: &str| columns.iter().any(|c| c.name == n);
         for (i, p) in s.plots.iter().enumerate() {
-            for (k, name) in [("x", Some(&p.x)), ("y", Some(&p.y)), ("series", p.series.as_ref())] {
+            let needs_series = matches!(p.kind, super::PlotKind::Heatmap | super::PlotKind::WinGrid);
+            if needs_series && p.series.is_none() {
+                self.push(
+                    &format!("plots[{i}].series"),
+                    "a heatmap or win-grid needs `series` (its rows)".into(),
+                    None,
+                );
+            }
+            if p.kind == super::PlotKind::WinGrid && (p.by.is_none() || p.arms.len() != 2) {
+                self.push(
+                    &format!("plots[{i}]"),
+                    "a win-grid needs `by` (the arm factor) and two `arms`".into(),
+                    Some("e.g. by = \"arm\", arms = [\"norm-only\", \"full\"]".into()),
+                );
+            }
+            for (k, name) in
+                [("x", Some(&p.x)), ("y", Some(&p.y)), ("series", p.series.as_ref()), ("by", p.by.as_ref())]
+            {
                 if let Some(name) = name
                     && !has(name)
                 {
