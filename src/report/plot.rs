@@ -223,10 +223,19 @@ pub fn metric_by_condition(
         (lo - pad, hi + pad)
     };
 
-    let caption = if omitted > 0 { format!("{title} ({omitted} non-finite omitted)") } else { title.to_string() };
-    let ydesc = if opts.log_y { format!("{y} (log scale)") } else { y.to_string() };
     let nx = xlabels.len();
     let ns = slabels.len();
+    // With a legend, leave room above the data for it: it sits in the upper
+    // right, and must not hide the points there.
+    let hi = if series.is_some() {
+        let frac = ((ns as f64) * 22.0 + 24.0) / (opts.height as f64 - 100.0).max(100.0);
+        let frac = frac.min(0.6);
+        hi + (hi - lo) * frac / (1.0 - frac)
+    } else {
+        hi
+    };
+    let caption = if omitted > 0 { format!("{title} ({omitted} non-finite omitted)") } else { title.to_string() };
+    let ydesc = if opts.log_y { format!("{y} (log scale)") } else { y.to_string() };
     let slot = 0.8 / ns as f64;
 
     let mut svg = String::new();
