@@ -19,14 +19,53 @@ use serde::{Deserialize, Serialize};
 /// One value of a factor or a metric.
 ///
 /// Untagged so that TOML and JSON read naturally (`seed = [0, 1]`,
-/// `arm = ["full"]`); integers stay integers so seeds hash exactly.
-#[derive(Debug, Clone, PartialEq, PartialOrd, Serialize, Deserialize, JsonSchema)]
+/// `arm = ["full"]`); integers stay integers so seeds hash exactly. JSON has
+/// no NaN: serde_json writes a non-finite float as `null`, so `null` reads
+/// back as a NaN float (a metric that was not measured).
+#[derive(Debug, Clone, PartialEq, PartialOrd, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
     Str(String),
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a boolean, an integer, a float or a string")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+                i64::try_from(v).map(Value::Int).map_err(|_| E::custom(format!("{v} does not fit in an i64")))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+                Ok(Value::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::Str(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Value, E> {
+                Ok(Value::Str(v))
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Float(f64::NAN))
+            }
+            fn visit_none<E>(self) -> Result<Value, E> {
+                Ok(Value::Float(f64::NAN))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl Value {
@@ -143,4 +182,29 @@ pub type Row = BTreeMap<String, Value>;
 pub struct Column {
     pub name: String,
     pub kind: ColumnType,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_json_and_toml_and_nan_survives_as_null() {
+        let row: Row = Row::from([
+            ("a".to_string(), Value::Int(3)),
+            ("b".to_string(), Value::Float(0.5)),
+            ("c".to_string(), Value::Str("x".into())),
+            ("d".to_string(), Value::Bool(true)),
+            ("e".to_string(), Value::Float(f64::NAN)),
+        ]);
+        let json = serde_json::to_string(&row).unwrap();
+        assert_eq!(json, r#"{"a":3,"b":0.5,"c":"x","d":true,"e":null}"#);
+        let back: Row = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["a"], Value::Int(3));
+        assert!(matches!(back["e"], Value::Float(x) if x.is_nan()));
+        assert_eq!(serde_json::to_string(&back).unwrap(), json, "the cache digest is stable");
+        let t: BTreeMap<String, Vec<Value>> = toml::from_str("seed = [0, 1]\narm = [\"full\"]\nlr = [5e-5]").unwrap();
+        assert_eq!(t["seed"], vec![Value::Int(0), Value::Int(1)]);
+        assert_eq!(t["lr"], vec![Value::Float(5e-5)]);
+    }
 }
