@@ -26,7 +26,9 @@
 //! verdicts, [`registry`] keeps the ledger, [`runner`] executes plans,
 //! [`experiments`] turns cells into engine or simulation calls, [`engine`] is
 //! the candle model, [`sim`] holds model-free simulations, [`results`] writes
-//! and verifies bundles, [`report`] renders tables and plots, [`table`] is the
+//! and verifies bundles, [`report`] renders plots, pages, confirmations and
+//! retractions, [`stats`] says how much weight a verdict bears (bootstrap
+//! intervals, sign tests, Holm), [`table`] is the
 //! tidy table (polars: SQL, CSV, Parquet), [`signing`] holds minisign keys and
 //! signatures, [`app`] is the IO shell behind the CLI ([`cli`],
 //! [`cli_engine`]), and [`error`] maps failures to the documented exit codes.

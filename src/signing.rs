@@ -111,11 +111,6 @@ impl TrustedKeys {
         Ok(TrustedKeys { keys })
     }
 
-    /// Key ids trusted.
-    pub fn ids(&self) -> impl Iterator<Item = &String> {
-        self.keys.keys()
-    }
-
     /// Check a minisign signature of `data` against the trusted keys;
     /// returns the signer's key id. `what` names the file in errors.
     pub fn verify(&self, data: &[u8], signature: &str, what: &str) -> anyhow::Result<String> {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use bets::criteria::{self, CriteriaSet, Verdict};
+use bets::criteria::{self, Verdict};
 use bets::experiments::Env;
 use bets::runner::{self, CellCache, RunOptions};
 use bets::table;
@@ -40,14 +40,7 @@ fn every_adapter_bet_runs_at_tiny_and_is_decided() {
             assert!(ppl.is_finite() && ppl > 1.0 && ppl < 256.0, "{name}: ppl {ppl} is a per-byte perplexity");
         }
         let df = table::frame_from_rows(&bet.columns(), &exec.rows).unwrap();
-        let c = &bet.spec.criteria;
-        let set = CriteriaSet {
-            quantities: &bet.spec.quantities,
-            strict: &c.strict,
-            lenient: c.lenient.as_deref(),
-            catastrophic: c.catastrophic.as_deref(),
-        };
-        let record = criteria::decide(&set, &df, exec.counts);
+        let record = criteria::decide(&bet.criteria_set(), &df, exec.counts);
         assert_ne!(record.verdict, Verdict::Inconclusive, "{name}: {}", record.reason);
     }
 }

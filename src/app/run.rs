@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::Repo;
 use super::register::short;
 use crate::cli::RunArgs;
-use crate::criteria::{self, CellCounts, CriteriaSet, Verdict, VerdictRecord};
+use crate::criteria::{self, CellCounts, Verdict, VerdictRecord};
 use crate::error::{ExitKind, classified, usage};
 use crate::experiments::Env;
 use crate::registry::{Ledger, Registration};
@@ -194,14 +194,7 @@ pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
 
 pub(super) fn decide(bet: &Bet, rows: &[Row], counts: CellCounts) -> anyhow::Result<VerdictRecord> {
     let df = table::frame_from_rows(&bet.columns(), rows)?;
-    let c = &bet.spec.criteria;
-    let set = CriteriaSet {
-        quantities: &bet.spec.quantities,
-        strict: &c.strict,
-        lenient: c.lenient.as_deref(),
-        catastrophic: c.catastrophic.as_deref(),
-    };
-    Ok(criteria::decide(&set, &df, counts))
+    Ok(criteria::decide(&bet.criteria_set(), &df, counts))
 }
 
 fn write(

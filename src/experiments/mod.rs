@@ -85,12 +85,6 @@ impl Cell {
     pub fn seed(&self) -> anyhow::Result<u64> {
         Ok(self.int("seed")? as u64)
     }
-
-    /// A seed derived from the cell key and a purpose string, so that two
-    /// uses of randomness in one cell never share a stream by accident.
-    pub fn derived_seed(&self, purpose: &str) -> u64 {
-        derive_seed(&self.key, purpose)
-    }
 }
 
 /// First 8 bytes of SHA-256(key || 0 || purpose), little-endian.

@@ -1,11 +1,10 @@
-//! Rendering of results for people: plots (plotters) and, later, Markdown
-//! and HTML pages. Pure functions of rows and specs; `app` decides where
-//! the output goes.
+//! Rendering of results for people: plots (plotters), the catalogue's
+//! Markdown and HTML pages, confirmation and retraction documents, and the
+//! CI baselines `bets regress` compares against. Pure functions of rows,
+//! specs and bundles; `app` decides where the output goes.
 
 pub mod plot;
 
-// Catalogue pages, statistics per run, confirmations and retractions, CI
-// baselines (issue 5).
 pub mod analysis;
 pub mod baseline;
 pub mod doc;

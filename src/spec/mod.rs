@@ -144,6 +144,17 @@ impl Bet {
         Ok(Plan { profile: profile.to_string(), points: expand(&grid), params, grid })
     }
 
+    /// The registered criteria, as the criteria module takes them.
+    pub fn criteria_set(&self) -> crate::criteria::CriteriaSet<'_> {
+        let c = &self.spec.criteria;
+        crate::criteria::CriteriaSet {
+            quantities: &self.spec.quantities,
+            strict: &c.strict,
+            lenient: c.lenient.as_deref(),
+            catastrophic: c.catastrophic.as_deref(),
+        }
+    }
+
     /// Columns of the tidy table, in order: `cell`, the factors (sorted),
     /// `status`, `error`, then the experiment's metrics as declared.
     pub fn columns(&self) -> Vec<Column> {

@@ -131,8 +131,3 @@ pub fn read_parquet(path: &Path) -> PolarsResult<DataFrame> {
     let f = std::fs::File::open(path)?;
     ParquetReader::new(f).finish()
 }
-
-/// Read a CSV file with a header row.
-pub fn read_csv(path: &Path) -> PolarsResult<DataFrame> {
-    CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(path.to_path_buf()))?.finish()
-}

@@ -7,7 +7,7 @@
 mod frame;
 
 pub use frame::{
-    QueryError, frame_from_rows, query, query_scalar, read_csv, read_parquet, rows_from_frame, write_csv, write_parquet,
+    QueryError, frame_from_rows, query, query_scalar, read_parquet, rows_from_frame, write_csv, write_parquet,
 };
 
 use std::collections::BTreeMap;
