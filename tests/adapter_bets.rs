@@ -7,7 +7,7 @@ use std::path::Path;
 
 use bets::criteria::{self, Verdict};
 use bets::experiments::Env;
-use bets::runner::{self, CellCache, RunOptions};
+use bets::runner::{self, CellCache, CellEvent, RunOptions};
 use bets::table;
 
 const ADAPTER_BETS: &[&str] = &[
@@ -73,4 +73,42 @@ fn a_norm_only_adapter_leaves_the_base_perplexity_column_unchanged_across_arms()
         .as_i64()
         .unwrap();
     assert!(bytes.iter().all(|b| *b <= 4 * gains + 512), "norm-only files {bytes:?} for {gains} gains");
+}
+
+#[test]
+fn a_rerun_of_a_finished_adapter_bet_recomputes_no_cell() {
+    // Float metrics (ppl, bpb, gain) must read back from the cache bit for
+    // bit, or a resumed sweep silently recomputes finished cells.
+    let work = tempfile::tempdir().unwrap();
+    let env = Env { cache_dir: work.path().to_path_buf(), profile: "tiny".into(), threads: 1, progress: false };
+    let cache = CellCache::new(&work.path().join("cells"));
+    let opts = RunOptions { jobs: 2, shard: None, progress: false };
+    for name in ["49_adapter_shootout.toml", "61_confusion_matrix.toml"] {
+        let bet = bets::spec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bets").join(name)).unwrap();
+        let plan = bet.plan("tiny").unwrap();
+        let first = runner::execute(bet.experiment, &plan, &env, &opts, &cache).unwrap();
+        assert!(first.events.iter().all(|e| matches!(e, CellEvent::Computed(_))), "{name}: {:?}", first.events);
+        let again = runner::execute(bet.experiment, &plan, &env, &opts, &cache).unwrap();
+        let recomputed: Vec<_> = again.events.iter().filter(|e| !matches!(e, CellEvent::Cached(_))).collect();
+        assert_eq!(recomputed, Vec::<&CellEvent>::new(), "{name}: every finished cell is reused");
+        assert_eq!(again.events.len(), plan.points.len());
+        assert_eq!(bits(&again.rows), bits(&first.rows), "{name}: the cached rows are the computed ones, bit for bit");
+    }
+}
+
+/// Rows with every float as its bit pattern (NaN metrics compare equal to themselves).
+fn bits(rows: &[bets::table::Row]) -> Vec<Vec<(String, String)>> {
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .map(|(k, v)| {
+                    let shown = match v {
+                        bets::table::Value::Float(f) => format!("f64:{:016x}", f.to_bits()),
+                        other => format!("{other:?}"),
+                    };
+                    (k.clone(), shown)
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -1,14 +1,22 @@
 //! The cell cache: one JSON file per finished cell, named by its key and
 //! carrying a digest of its row, so a corrupted entry is detected and the
 //! cell recomputed instead of trusted.
+//!
+//! Floats are stored as their IEEE-754 bit patterns (16 hex digits), not as
+//! decimal numbers: JSON has no NaN, infinities or payloads, and a decimal
+//! read back need not give the same bits. The digest covers the stored
+//! form, so a row reads back bit for bit and an intact entry always
+//! verifies (format 1 stored decimals and hashed the in-memory floats,
+//! which made good entries look corrupted).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::table::Row;
+use crate::table::{Row, Value};
 
-const CACHE_FORMAT: u32 = 1;
+const CACHE_FORMAT: u32 = 2;
 
 /// Finished cells by key, under `<cache dir>/cells/`.
 #[derive(Debug, Clone)]
@@ -21,11 +29,52 @@ struct Entry {
     format: u32,
     key: String,
     row_sha256: String,
-    row: Row,
+    row: BTreeMap<String, Stored>,
 }
 
-fn digest(row: &Row) -> String {
-    crate::fsutil::sha256_hex(&serde_json::to_vec(row).expect("rows serialise"))
+/// A value as the cache stores it: exact for every float.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Stored {
+    Bool(bool),
+    Int(i64),
+    /// `f64::to_bits` as 16 lower-case hex digits.
+    F64(String),
+    Str(String),
+}
+
+fn store(row: &Row) -> BTreeMap<String, Stored> {
+    row.iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::Bool(b) => Stored::Bool(*b),
+                Value::Int(i) => Stored::Int(*i),
+                Value::Float(f) => Stored::F64(format!("{:016x}", f.to_bits())),
+                Value::Str(s) => Stored::Str(s.clone()),
+            };
+            (k.clone(), s)
+        })
+        .collect()
+}
+
+fn load(stored: &BTreeMap<String, Stored>) -> Option<Row> {
+    stored
+        .iter()
+        .map(|(k, s)| {
+            let v = match s {
+                Stored::Bool(b) => Value::Bool(*b),
+                Stored::Int(i) => Value::Int(*i),
+                Stored::F64(hex) if hex.len() == 16 => Value::Float(f64::from_bits(u64::from_str_radix(hex, 16).ok()?)),
+                Stored::F64(_) => return None,
+                Stored::Str(s) => Value::Str(s.clone()),
+            };
+            Some((k.clone(), v))
+        })
+        .collect()
+}
+
+fn digest(stored: &BTreeMap<String, Stored>) -> String {
+    crate::fsutil::sha256_hex(&serde_json::to_vec(stored).expect("rows serialise"))
 }
 
 impl CellCache {
@@ -44,9 +93,16 @@ impl CellCache {
     pub fn get(&self, key: &str) -> Option<Row> {
         let path = self.path(key);
         let bytes = std::fs::read(&path).ok()?;
-        match serde_json::from_slice::<Entry>(&bytes) {
-            Ok(e) if e.format == CACHE_FORMAT && e.key == key && e.row_sha256 == digest(&e.row) => Some(e.row),
-            _ => {
+        let entry = serde_json::from_slice::<Entry>(&bytes).ok();
+        if let Some(e) = &entry
+            && e.format != CACHE_FORMAT
+        {
+            tracing::info!("cache entry {} has format {}: recomputing the cell", path.display(), e.format);
+            return None;
+        }
+        match entry.filter(|e| e.key == key && e.row_sha256 == digest(&e.row)).and_then(|e| load(&e.row)) {
+            Some(row) => Some(row),
+            None => {
                 tracing::warn!("corrupted cache entry {} (digest mismatch): recomputing the cell", path.display());
                 let _ = std::fs::remove_file(&path);
                 None
@@ -56,7 +112,8 @@ impl CellCache {
 
     /// Store a finished cell atomically.
     pub fn put(&self, key: &str, row: &Row) -> anyhow::Result<()> {
-        let entry = Entry { format: CACHE_FORMAT, key: key.to_string(), row_sha256: digest(row), row: row.clone() };
+        let stored = store(row);
+        let entry = Entry { format: CACHE_FORMAT, key: key.to_string(), row_sha256: digest(&stored), row: stored };
         crate::fsutil::write_atomic(&self.path(key), &serde_json::to_vec_pretty(&entry)?)
     }
 }
@@ -75,9 +132,59 @@ mod tests {
         cache.put("abcdef", &row).unwrap();
         assert_eq!(cache.get("abcdef"), Some(row));
         let path = cache.path("abcdef");
-        let text = std::fs::read_to_string(&path).unwrap().replace("3.25", "3.26");
+        // 3.25 is 0x400a000000000000; flip one bit of its mantissa.
+        let text = std::fs::read_to_string(&path).unwrap().replace("400a000000000000", "400a000000000001");
         std::fs::write(&path, text).unwrap();
         assert_eq!(cache.get("abcdef"), None);
         assert!(!path.exists(), "a corrupted entry is removed");
+    }
+
+    #[test]
+    fn awkward_floats_read_back_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CellCache::new(dir.path());
+        let floats = [
+            f64::from_bits(1),       // the smallest subnormal
+            f64::MIN_POSITIVE / 3.0, // another subnormal
+            0.1 + 0.2,               // needs 17 significant digits
+            1.0 / 3.0,
+            f64::from_bits(0x000f_ffff_ffff_ffff), // the largest subnormal, a classic bad case for parsers
+            f64::NAN,
+            f64::from_bits(0x7ff8_0000_dead_beef), // a NaN with a payload
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -0.0,
+            f64::MAX,
+        ];
+        let mut row = Row::new();
+        for (i, f) in floats.iter().enumerate() {
+            row.insert(format!("m{i:02}"), Value::Float(*f));
+        }
+        row.insert("n".into(), Value::Int(i64::MIN));
+        row.insert("s".into(), Value::Str("ok".into()));
+        row.insert("b".into(), Value::Bool(false));
+        cache.put("k1", &row).unwrap();
+        let back = cache.get("k1").expect("an intact entry is a hit");
+        for (i, f) in floats.iter().enumerate() {
+            match &back[&format!("m{i:02}")] {
+                Value::Float(g) => assert_eq!(g.to_bits(), f.to_bits(), "float {i}: {f:e} came back as {g:e}"),
+                other => panic!("float {i} came back as {other:?}"),
+            }
+        }
+        assert_eq!(back["n"], Value::Int(i64::MIN));
+        assert_eq!(back["s"], Value::Str("ok".into()));
+        assert!(cache.path("k1").exists(), "a good entry is never thrown away");
+        assert!(cache.get("k1").is_some(), "and reads back again");
+    }
+
+    #[test]
+    fn an_entry_of_the_old_format_is_recomputed_quietly_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CellCache::new(dir.path());
+        let path = cache.path("oldkey");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, r#"{"format":1,"key":"oldkey","row_sha256":"x","row":{"ppl":3.25}}"#).unwrap();
+        assert_eq!(cache.get("oldkey"), None);
     }
 }

@@ -17,7 +17,6 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::criteria::CellCounts;
@@ -79,8 +78,22 @@ pub struct Execution {
     pub counts: CellCounts,
     /// Cells taken from the cache rather than computed.
     pub cached: usize,
+    /// What happened to each cell of this shard, in plan order.
+    pub events: Vec<CellEvent>,
     /// The experiment's input hashes (recorded in the manifest).
     pub inputs: BTreeMap<String, String>,
+}
+
+/// What the runner did with one cell (by plan index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "event", content = "cell")]
+pub enum CellEvent {
+    /// Read back from the cell cache: nothing recomputed.
+    Cached(usize),
+    /// Computed by the experiment and cached.
+    Computed(usize),
+    /// Computed and failed (not cached; a rerun tries again).
+    Failed(usize),
 }
 
 /// A cell's row (or why it failed), and whether it came from the cache.
@@ -123,16 +136,7 @@ pub fn execute(
         .map(|(i, p)| Cell { index: i, factors: p.clone(), key: cell_key(experiment, plan, p, &inputs) })
         .collect();
 
-    let bar = if opts.progress && !cells.is_empty() {
-        let b = ProgressBar::with_draw_target(Some(cells.len() as u64), ProgressDrawTarget::stderr());
-        b.set_style(
-            ProgressStyle::with_template("{spinner} cells {pos}/{len} [{elapsed_precise} < {eta}] {wide_bar} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = crate::progress::Progress::new("cells", "cells", cells.len() as u64, opts.progress && !cells.is_empty());
     // Plain scoped threads pulling cell indices, not a rayon pool: a cell
     // that waits (on the engine's own pool, or on an adapter another cell is
     // training) must never pick up another cell on the same thread, which
@@ -174,12 +178,18 @@ pub fn execute(
         .into_iter()
         .map(|s| s.into_inner().expect("slot lock").unwrap_or((Err("cell did not run".into()), false)))
         .collect();
-    bar.finish_and_clear();
+    bar.finish();
 
     let mut rows = Vec::with_capacity(cells.len());
     let mut counts = CellCounts { planned: plan.points.len(), ok: 0, failed: 0 };
     let mut cached = 0;
+    let mut events = Vec::with_capacity(cells.len());
     for (cell, (outcome, hit)) in cells.iter().zip(outcomes) {
+        events.push(match (&outcome, hit) {
+            (Ok(_), true) => CellEvent::Cached(cell.index),
+            (Ok(_), false) => CellEvent::Computed(cell.index),
+            (Err(_), _) => CellEvent::Failed(cell.index),
+        });
         let mut row = Row::new();
         row.insert("cell".into(), Value::Int(cell.index as i64));
         row.extend(cell.factors.clone());
@@ -198,7 +208,7 @@ pub fn execute(
         }
         rows.push(row);
     }
-    Ok(Execution { cells, rows, counts, cached, inputs })
+    Ok(Execution { cells, rows, counts, cached, events, inputs })
 }
 
 /// A row must hold exactly the declared metrics, with the declared types.
