@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::raw::{PROFILES, SpecFile, TOP_LEVEL_KEYS};
 use super::{Bet, Claim, Problem, SpecErrors, table_columns};
 use crate::experiments::{self, Experiment};
-use crate::table::{self, Column, ColumnType, Row, Value};
+use crate::table::{self, Column, ColumnType, Row, Value, sandbox};
 
 /// Read and validate a spec file.
 pub fn load(path: &Path) -> Result<Bet, SpecErrors> {
@@ -252,6 +252,7 @@ impl Checker {
         };
         let mut qrow = Row::new();
         let mut qcols = Vec::new();
+        let cells = largest_grid(s);
         for (name, sql) in &s.quantities {
             let key = format!("quantities.{name}");
             if !is_identifier(name) {
@@ -264,6 +265,14 @@ impl Checker {
             }
             if columns.iter().any(|c| &c.name == name) {
                 self.push(&key, format!("`{name}` is already a column of the table"), Some("pick another name".into()));
+            }
+            if let Err(r) = sandbox::check_query(sql, &[("cells", cells)]) {
+                self.push(
+                    &key,
+                    format!("the SQL leaves the sandbox: {r}"),
+                    Some(format!("a quantity is one SELECT over the table `cells` ({cells} rows at most)")),
+                );
+                continue;
             }
             match table::query(&[("cells", &empty)], sql) {
                 Err(e) => self.push(
@@ -291,6 +300,14 @@ impl Checker {
             let Some(expr) = expr else { continue };
             let key = format!("criteria.{level}");
             let names: Vec<_> = s.quantities.keys().cloned().collect();
+            if let Err(r) = sandbox::check_criterion(expr, &names) {
+                self.push(
+                    &key,
+                    format!("refused: {r}"),
+                    Some(format!("criteria name quantities: {}", names.join(", "))),
+                );
+                continue;
+            }
             match crate::criteria::evaluate_expression(&qframe, expr) {
                 Ok(_) => {}
                 Err(e) => {
@@ -299,6 +316,18 @@ impl Checker {
             }
         }
     }
+}
+
+/// The most cells any profile plans (the row bound the SQL sandbox uses).
+fn largest_grid(s: &SpecFile) -> u64 {
+    let size = |grid: &BTreeMap<String, Vec<Value>>| grid.values().fold(1u64, |p, v| p.saturating_mul(v.len() as u64));
+    let mut best = size(&s.grid);
+    for over in s.profiles.values() {
+        let mut grid = s.grid.clone();
+        grid.extend(over.grid.clone());
+        best = best.max(size(&grid));
+    }
+    best
 }
 
 fn column_hint(columns: &[Column]) -> String {

@@ -14,6 +14,9 @@ pub enum QueryError {
     Polars(String),
     #[error("expected one row and one column, got {rows} row(s) x {cols} column(s)")]
     Shape { rows: usize, cols: usize },
+    /// The SQL left the sandbox (see [`super::sandbox`]); polars never saw it.
+    #[error("{0}")]
+    Refused(#[from] super::sandbox::Refusal),
 }
 
 impl From<PolarsError> for QueryError {
@@ -101,8 +104,11 @@ pub fn query_scalar(tables: &[(&str, &DataFrame)], sql: &str) -> Result<Option<V
     Ok(any_to_value(&v))
 }
 
-/// Run `sql` over the given named tables and collect the result.
+/// Run `sql` over the given named tables and collect the result. The SQL
+/// is checked by the sandbox first: it may read only these tables.
 pub fn query(tables: &[(&str, &DataFrame)], sql: &str) -> Result<DataFrame, QueryError> {
+    let bounds: Vec<(&str, u64)> = tables.iter().map(|(n, df)| (*n, df.height() as u64)).collect();
+    super::sandbox::check_query(sql, &bounds)?;
     let mut ctx = SQLContext::new();
     for (name, df) in tables {
         ctx.register(name, (*df).clone().lazy());

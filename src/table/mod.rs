@@ -5,6 +5,7 @@
 //! the only module besides `report` that touches polars.
 
 mod frame;
+pub mod sandbox;
 
 pub use frame::{
     QueryError, frame_from_rows, query, query_scalar, read_parquet, rows_from_frame, write_csv, write_parquet,
