@@ -14,6 +14,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
+use super::crates::CrateSource;
 use super::error::{EngineError, Result, io_err};
 
 /// The lock file pinning every external input, embedded at build time so a
@@ -54,11 +55,11 @@ pub struct BrownLock {
     pub sha256: String,
 }
 
-/// The crates whose sources make up the `programmer` user.
+/// The crate releases whose sources make up the `programmer` user.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProgrammerLock {
-    pub crates: Vec<String>,
+    pub crates: Vec<super::crates::PinnedCrate>,
 }
 
 impl DataLock {
@@ -205,9 +206,9 @@ pub struct Corpus {
 /// Options for [`Corpus::load`].
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// Cargo manifest whose lock file provides the `programmer` crates;
-    /// `None` uses this crate's own manifest.
-    pub manifest: Option<PathBuf>,
+    /// Where the `programmer` crate archives come from; `None` uses cargo's
+    /// own settings ([`CrateSource::from_env`]).
+    pub crates: Option<CrateSource>,
     /// Skip the `programmer` user (no `cargo` needed).
     pub skip_programmer: bool,
     /// Extra users from folders of texts (`--corpus DIR`): name = folder name.
@@ -289,10 +290,10 @@ impl Corpus {
             users.push(UserCorpus::new(name, &source, docs, SPLIT_SEED)?);
         }
         if !opts.skip_programmer {
-            let manifest =
-                opts.manifest.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
-            let docs = rust_sources(&manifest, &lock.programmer.crates)?;
-            let source = format!("Rust sources of crates {}", lock.programmer.crates.join(", "));
+            let from = opts.crates.clone().unwrap_or_else(CrateSource::from_env);
+            let docs = super::crates::rust_sources(cache_dir, &lock.programmer.crates, &from)?;
+            let names: Vec<String> = lock.programmer.crates.iter().map(|c| c.stem()).collect();
+            let source = format!("Rust sources of crates {}", names.join(", "));
             users.push(UserCorpus::new("programmer", &source, docs, SPLIT_SEED)?);
         }
         for dir in &opts.user_dirs {
@@ -391,7 +392,8 @@ pub fn user_from_dir(dir: &Path) -> Result<UserCorpus> {
     UserCorpus::new(&name, &format!("folder {}", dir.display()), docs, SPLIT_SEED)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Every regular file under `dir`, sorted, skipping hidden entries.
+pub(super) fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let rd = std::fs::read_dir(dir).map_err(|source| EngineError::UnreadableFile { path: dir.into(), source })?;
     let mut entries = Vec::new();
     for e in rd {
@@ -572,50 +574,6 @@ pub fn strip_tags(raw: &str) -> String {
         out.push('\n');
     }
     out
-}
-
-/// `.rs` files under `src/` of the pinned crates, found through `cargo metadata`.
-pub fn rust_sources(manifest: &Path, crates: &[String]) -> Result<Vec<Document>> {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
-        .arg(manifest)
-        .output()
-        .map_err(io_err("running `cargo metadata` (needed for the programmer user)"))?;
-    if !out.status.success() {
-        return Err(EngineError::Command {
-            command: "cargo metadata".into(),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| EngineError::Malformed { what: "cargo metadata output".into(), detail: e.to_string() })?;
-    let packages = meta["packages"].as_array().cloned().unwrap_or_default();
-    let mut docs = Vec::new();
-    for name in crates {
-        // Several versions of a crate may be locked: take the highest (sorted text is enough to be stable).
-        let mut found: Vec<(String, PathBuf)> = packages
-            .iter()
-            .filter(|p| p["name"].as_str() == Some(name) && p["source"].is_string())
-            .filter_map(|p| Some((p["version"].as_str()?.to_string(), PathBuf::from(p["manifest_path"].as_str()?))))
-            .collect();
-        found.sort();
-        let Some((version, manifest_path)) = found.pop() else {
-            return Err(EngineError::EmptyUser {
-                user: "programmer".into(),
-                what: format!("crate `{name}`"),
-                hint: "the pinned crate is not in Cargo.lock any more; update data.lock.toml".into(),
-            });
-        };
-        let src = manifest_path.parent().unwrap_or(Path::new(".")).join("src");
-        let mut files = Vec::new();
-        walk(&src, &mut files)?;
-        for f in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
-            let text = std::fs::read(&f).map_err(|source| EngineError::UnreadableFile { path: f.clone(), source })?;
-            let rel = f.strip_prefix(&src).unwrap_or(&f).to_string_lossy().replace('\\', "/");
-            docs.push(Document { id: format!("{name}-{version}/src/{rel}"), text });
-        }
-    }
-    Ok(docs)
 }
 
 #[cfg(test)]

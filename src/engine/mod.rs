@@ -38,6 +38,7 @@
 pub mod adapter;
 pub mod bench;
 pub mod config;
+pub mod crates;
 pub mod data;
 pub mod error;
 pub mod eval;
