@@ -41,6 +41,7 @@ pub mod engine;
 pub mod error;
 pub mod experiments;
 pub mod fsutil;
+pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod results;

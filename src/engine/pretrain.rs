@@ -143,27 +143,14 @@ pub fn base_model(
         return load_base(&dir, &device);
     }
     let mut weights = init_weights(&profile.model, seed, &device)?;
-    let bar = progress.then(|| {
-        let b = indicatif::ProgressBar::new(train.steps as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "pretrain {msg:>12} [{bar:30}] {pos}/{len} steps  {elapsed} elapsed, ~{eta} left",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    let bar = crate::progress::Progress::new("pretrain", "steps", train.steps as u64, progress);
     let mut ema = f32::NAN;
     let stats = train_full(&profile.model, &mut weights, &text, &train, &device, &mut |_, loss| {
         ema = if ema.is_nan() { loss } else { 0.95 * ema + 0.05 * loss };
-        if let Some(b) = &bar {
-            b.set_message(format!("loss {ema:.3}"));
-            b.inc(1);
-        }
+        bar.set_message(format!("loss {ema:.3}"));
+        bar.inc(1);
     })?;
-    if let Some(b) = &bar {
-        b.finish();
-    }
+    bar.finish();
     let mut base = BaseModel::from_weights(profile.model.clone(), weights, hash.clone(), device);
     let eval = evaluate(
         &base,

@@ -1,0 +1,174 @@
+//! Progress of long work (pre-training, a sweep's cells) that stays visible
+//! wherever stderr goes: an indicatif bar on a terminal, and plain lines at
+//! a modest interval when stderr is a file or a pipe (CI logs, Slurm,
+//! `| tee`), where a bar would print nothing or garbage.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Seconds between plain progress lines when stderr is not a terminal.
+pub const LINE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A progress reporter; cheap to share between threads.
+pub struct Progress {
+    inner: Inner,
+}
+
+enum Inner {
+    Hidden,
+    Bar(ProgressBar),
+    Lines(Mutex<Lines>),
+}
+
+struct Lines {
+    label: String,
+    unit: String,
+    total: u64,
+    done: u64,
+    message: String,
+    start: Instant,
+    last: Instant,
+    interval: Duration,
+}
+
+impl Lines {
+    fn line(&self) -> String {
+        let elapsed = self.start.elapsed();
+        let mut s = format!("{}: {}/{} {}", self.label, self.done, self.total, self.unit);
+        if let Some(pct) = (self.done * 100).checked_div(self.total) {
+            s.push_str(&format!(" ({pct}%)"));
+        }
+        if !self.message.is_empty() {
+            s.push_str(&format!(", {}", self.message));
+        }
+        s.push_str(&format!(", {} elapsed", human(elapsed)));
+        if self.done > 0 && self.done < self.total {
+            let left = elapsed.mul_f64((self.total - self.done) as f64 / self.done as f64);
+            s.push_str(&format!(", ~{} left", human(left)));
+        }
+        s
+    }
+
+    fn emit(&mut self) {
+        self.last = Instant::now();
+        let _ = writeln!(std::io::stderr(), "{}", self.line());
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+impl Progress {
+    /// Nothing is shown.
+    pub fn hidden() -> Progress {
+        Progress { inner: Inner::Hidden }
+    }
+
+    /// Progress over `total` `unit`s (e.g. 2000 "steps"), labelled `label`:
+    /// a bar on a terminal, lines every [`LINE_INTERVAL`] otherwise, nothing
+    /// when `enabled` is false.
+    pub fn new(label: &str, unit: &str, total: u64, enabled: bool) -> Progress {
+        if !enabled {
+            return Progress::hidden();
+        }
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let template =
+                format!("{label} {{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{elapsed}} elapsed, ~{{eta}} left");
+            bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+            Progress { inner: Inner::Bar(bar) }
+        } else {
+            Progress::lines(label, unit, total, LINE_INTERVAL)
+        }
+    }
+
+    /// Plain lines every `interval` (and at the start and the end), whatever stderr is.
+    pub fn lines(label: &str, unit: &str, total: u64, interval: Duration) -> Progress {
+        let now = Instant::now();
+        let mut l = Lines {
+            label: label.into(),
+            unit: unit.into(),
+            total,
+            done: 0,
+            message: String::new(),
+            start: now,
+            last: now,
+            interval,
+        };
+        l.emit();
+        Progress { inner: Inner::Lines(Mutex::new(l)) }
+    }
+
+    /// `n` more units done.
+    pub fn inc(&self, n: u64) {
+        match &self.inner {
+            Inner::Hidden => {}
+            Inner::Bar(b) => b.inc(n),
+            Inner::Lines(l) => {
+                let mut l = l.lock().expect("progress lock");
+                l.done += n;
+                if l.last.elapsed() >= l.interval && l.done < l.total {
+                    l.emit();
+                }
+            }
+        }
+    }
+
+    /// A short status shown next to the count (e.g. the running loss).
+    pub fn set_message(&self, msg: String) {
+        match &self.inner {
+            Inner::Hidden => {}
+            Inner::Bar(b) => b.set_message(msg),
+            Inner::Lines(l) => l.lock().expect("progress lock").message = msg,
+        }
+    }
+
+    /// The work is over: the bar is cleared, a last line is printed.
+    pub fn finish(&self) {
+        match &self.inner {
+            Inner::Hidden => {}
+            Inner::Bar(b) => b.finish_and_clear(),
+            Inner::Lines(l) => l.lock().expect("progress lock").emit(),
+        }
+    }
+
+    /// The line that would be printed now (tests, logs).
+    pub fn current_line(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Lines(l) => Some(l.lock().expect("progress lock").line()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_line_says_how_far_with_the_message_and_an_estimate() {
+        let p = Progress::lines("pretrain", "steps", 2000, Duration::from_secs(3600));
+        p.inc(500);
+        p.set_message("loss 2.103".into());
+        let line = p.current_line().unwrap();
+        assert!(line.starts_with("pretrain: 500/2000 steps (25%), loss 2.103, "), "{line}");
+        assert!(line.contains(" elapsed, ~") && line.ends_with(" left"), "{line}");
+        assert_eq!(Progress::hidden().current_line(), None);
+    }
+
+    #[test]
+    fn durations_read_as_a_person_writes_them() {
+        assert_eq!(human(Duration::from_secs(7)), "7s");
+        assert_eq!(human(Duration::from_secs(452)), "7m32s");
+        assert_eq!(human(Duration::from_secs(7300)), "2h01m");
+    }
+}
