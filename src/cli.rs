@@ -59,6 +59,13 @@ pub enum Command {
         /// Bundles, bet result folders or the ledger (default: all of them).
         paths: Vec<PathBuf>,
     },
+    /// Put counted bundles that no ledger run entry records (written before
+    /// run entries existed, or by a run killed before it could record
+    /// itself) on the record, as one signed, dated entry with a reason.
+    RecordRuns {
+        #[arg(long)]
+        reason: String,
+    },
     /// Regenerate reports/ (summary, bet pages, HTML, signed confirmations
     /// and retractions) from the verified bundles in results/.
     Report {

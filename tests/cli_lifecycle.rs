@@ -22,7 +22,15 @@ fn a_registered_bet_runs_to_a_signed_bundle_that_verifies() {
     assert_eq!(manifest["ledger"]["seq"], 0);
     assert_eq!(manifest["profile"], "tiny");
     let out = repo.ok(&["verify"]);
-    assert!(out.contains("ok  bets/ledger.jsonl (1 entries"), "{out}");
+    assert!(out.contains("ok  bets/ledger.jsonl (2 entries"), "{out}");
+    assert!(out.contains("ok  the record (1 recorded run(s)"), "{out}");
+    let ledger = std::fs::read_to_string(repo.path("bets/ledger.jsonl")).unwrap();
+    let run: serde_json::Value = serde_json::from_str(ledger.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(run["kind"], "runs");
+    assert_eq!(run["runs"][0]["run_id"], manifest["run_id"]);
+    let sums = std::fs::read(bundle.join("SHA256SUMS")).unwrap();
+    assert_eq!(run["runs"][0]["sums_sha256"], bets::fsutil::sha256_hex(&sums));
+    assert_eq!(manifest["ledger_head"]["seq"], 0, "the head the run saw: its registration");
     assert!(out.contains("ok  results/14-royalty-math/"), "{out}");
 }
 
@@ -216,6 +224,99 @@ fn expect_turns_a_missed_verdict_into_exit_4() {
     assert!(stderr(&out).contains("verdict STRICT does not meet --expect CATASTROPHIC"), "{}", stderr(&out));
     let out = repo.run(&["run", SPEC, "--profile", "tiny", "--expect", "sure"]);
     assert_eq!(code(&out), 2);
+}
+
+fn drop_last_ledger_lines(repo: &TestRepo, n: usize) {
+    let path = repo.path("bets/ledger.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let kept: String = lines[..lines.len() - n].iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, kept).unwrap();
+}
+
+#[test]
+fn a_deleted_counted_bundle_fails_verification_naming_it() {
+    let repo = TestRepo::new();
+    repo.registered_run();
+    let newest = repo.run_tiny(&[]);
+    repo.ok(&["verify"]);
+    std::fs::remove_dir_all(&newest).unwrap();
+    let out = repo.run(&["verify"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let name = newest.file_name().unwrap().to_str().unwrap();
+    assert!(stderr(&out).contains(name) && stderr(&out).contains("the bundle is missing"), "{}", stderr(&out));
+    // `status` reads the last verdict from the record, not from what is left on disk.
+    let s: serde_json::Value = serde_json::from_str(&repo.ok(&["status", "--json"])).unwrap();
+    assert_eq!(s[0]["last_run"], name);
+    assert_eq!(s[0]["missing_bundles"], 1);
+    assert_eq!((s[0]["runs"].as_u64(), s[0]["recorded_runs"].as_u64()), (Some(1), Some(2)));
+    assert!(repo.ok(&["status"]).contains("1 recorded bundle(s) missing"));
+}
+
+#[test]
+fn a_bundle_swapped_under_another_run_id_fails_verification() {
+    let repo = TestRepo::new();
+    let first = repo.registered_run();
+    let second = repo.run_tiny(&[]);
+    std::fs::remove_dir_all(&first).unwrap();
+    std::fs::rename(&second, &first).unwrap();
+    let out = repo.run(&["verify"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not its run id"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_truncated_ledger_fails_verification_and_a_removed_registration_too() {
+    let repo = TestRepo::new();
+    let bundle = repo.registered_run();
+    // The run entry cut away: the counted bundle is no longer on the record.
+    drop_last_ledger_lines(&repo, 1);
+    let out = repo.run(&["verify"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no ledger run entry records"), "{}", stderr(&out));
+    // The registration cut away as well: the bundle names an entry that is gone.
+    drop_last_ledger_lines(&repo, 1);
+    let out = repo.run(&["verify"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(bundle.file_name().unwrap().to_str().unwrap()), "{}", stderr(&out));
+}
+
+#[test]
+fn a_ledger_cut_back_past_what_a_bundle_or_report_saw_is_caught_by_its_head() {
+    let repo = TestRepo::new();
+    repo.registered_run(); // seq 0 register, seq 1 its run
+    let second = repo.run_tiny(&[]); // saw head seq 1; seq 2 its run
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(second.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["ledger_head"]["seq"], 1);
+    repo.ok(&["report"]);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.path("reports/SUMMARY.json")).unwrap()).unwrap();
+    assert_eq!(summary["ledger_head"]["seq"], 2);
+    drop_last_ledger_lines(&repo, 2);
+    let out = repo.run(&["verify"]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    let name = second.file_name().unwrap().to_str().unwrap();
+    assert!(err.lines().any(|l| l.contains(name) && l.contains("no longer in the chain")), "{err}");
+    assert!(err.lines().any(|l| l.contains("reports/SUMMARY.json") && l.contains("no longer in the chain")), "{err}");
+}
+
+#[test]
+fn record_runs_puts_an_unrecorded_counted_bundle_on_the_record_with_a_reason() {
+    let repo = TestRepo::new();
+    repo.registered_run();
+    drop_last_ledger_lines(&repo, 1);
+    assert_eq!(code(&repo.run(&["verify"])), 3);
+    let out = repo.run(&["record-runs", "--reason", ""]);
+    assert_eq!(code(&out), 2, "a reason is required");
+    let out = repo.ok(&["record-runs", "--reason", "written before run entries existed"]);
+    assert!(out.contains("put 1 run(s) on the record"), "{out}");
+    repo.ok(&["verify"]);
+    let ledger = std::fs::read_to_string(repo.path("bets/ledger.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(ledger.lines().last().unwrap()).unwrap();
+    assert_eq!(last["reason"], "written before run entries existed");
+    assert!(repo.ok(&["record-runs", "--reason", "again"]).contains("already on the record"));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

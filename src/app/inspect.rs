@@ -120,7 +120,13 @@ struct StatusLine {
     /// `registered`, `deviates` or `unregistered`.
     registration: String,
     amendments: usize,
+    /// Bundle folders on disk.
     runs: usize,
+    /// Counted runs on the ledger's record.
+    recorded_runs: usize,
+    /// Recorded runs whose bundle is gone (`bets verify` fails).
+    missing_bundles: usize,
+    /// The newest recorded run's verdict.
     last_verdict: Option<String>,
     last_profile: Option<String>,
     last_run: Option<String>,
@@ -138,23 +144,24 @@ pub fn status(repo: &Repo, json: bool) -> anyhow::Result<()> {
         };
         let amendments = ledger.history(bet.spec.number).len().saturating_sub(1);
         let bundles = results::find_bundles_in(&repo.results_dir.join(bet.id()));
-        let mut last = None;
-        for dir in &bundles {
-            if let Ok(v) = results::read_verdict(dir)
-                && v.counted
-            {
-                last = Some(v);
-            }
-        }
+        // The last verdict comes from the record, which deleting a bundle cannot change.
+        let recorded: Vec<_> = ledger.run_records().filter(|(_, r)| r.bet == bet.spec.number).collect();
+        let missing = recorded
+            .iter()
+            .filter(|(_, r)| !repo.results_dir.join(r.bundle_path()).join(results::SUMS).is_file())
+            .count();
+        let last = recorded.last().map(|(_, r)| r);
         lines.push(StatusLine {
             number: bet.spec.number,
             slug: bet.spec.slug.clone(),
             registration: registration.into(),
             amendments,
             runs: bundles.len(),
-            last_verdict: last.as_ref().map(|v| v.record.verdict.to_string()),
-            last_profile: last.as_ref().map(|v| v.profile.clone()),
-            last_run: last.as_ref().map(|v| v.run_id.clone()),
+            recorded_runs: recorded.len(),
+            missing_bundles: missing,
+            last_verdict: last.map(|r| r.verdict.clone()),
+            last_profile: last.map(|r| r.profile.clone()),
+            last_run: last.map(|r| r.run_id.clone()),
         });
     }
     if json {
@@ -162,10 +169,13 @@ pub fn status(repo: &Repo, json: bool) -> anyhow::Result<()> {
     } else {
         println!("{:<4}{:<28}{:<14}{:>6}{:>6}  last verdict", "#", "slug", "registration", "amend", "runs");
         for l in lines {
-            let last = match (&l.last_verdict, &l.last_profile, &l.last_run) {
+            let mut last = match (&l.last_verdict, &l.last_profile, &l.last_run) {
                 (Some(v), Some(p), Some(r)) => format!("{v} ({p}, {r})"),
                 _ => "-".into(),
             };
+            if l.missing_bundles > 0 {
+                last.push_str(&format!("  [{} recorded bundle(s) missing: run bets verify]", l.missing_bundles));
+            }
             println!(
                 "{:<4}{:<28}{:<14}{:>6}{:>6}  {last}",
                 format!("{:02}", l.number),
@@ -179,17 +189,23 @@ pub fn status(repo: &Repo, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `bets verify`: the ledger chain and every bundle (or the given paths).
+/// `bets verify`: the ledger chain, every bundle (or the given paths), and
+/// the record: counted bundles and ledger run entries name each other, and
+/// every ledger position a bundle or report saw is still in the chain.
 /// Reports every failure, then exits 3 if there was any.
 pub fn verify(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
     let keys = repo.trusted_keys()?;
     let mut failures = Vec::new();
-    let check_ledger = paths.is_empty() || paths.iter().any(|p| p.extension().is_some_and(|e| e == "jsonl"));
-    if check_ledger {
-        match Ledger::open(&repo.ledger).and_then(|l| l.verify(&keys).map(|_| l.entries.len())) {
-            Ok(n) => println!("ok  {} ({n} entries, chain and signatures)", repo.relative(&repo.ledger)),
-            Err(e) => failures.push(format!("{e:#}")),
+    let ledger = match Ledger::open(&repo.ledger).and_then(|l| l.verify(&keys).map(|_| l)) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            failures.push(format!("{e:#}"));
+            None
         }
+    };
+    let check_ledger = paths.is_empty() || paths.iter().any(|p| p.extension().is_some_and(|e| e == "jsonl"));
+    if check_ledger && let Some(l) = &ledger {
+        println!("ok  {} ({} entries, chain and signatures)", repo.relative(&repo.ledger), l.entries.len());
     }
     let mut bundles = Vec::new();
     if paths.is_empty() {
@@ -204,10 +220,26 @@ pub fn verify(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
             failures.push(format!("{}: not a bundle, a bet's results folder or the ledger", p.display()));
         }
     }
+    let mut facts = Vec::new();
     for b in &bundles {
         match results::verify_bundle(b, &keys) {
-            Ok(c) => println!("ok  {} ({} files, signed by {})", repo.relative(b), c.files, c.signer),
+            Ok(c) => {
+                println!("ok  {} ({} files, signed by {})", repo.relative(b), c.files, c.signer);
+                match results::bundle_facts(b, &repo.relative(b)) {
+                    Ok(f) => facts.push(f),
+                    Err(e) => failures.push(format!("{e:#}")),
+                }
+            }
             Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    if let Some(l) = &ledger {
+        let before = failures.len();
+        failures.extend(crate::registry::check_record(l, &facts, paths.is_empty()));
+        failures.extend(report_heads(repo, l));
+        if failures.len() == before && (paths.is_empty() || !facts.is_empty()) {
+            let recorded = l.run_records().count();
+            println!("ok  the record ({recorded} recorded run(s); every counted bundle is on it)");
         }
     }
     if failures.is_empty() {
@@ -218,4 +250,53 @@ pub fn verify(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
         }
         Err(integrity(format!("{} integrity failure(s)", failures.len())))
     }
+}
+
+/// The ledger heads the committed reports saw must still be in the chain.
+fn report_heads(repo: &Repo, ledger: &Ledger) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (path, head) in crate::report::recorded_heads(&repo.reports_dir) {
+        if !ledger.contains(&head) {
+            problems.push(format!(
+                "{}: was generated when {} ended at seq {}, which is no longer in the chain (the ledger was \
+                 truncated or rewritten)",
+                repo.relative(&path),
+                repo.relative(&repo.ledger),
+                head.seq
+            ));
+        }
+    }
+    problems
+}
+
+/// `bets record-runs --reason`: put every verified counted bundle that no
+/// run entry records yet on the record, as one signed, dated entry.
+pub fn record_runs(repo: &Repo, reason: &str) -> anyhow::Result<()> {
+    if reason.trim().is_empty() {
+        return Err(crate::error::usage("--reason must say why these runs were not recorded when they finished"));
+    }
+    let keys = repo.trusted_keys()?;
+    let mut ledger = Ledger::open(&repo.ledger)?;
+    ledger.verify(&keys)?;
+    let mut records = Vec::new();
+    for b in results::find_bundles(&repo.results_dir) {
+        results::verify_bundle(&b, &keys)?;
+        let f = results::bundle_facts(&b, &repo.relative(&b))?;
+        let known = ledger.run_records().any(|(_, r)| r.bet == f.bet && r.run_id == f.run_id);
+        if f.counted && !known {
+            records.push(results::run_record(&b)?);
+        }
+    }
+    if records.is_empty() {
+        println!("every counted bundle is already on the record");
+        return Ok(());
+    }
+    let signer = repo.signer()?;
+    let n = records.len();
+    let entry = ledger.append(crate::registry::run_entry(records, Some(reason.to_string())), &signer)?;
+    println!("put {n} run(s) on the record: {} seq {}", repo.relative(&repo.ledger), entry.seq);
+    for r in &entry.runs {
+        println!("  results/{} ({}, {})", r.bundle_path(), r.profile, r.verdict);
+    }
+    Ok(())
 }

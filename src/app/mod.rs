@@ -126,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merge { paths } => run::merge(&repo, &paths),
         Command::Status { json } => inspect::status(&repo, json),
         Command::Verify { paths } => inspect::verify(&repo, &paths),
+        Command::RecordRuns { reason } => inspect::record_runs(&repo, &reason),
         Command::List { json, experiments } => inspect::list(&repo, json, experiments),
         Command::Report { resamples } => report::report(&repo, resamples),
         Command::Regress { accept, tolerance, jobs } => {

@@ -134,7 +134,7 @@ pub fn load_catalogue(
         });
     }
     reports.sort_by_key(|b| b.number);
-    Ok(Catalogue { bets: reports, rejected, bootstrap })
+    Ok(Catalogue { bets: reports, rejected, bootstrap, ledger_head: ledger.head() })
 }
 
 fn kebab<T: serde::Serialize>(v: &T) -> String {

@@ -89,6 +89,7 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
         spec_file: repo.relative(&args.spec),
         spec_hash: bet.hash(),
         ledger: ledger_ref,
+        ledger_head: ledger.head(),
         git: git_info(&repo.root),
         cargo_lock_sha256: crate::fsutil::sha256_file(&repo.root.join("Cargo.lock")).ok(),
         experiment: ExperimentRef { kind: bet.experiment.kind().into(), version: bet.experiment.version() },
@@ -105,7 +106,23 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
         signer: signer.key_id.clone(),
     };
     let dir = write(&bet, &plan, manifest, record, &exec.rows, &bet_dir, &signer)?;
-    report_written(repo, &dir, expect)
+    let recorded =
+        if !args.exploratory && args.shard.is_none() { Some(put_on_record(repo, &dir, &signer)?) } else { None };
+    report_written(repo, &dir, recorded, expect)
+}
+
+/// Append the ledger run entry that makes a counted bundle part of the
+/// record; returns the entry's seq.
+fn put_on_record(repo: &Repo, dir: &Path, signer: &crate::signing::Signer) -> anyhow::Result<u64> {
+    let record = results::run_record(dir)?;
+    let mut ledger = Ledger::open(&repo.ledger)?;
+    let entry = ledger.append(crate::registry::run_entry(vec![record], None), signer).with_context(|| {
+        format!(
+            "{} was written but not put on the record; add it with `bets record-runs --reason ...`",
+            repo.relative(dir)
+        )
+    })?;
+    Ok(entry.seq)
 }
 
 /// `bets merge`: join the shard bundles of one run into a bundle with a verdict.
@@ -172,6 +189,8 @@ pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
     }
     rows.sort_by_key(|r| r.get("cell").and_then(|v| v.as_i64()).unwrap_or(i64::MAX));
     let record = decide(&bet, &rows, counts)?;
+    let ledger = Ledger::open(&repo.ledger)?;
+    ledger.verify(&keys)?;
     let signer = repo.signer()?;
     let bet_dir = repo.results_dir.join(bet.id());
     let _lock = lock_bet(&bet_dir, bet.spec.number)?;
@@ -186,10 +205,12 @@ pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
         started: by_index.values().map(|(_, m)| m.started.clone()).min().unwrap_or_default(),
         finished: now(),
         signer: signer.key_id.clone(),
+        ledger_head: ledger.head(),
         ..last.clone()
     };
     let dir = write(&bet, &plan, manifest, record, &rows, &bet_dir, &signer)?;
-    report_written(repo, &dir, None)
+    let seq = put_on_record(repo, &dir, &signer)?;
+    report_written(repo, &dir, Some(seq), None)
 }
 
 pub(super) fn decide(bet: &Bet, rows: &[Row], counts: CellCounts) -> anyhow::Result<VerdictRecord> {
@@ -227,7 +248,7 @@ fn write(
     results::write_bundle(bet_dir, &contents, signer)
 }
 
-fn report_written(repo: &Repo, dir: &Path, expect: Option<Verdict>) -> anyhow::Result<()> {
+fn report_written(repo: &Repo, dir: &Path, recorded: Option<u64>, expect: Option<Verdict>) -> anyhow::Result<()> {
     let v = results::read_verdict(dir)?;
     let m = results::read_manifest(dir)?;
     println!("{}", render_verdict(&v));
@@ -241,6 +262,9 @@ fn report_written(repo: &Repo, dir: &Path, expect: Option<Verdict>) -> anyhow::R
         for p in plots {
             println!("  {}", repo.relative(&p));
         }
+    }
+    if let Some(seq) = recorded {
+        println!("on the record: {} seq {seq}", repo.relative(&repo.ledger));
     }
     if m.exploratory {
         println!("(exploratory run: not counted as a verdict)");

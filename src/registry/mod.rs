@@ -1,14 +1,19 @@
 //! The pre-registration ledger: an append-only, hash-chained, signed log of
 //! bet specs (`bets/ledger.jsonl`, one JSON entry per line).
 //!
-//! Each entry holds the canonical JSON of the registered spec and its SHA-256,
-//! the hash of the previous line, the time and a minisign signature of the
-//! entry's body. Editing any byte of any line breaks either the chain (the
-//! next line's `prev`) or a signature; `verify` finds both.
+//! A spec entry (register, amend) holds the canonical JSON of the spec and
+//! its SHA-256; a run entry records counted result bundles (bet, run id, the
+//! digest of the bundle's SHA256SUMS), so a deleted or swapped bundle is
+//! caught (see [`record`]). Every entry carries the hash of the previous
+//! line, the time and a minisign signature of its body. Editing any byte of
+//! any line breaks either the chain (the next line's `prev`) or a signature;
+//! `verify` finds both.
 
 mod diff;
+pub mod record;
 
 pub use diff::diff_canonical;
+pub use record::{BundleFacts, check_record};
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::integrity;
 use crate::signing::{Signer, TrustedKeys};
 
-/// Version of the ledger line format.
-pub const LEDGER_FORMAT: u32 = 1;
+/// Version of the ledger line format written now. Format 1 lines (spec
+/// entries only) are still read and verified; format 2 adds run entries.
+pub const LEDGER_FORMAT: u32 = 2;
 
 /// `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -32,6 +38,47 @@ pub enum EntryKind {
     Register,
     /// A new version of a registered bet, with a reason.
     Amend,
+    /// Counted result bundles put on the record (a finished run, a merge,
+    /// or a dated back-fill of bundles written before run entries existed).
+    Runs,
+}
+
+impl EntryKind {
+    /// Whether the entry registers a version of a spec.
+    pub fn is_spec(self) -> bool {
+        matches!(self, EntryKind::Register | EntryKind::Amend)
+    }
+}
+
+/// One counted bundle on the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    pub bet: u32,
+    pub slug: String,
+    pub run_id: String,
+    pub profile: String,
+    /// The spec hash the run was made under.
+    pub spec_hash: String,
+    /// SHA-256 of the bundle's `SHA256SUMS` (which lists every file's digest).
+    pub sums_sha256: String,
+    pub verdict: String,
+}
+
+impl RunRecord {
+    /// The bundle's folder relative to `results/`.
+    pub fn bundle_path(&self) -> String {
+        format!("{:02}-{}/{}", self.bet, self.slug, self.run_id)
+    }
+}
+
+/// The newest entry of the ledger as a run saw it: recorded in bundles and
+/// reports, so a ledger cut back to before it is detected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerHead {
+    pub seq: u64,
+    /// SHA-256 of that ledger line.
+    pub entry_hash: String,
 }
 
 /// One ledger line.
@@ -51,9 +98,12 @@ pub struct Entry {
     /// For an amendment: the spec hash it replaces.
     #[serde(default)]
     pub amends: Option<String>,
-    /// For an amendment: why, in the amender's words.
+    /// For an amendment (or a back-filled run entry): why, in the author's words.
     #[serde(default)]
     pub reason: Option<String>,
+    /// For a run entry: the bundles it puts on the record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunRecord>,
     /// RFC 3339 UTC.
     pub time: String,
     pub harness: String,
@@ -125,9 +175,16 @@ impl Ledger {
             if e.prev != prev {
                 return Err(integrity(format!("{at}: chain broken: prev does not match the hash of line {i}")));
             }
-            let spec_hash = crate::fsutil::sha256_hex(e.canonical.to_string().as_bytes());
-            if e.spec_hash != spec_hash {
-                return Err(integrity(format!("{at}: spec_hash does not match the registered spec")));
+            if e.kind.is_spec() {
+                let spec_hash = crate::fsutil::sha256_hex(e.canonical.to_string().as_bytes());
+                if e.spec_hash != spec_hash {
+                    return Err(integrity(format!("{at}: spec_hash does not match the registered spec")));
+                }
+                if !e.runs.is_empty() {
+                    return Err(integrity(format!("{at}: a spec entry may not record runs")));
+                }
+            } else if e.runs.is_empty() {
+                return Err(integrity(format!("{at}: a run entry records no run")));
             }
             let signer = keys.verify(&e.body(), &e.signature, &at)?;
             if signer != e.signer {
@@ -137,14 +194,30 @@ impl Ledger {
         Ok(())
     }
 
-    /// The latest entry of a bet.
+    /// The latest spec entry of a bet (registration or amendment).
     pub fn latest(&self, bet: u32) -> Option<&Entry> {
-        self.entries.iter().rev().find(|e| e.bet == bet)
+        self.entries.iter().rev().find(|e| e.bet == bet && e.kind.is_spec())
     }
 
-    /// Every entry of a bet, oldest first (registration, then amendments).
+    /// Every spec entry of a bet, oldest first (registration, then amendments).
     pub fn history(&self, bet: u32) -> Vec<&Entry> {
-        self.entries.iter().filter(|e| e.bet == bet).collect()
+        self.entries.iter().filter(|e| e.bet == bet && e.kind.is_spec()).collect()
+    }
+
+    /// The newest entry, as bundles and reports record it.
+    pub fn head(&self) -> Option<LedgerHead> {
+        let seq = self.entries.len().checked_sub(1)?;
+        Some(LedgerHead { seq: seq as u64, entry_hash: self.hashes[seq].clone() })
+    }
+
+    /// Whether `head` is still an entry of this chain.
+    pub fn contains(&self, head: &LedgerHead) -> bool {
+        self.hashes.get(head.seq as usize).is_some_and(|h| *h == head.entry_hash)
+    }
+
+    /// Every recorded run with the seq of the entry that records it.
+    pub fn run_records(&self) -> impl Iterator<Item = (u64, &RunRecord)> {
+        self.entries.iter().flat_map(|e| e.runs.iter().map(move |r| (e.seq, r)))
     }
 
     /// How a spec with this number, hash and canonical form stands.
@@ -174,7 +247,10 @@ impl Ledger {
         entry.prev = self.hashes.last().cloned().unwrap_or_else(|| GENESIS.to_string());
         entry.signer = signer.key_id.clone();
         entry.signature = String::new();
-        let comment = format!("bets ledger seq {} bet {} spec {}", entry.seq, entry.bet, entry.spec_hash);
+        let comment = match entry.kind {
+            EntryKind::Runs => format!("bets ledger seq {} runs {}", entry.seq, entry.runs.len()),
+            _ => format!("bets ledger seq {} bet {} spec {}", entry.seq, entry.bet, entry.spec_hash),
+        };
         entry.signature = signer.sign(&entry.body(), &comment)?;
         let line = serde_json::to_string(&entry)?;
         crate::fsutil::append_line(&self.path, &line)?;
@@ -196,10 +272,28 @@ pub fn new_entry(kind: EntryKind, bet: u32, slug: &str, canonical: serde_json::V
         canonical,
         amends: None,
         reason: None,
+        runs: Vec::new(),
         time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         harness: crate::HARNESS_VERSION.to_string(),
         prev: String::new(),
         signer: String::new(),
         signature: String::new(),
     }
+}
+
+/// A fresh, unsigned run entry putting `runs` on the record (filled in by
+/// [`Ledger::append`]). `bet`, `slug` and `spec_hash` name the run's bet
+/// when all runs belong to one; a back-fill over several bets has bet 0.
+pub fn run_entry(runs: Vec<RunRecord>, reason: Option<String>) -> Entry {
+    let one = runs.first().filter(|f| runs.iter().all(|r| r.bet == f.bet && r.spec_hash == f.spec_hash));
+    let mut e = new_entry(
+        EntryKind::Runs,
+        one.map_or(0, |r| r.bet),
+        one.map_or("runs", |r| r.slug.as_str()),
+        serde_json::Value::Null,
+    );
+    e.spec_hash = one.map(|r| r.spec_hash.clone()).unwrap_or_default();
+    e.reason = reason;
+    e.runs = runs;
+    e
 }

@@ -218,12 +218,16 @@ impl Document {
     }
 
     /// The JSON form that is signed (pretty, with a final newline).
-    pub fn json(&self) -> String {
+    pub fn json(&self, ledger_head: Option<&crate::registry::LedgerHead>) -> String {
         let v = match self {
             Document::Rerun(d) => serde_json::to_value(d),
             Document::Headline(d) => serde_json::to_value(d),
         };
-        let mut s = serde_json::to_string_pretty(&v.unwrap_or_default()).unwrap_or_default();
+        let mut v = v.unwrap_or_default();
+        if let (Some(obj), Some(head)) = (v.as_object_mut(), ledger_head) {
+            obj.insert("ledger_head".into(), serde_json::to_value(head).unwrap_or_default());
+        }
+        let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
         s.push('\n');
         s
     }

@@ -19,6 +19,31 @@ mod tests;
 
 pub use render::{HTML_DIR, Rendered, render};
 
+/// The ledger heads recorded in a report tree (SUMMARY.json and the JSON of
+/// every confirmation and retraction), for `bets verify`.
+pub fn recorded_heads(reports_dir: &std::path::Path) -> Vec<(std::path::PathBuf, crate::registry::LedgerHead)> {
+    let mut files = vec![reports_dir.join("SUMMARY.json")];
+    for sub in ["confirmations", "retractions"] {
+        let mut found: Vec<_> = std::fs::read_dir(reports_dir.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    files
+        .into_iter()
+        .filter_map(|p| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+            let head = serde_json::from_value(v.get("ledger_head")?.clone()).ok()?;
+            Some((p, head))
+        })
+        .collect()
+}
+
 use crate::spec::{Bet, Plan, PlotKind, PlotSpec};
 use crate::table::{ColumnType, Row};
 

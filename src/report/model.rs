@@ -22,6 +22,9 @@ pub struct Catalogue {
     pub rejected: Vec<Rejected>,
     /// The bootstrap settings every interval was computed with.
     pub bootstrap: Bootstrap,
+    /// The ledger's newest entry when the report was made (written into
+    /// SUMMARY.json and every document, checked by `bets verify`).
+    pub ledger_head: Option<crate::registry::LedgerHead>,
 }
 
 impl Catalogue {

@@ -13,7 +13,7 @@ use crate::stats::Interval;
 use crate::table::Value;
 
 /// Version of SUMMARY.json.
-pub const SUMMARY_FORMAT: u32 = 1;
+pub const SUMMARY_FORMAT: u32 = 2;
 
 /// A cells table longer than this is summarised on the page (the full
 /// table is in the bundle's cells.csv).
@@ -381,6 +381,7 @@ fn registration_blocks(bet: &BetReport, blocks: &mut Vec<Block>) {
                     let kind = match e.kind {
                         crate::registry::EntryKind::Register => "registered",
                         crate::registry::EntryKind::Amend => "amended",
+                        crate::registry::EntryKind::Runs => "runs recorded",
                     };
                     vec![
                         vec![text(e.seq.to_string())],
@@ -836,6 +837,7 @@ pub fn summary_json(catalogue: &Catalogue, holm: &[HolmRow], documents: &[Docume
         .collect();
     json!({
         "format": SUMMARY_FORMAT,
+        "ledger_head": catalogue.ledger_head,
         "bootstrap": catalogue.bootstrap,
         "bets": bets,
         "sign_tests_holm": holm,

@@ -47,7 +47,7 @@ pub fn render(catalogue: &Catalogue) -> Rendered {
         files.insert(format!("{HTML_DIR}/{}.html", doc.path), html::render(doc));
     }
     for d in &documents {
-        files.insert(format!("{}.json", d.path()), d.json());
+        files.insert(format!("{}.json", d.path()), d.json(catalogue.ledger_head.as_ref()));
     }
     let mut summary_json =
         serde_json::to_string_pretty(&pages::summary_json(catalogue, &holm, &documents)).unwrap_or_default();

@@ -84,6 +84,7 @@ fn manifest(bet: u32, slug: &str, run_id: &str, profile: &str, harness: &str) ->
         spec_file: format!("bets/{bet}_{slug}.toml"),
         spec_hash: "ab".repeat(32),
         ledger: None,
+        ledger_head: None,
         git: GitInfo { commit: Some("c0ffee".into()), dirty: Some(false) },
         cargo_lock_sha256: None,
         experiment: ExperimentRef { kind: "adapter-train-eval".into(), version: 1 },
@@ -173,6 +174,7 @@ fn catalogue() -> Catalogue {
         bets: vec![b46, b60],
         rejected: vec![],
         bootstrap: Bootstrap { resamples: 200, ..Bootstrap::default() },
+        ledger_head: Some(crate::registry::LedgerHead { seq: 7, entry_hash: "ab".repeat(32) }),
     }
 }
 
@@ -365,10 +367,10 @@ fn a_held_verdict_is_confirmed_and_a_changed_one_retracted_with_what_differs() {
     assert_eq!(docs[1].history.len(), 3);
     let d = Document::Rerun(Box::new(docs[1].clone()));
     assert_eq!(d.path(), "retractions/46-n--20250103T000000Z-small");
-    let json: serde_json::Value = serde_json::from_str(&d.json()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&d.json(None)).unwrap();
     assert_eq!(json["kind"], "retraction");
     assert_eq!(json["previous"]["verdict"], "STRICT");
-    let c = Catalogue { bets: vec![b], rejected: vec![], bootstrap: Bootstrap::default() };
+    let c = Catalogue { bets: vec![b], rejected: vec![], bootstrap: Bootstrap::default(), ledger_head: None };
     let page = markdown::render(&pages::document_page(&d, &c));
     assert!(
         page.contains("The rerun changes the verdict from STRICT to FAIL: the earlier finding is retracted."),

@@ -11,8 +11,8 @@ use crate::runner::Shard;
 use crate::signing::Signer;
 use crate::table::Value;
 
-/// Version of `manifest.json` and `verdict.json`.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Version of `manifest.json` and `verdict.json` (2 adds `ledger_head`).
+pub const MANIFEST_FORMAT: u32 = 2;
 pub const MANIFEST: &str = "manifest.json";
 pub const CELLS_CSV: &str = "cells.csv";
 pub const CELLS_PARQUET: &str = "cells.parquet";
@@ -38,6 +38,10 @@ pub struct Manifest {
     /// The ledger entry the spec matched (none for an exploratory run of an
     /// unregistered or deviating spec).
     pub ledger: Option<LedgerRef>,
+    /// The ledger's newest entry when the run was decided; `bets verify`
+    /// checks that it is still in the chain (format 2; absent before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_head: Option<crate::registry::LedgerHead>,
     pub git: GitInfo,
     pub cargo_lock_sha256: Option<String>,
     pub experiment: ExperimentRef,

@@ -13,4 +13,7 @@ pub use bundle::{
     BundleContents, CELLS_CSV, CELLS_PARQUET, ExperimentRef, GitInfo, LedgerRef, MANIFEST, MANIFEST_FORMAT, Manifest,
     SUMS, SUMS_SIG, Threads, VERDICT, VerdictFile, write_bundle,
 };
-pub use verify::{BundleCheck, find_bundles, find_bundles_in, read_manifest, read_rows, read_verdict, verify_bundle};
+pub use verify::{
+    BundleCheck, bundle_facts, find_bundles, find_bundles_in, read_manifest, read_rows, read_verdict, run_record,
+    verify_bundle,
+};

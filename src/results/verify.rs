@@ -99,6 +99,41 @@ pub fn read_rows(dir: &Path) -> anyhow::Result<Vec<Row>> {
     Ok(crate::table::rows_from_frame(&df)?)
 }
 
+/// What a bundle says about itself for the record check (manifest,
+/// verdict, and the digest of its SHA256SUMS).
+pub fn bundle_facts(dir: &Path, shown: &str) -> anyhow::Result<crate::registry::BundleFacts> {
+    let m = read_manifest(dir)?;
+    let v = read_verdict(dir)?;
+    let sums = dir.join(SUMS);
+    let bytes = std::fs::read(&sums).with_context(|| format!("reading {}", sums.display()))?;
+    Ok(crate::registry::BundleFacts {
+        shown: shown.to_string(),
+        bet: m.bet,
+        run_id: m.run_id.clone(),
+        counted: v.counted,
+        sums_sha256: crate::fsutil::sha256_hex(&bytes),
+        ledger: m.ledger.map(|l| (l.seq, l.kind, l.entry_hash)),
+        head: m.ledger_head,
+    })
+}
+
+/// The ledger run record of a bundle just written.
+pub fn run_record(dir: &Path) -> anyhow::Result<crate::registry::RunRecord> {
+    let m = read_manifest(dir)?;
+    let v = read_verdict(dir)?;
+    let sums = dir.join(SUMS);
+    let bytes = std::fs::read(&sums).with_context(|| format!("reading {}", sums.display()))?;
+    Ok(crate::registry::RunRecord {
+        bet: m.bet,
+        slug: m.slug,
+        run_id: m.run_id,
+        profile: m.profile,
+        spec_hash: m.spec_hash,
+        sums_sha256: crate::fsutil::sha256_hex(&bytes),
+        verdict: v.record.verdict.to_string(),
+    })
+}
+
 /// Bundles directly inside one bet's results folder, sorted by run id.
 pub fn find_bundles_in(bet_dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(bet_dir)
