@@ -51,6 +51,8 @@ pub mod sim;
 pub mod spec;
 pub mod stats;
 pub mod table;
+/// The RFC 6962 Merkle log and C2SP signed checkpoints that commit the ledger's head.
+pub mod tlog;
 
 /// The harness version recorded in every manifest and ledger entry.
 pub const HARNESS_VERSION: &str = env!("CARGO_PKG_VERSION");
