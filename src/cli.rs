@@ -101,6 +101,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+    /// Check RFC 6962 Merkle log proofs (the log behind signed checkpoints).
+    Tlog {
+        #[command(subcommand)]
+        cmd: TlogCmd,
+    },
     /// List the bets (or, with --experiments, the experiment kinds).
     List {
         #[arg(long)]
@@ -108,6 +113,44 @@ pub enum Command {
         /// List experiment kinds with their factors and metrics instead.
         #[arg(long)]
         experiments: bool,
+    },
+}
+
+/// `bets tlog`: verify proofs against roots given on the command line. Hashes
+/// are standard base64 (32 bytes); a proof is a comma-separated list of
+/// them, `''` for the empty proof. Exit 0: the proof holds; 3: it does not;
+/// 2: malformed input (the offending flag is named).
+#[derive(Debug, Subcommand)]
+pub enum TlogCmd {
+    /// Check that a leaf hash is entry INDEX of the tree of SIZE leaves with ROOT.
+    VerifyInclusion {
+        /// The leaf's hash, SHA-256(0x00 || entry).
+        #[arg(long)]
+        leaf_hash: String,
+        /// The leaf's position, from 0.
+        #[arg(long)]
+        index: u64,
+        /// The tree size the root is for.
+        #[arg(long)]
+        size: u64,
+        #[arg(long)]
+        root: String,
+        /// The audit path, leaf end first.
+        #[arg(long)]
+        proof: String,
+    },
+    /// Check that the tree of SIZE2 leaves (ROOT2) extends the one of SIZE1 (ROOT1).
+    VerifyConsistency {
+        #[arg(long)]
+        size1: u64,
+        #[arg(long)]
+        size2: u64,
+        #[arg(long)]
+        root1: String,
+        #[arg(long)]
+        root2: String,
+        #[arg(long)]
+        proof: String,
     },
 }
 

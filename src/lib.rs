@@ -30,7 +30,8 @@
 //! retractions, [`stats`] says how much weight a verdict bears (bootstrap
 //! intervals, sign tests, Holm), [`table`] is the
 //! tidy table (polars: SQL, CSV, Parquet), [`signing`] holds minisign keys and
-//! signatures, [`app`] is the IO shell behind the CLI ([`cli`],
+//! signatures, [`tlog`] is the RFC 6962 Merkle log and its signed
+//! checkpoints, [`app`] is the IO shell behind the CLI ([`cli`],
 //! [`cli_engine`]), and [`error`] maps failures to the documented exit codes.
 
 pub mod app;

@@ -7,6 +7,7 @@ mod register;
 mod regress;
 mod report;
 mod run;
+mod tlog_cmds;
 
 use std::path::{Path, PathBuf};
 
@@ -134,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Data { cmd } => engine_cmds::data(&cmd, &repo.cache_dir),
         Command::Engine { cmd } => engine_cmds::engine(&cmd, &repo.cache_dir),
+        Command::Tlog { cmd } => tlog_cmds::tlog(&cmd),
         Command::Bench { cmd: crate::cli::BenchCmd::Engine(args) } => engine_cmds::bench(&args, &repo.root),
     }
 }
