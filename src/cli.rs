@@ -116,12 +116,30 @@ pub enum Command {
     },
 }
 
-/// `bets tlog`: verify proofs against roots given on the command line. Hashes
+/// `bets tlog`: the ledger as an RFC 6962 log, and proof verifiers. Hashes
 /// are standard base64 (32 bytes); a proof is a comma-separated list of
 /// them, `''` for the empty proof. Exit 0: the proof holds; 3: it does not;
 /// 2: malformed input (the offending flag is named).
 #[derive(Debug, Subcommand)]
 pub enum TlogCmd {
+    /// Print the ledger's signed checkpoint (bets/ledger.checkpoint), after
+    /// checking it; with --write, sign the current one and write it.
+    Checkpoint {
+        #[arg(long)]
+        write: bool,
+    },
+    /// Check that today's ledger extends an older signed checkpoint you
+    /// kept, and print the consistency proof (exit 3 if it does not).
+    Consistency {
+        /// A checkpoint file written by `bets tlog checkpoint` earlier.
+        #[arg(long)]
+        old: std::path::PathBuf,
+    },
+    /// Print the inclusion proof of ledger entry INDEX in the current tree.
+    ProveInclusion {
+        #[arg(long)]
+        index: u64,
+    },
     /// Check that a leaf hash is entry INDEX of the tree of SIZE leaves with ROOT.
     VerifyInclusion {
         /// The leaf's hash, SHA-256(0x00 || entry).

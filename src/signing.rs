@@ -12,6 +12,7 @@ use anyhow::Context;
 use minisign::{PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
 
 use crate::error::{ExitKind, classified, integrity};
+use crate::tlog::checkpoint::{NoteSigner, NoteVerifier};
 
 /// A secret key ready to sign, with its public half.
 pub struct Signer {
@@ -94,7 +95,40 @@ impl Signer {
     }
 }
 
+/// The key name under which a bets key signs ledger checkpoints (C2SP
+/// signed notes): `bets-<KEYID>`.
+pub fn note_key_name(key_id: &str) -> String {
+    format!("bets-{key_id}")
+}
+
+impl Signer {
+    /// The same Ed25519 key as a C2SP note signer, for ledger checkpoints.
+    /// The seed is the first half of minisign's 64-byte secret key, which
+    /// sits after the 62-byte header of the serialised key (algorithm ids,
+    /// KDF salt and limits, key number).
+    pub fn note_signer(&self) -> anyhow::Result<NoteSigner> {
+        let bytes = self.secret.to_bytes();
+        let seed: [u8; 32] = bytes.get(62..94).and_then(|s| s.try_into().ok()).context("secret key too short")?;
+        let signer = NoteSigner::from_seed(&note_key_name(&self.key_id), &seed)?;
+        if signer.public_key()[..] != self.public.to_bytes()[10..42] {
+            anyhow::bail!("the note key derived from {} does not match its public key", self.key_id);
+        }
+        Ok(signer)
+    }
+}
+
 impl TrustedKeys {
+    /// A checkpoint verifier per trusted key.
+    pub fn note_verifiers(&self) -> Vec<NoteVerifier> {
+        self.keys
+            .iter()
+            .filter_map(|(id, pk)| {
+                let raw: [u8; 32] = pk.to_bytes().get(10..42)?.try_into().ok()?;
+                NoteVerifier::new(&note_key_name(id), raw).ok()
+            })
+            .collect()
+    }
+
     /// Every `*.pub` in `dir` (a missing folder trusts nobody).
     pub fn load(dir: &Path) -> anyhow::Result<TrustedKeys> {
         let mut keys = BTreeMap::new();
@@ -123,5 +157,27 @@ impl TrustedKeys {
         minisign::verify(pk, &sig, Cursor::new(data), true, false, false)
             .map_err(|e| integrity(format!("{what}: bad signature by key {id}: {e}")))?;
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tlog::checkpoint::Checkpoint;
+
+    #[test]
+    fn the_note_key_is_the_minisign_key_and_signs_checkpoints_the_trusted_keys_accept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (id, _) = keygen(&dir.path().join("k.key"), dir.path(), false).unwrap();
+        let signer = Signer::load(&dir.path().join("k.key")).unwrap();
+        let note = signer.note_signer().unwrap();
+        let cp = Checkpoint { origin: "bets-ledger/test".into(), size: 3, root: [7; 32], extensions: vec![] };
+        let text = note.sign_checkpoint(&cp).unwrap();
+        let keys = TrustedKeys::load(dir.path()).unwrap();
+        let verifiers = keys.note_verifiers();
+        assert_eq!(verifiers.len(), 1);
+        assert_eq!(verifiers[0].name, format!("bets-{id}"));
+        assert_eq!(verifiers[0].public_key, note.public_key());
+        assert_eq!(verifiers[0].open_checkpoint(&text).unwrap(), cp);
     }
 }

@@ -53,6 +53,11 @@ fn a_file_path_used_as_a_table_is_refused() {
 }
 
 #[test]
+fn a_file_path_string_used_as_a_table_is_refused() {
+    assert_refused("80_path_string_as_table.toml", &["quantities.leak", "file path", "'/etc/hostname'"]);
+}
+
+#[test]
 fn a_criterion_that_cannot_fail_is_refused() {
     assert_refused("87_constant_criterion.toml", &["criteria.strict", "`1 = 1`", "names no quantity"]);
 }

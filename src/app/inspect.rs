@@ -206,6 +206,15 @@ pub fn verify(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
     let check_ledger = paths.is_empty() || paths.iter().any(|p| p.extension().is_some_and(|e| e == "jsonl"));
     if check_ledger && let Some(l) = &ledger {
         println!("ok  {} ({} entries, chain and signatures)", repo.relative(&repo.ledger), l.entries.len());
+        let problems = crate::registry::checkpoint::check_checkpoint_file(l, &keys);
+        if problems.is_empty() && !l.entries.is_empty() {
+            println!(
+                "ok  {} (signed, covers all {} entries)",
+                repo.relative(&crate::registry::checkpoint::checkpoint_path(&repo.ledger)),
+                l.entries.len()
+            );
+        }
+        failures.extend(problems);
     }
     let mut bundles = Vec::new();
     if paths.is_empty() {

@@ -135,7 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Data { cmd } => engine_cmds::data(&cmd, &repo.cache_dir),
         Command::Engine { cmd } => engine_cmds::engine(&cmd, &repo.cache_dir),
-        Command::Tlog { cmd } => tlog_cmds::tlog(&cmd),
+        Command::Tlog { cmd } => tlog_cmds::tlog(&repo, &cmd),
         Command::Bench { cmd: crate::cli::BenchCmd::Engine(args) } => engine_cmds::bench(&args, &repo.root),
     }
 }

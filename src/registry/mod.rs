@@ -9,6 +9,7 @@
 //! any line breaks either the chain (the next line's `prev`) or a signature;
 //! `verify` finds both.
 
+pub mod checkpoint;
 mod diff;
 pub mod record;
 
@@ -73,12 +74,17 @@ impl RunRecord {
 }
 
 /// The newest entry of the ledger as a run saw it: recorded in bundles and
-/// reports, so a ledger cut back to before it is detected.
+/// reports, so a ledger cut back to before it is detected. `root` makes it
+/// a checkpoint too (size `seq + 1`), checkable with a consistency proof.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerHead {
     pub seq: u64,
     /// SHA-256 of that ledger line.
     pub entry_hash: String,
+    /// Standard-base64 RFC 6962 root of lines `0..=seq` (absent in heads
+    /// recorded before the ledger was a Merkle log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
 }
 
 /// One ledger line.
@@ -131,6 +137,8 @@ pub struct Ledger {
     pub entries: Vec<Entry>,
     /// SHA-256 of each line's bytes (without the newline).
     pub hashes: Vec<String>,
+    /// RFC 6962 leaf hash of each line: the ledger as a Merkle log (see [`checkpoint`]).
+    pub leaves: Vec<crate::tlog::Hash>,
 }
 
 /// How a spec stands against the ledger.
@@ -155,13 +163,15 @@ impl Ledger {
         };
         let mut entries = Vec::new();
         let mut hashes = Vec::new();
+        let mut leaves = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let entry: Entry = serde_json::from_str(line)
                 .map_err(|e| integrity(format!("{} line {}: not a ledger entry: {e}", path.display(), i + 1)))?;
             entries.push(entry);
             hashes.push(crate::fsutil::sha256_hex(line.as_bytes()));
+            leaves.push(crate::tlog::leaf_hash(line.as_bytes()));
         }
-        Ok(Ledger { path: path.to_path_buf(), entries, hashes })
+        Ok(Ledger { path: path.to_path_buf(), entries, hashes, leaves })
     }
 
     /// Check sequence numbers, the hash chain and every signature.
@@ -207,12 +217,19 @@ impl Ledger {
     /// The newest entry, as bundles and reports record it.
     pub fn head(&self) -> Option<LedgerHead> {
         let seq = self.entries.len().checked_sub(1)?;
-        Some(LedgerHead { seq: seq as u64, entry_hash: self.hashes[seq].clone() })
+        let root = self.root_at(seq as u64 + 1)?;
+        Some(LedgerHead {
+            seq: seq as u64,
+            entry_hash: self.hashes[seq].clone(),
+            root: Some(crate::tlog::hash::to_base64(&root)),
+        })
     }
 
-    /// Whether `head` is still an entry of this chain.
+    /// Whether `head` is still an entry of this chain, with the same root.
     pub fn contains(&self, head: &LedgerHead) -> bool {
-        self.hashes.get(head.seq as usize).is_some_and(|h| *h == head.entry_hash)
+        let root = self.root_at(head.seq + 1).map(|r| crate::tlog::hash::to_base64(&r));
+        let same_root = head.root.is_none() || head.root == root;
+        self.hashes.get(head.seq as usize).is_some_and(|h| *h == head.entry_hash) && same_root
     }
 
     /// Every recorded run with the seq of the entry that records it.
@@ -230,7 +247,8 @@ impl Ledger {
     }
 
     /// Sign and append an entry (its `seq`, `prev`, `signer` and `signature`
-    /// are filled in here), holding a lock so two writers never interleave.
+    /// are filled in here), holding a lock so two writers never interleave,
+    /// then publish the new signed checkpoint.
     pub fn append(&mut self, mut entry: Entry, signer: &Signer) -> anyhow::Result<Entry> {
         let lock_path = self.path.with_file_name(".ledger.lock");
         let lock = std::fs::OpenOptions::new()
@@ -255,7 +273,9 @@ impl Ledger {
         let line = serde_json::to_string(&entry)?;
         crate::fsutil::append_line(&self.path, &line)?;
         self.hashes.push(crate::fsutil::sha256_hex(line.as_bytes()));
+        self.leaves.push(crate::tlog::leaf_hash(line.as_bytes()));
         self.entries.push(entry.clone());
+        checkpoint::write_checkpoint(self, signer)?;
         Ok(entry)
     }
 }

@@ -109,9 +109,15 @@ mod tests {
     use crate::registry::{Entry, RunRecord, new_entry, run_entry};
 
     fn ledger(entries: Vec<Entry>) -> Ledger {
-        let hashes = (0..entries.len()).map(|i| format!("{i:064x}")).collect();
+        let hashes: Vec<String> = (0..entries.len()).map(|i| format!("{i:064x}")).collect();
+        let leaves = hashes.iter().map(|h| crate::tlog::leaf_hash(h.as_bytes())).collect();
         let entries = entries.into_iter().enumerate().map(|(i, e)| Entry { seq: i as u64, ..e }).collect();
-        Ledger { path: "bets/ledger.jsonl".into(), entries, hashes }
+        Ledger { path: "bets/ledger.jsonl".into(), entries, hashes, leaves }
+    }
+
+    fn head(l: &Ledger, seq: u64) -> LedgerHead {
+        let root = crate::tlog::hash::to_base64(&l.root_at(seq + 1).unwrap());
+        LedgerHead { seq, entry_hash: format!("{seq:064x}"), root: Some(root) }
     }
 
     fn record(run_id: &str, sums: &str) -> RunRecord {
@@ -134,7 +140,7 @@ mod tests {
             counted: true,
             sums_sha256: sums.into(),
             ledger: Some((0, EntryKind::Register, format!("{:064x}", 0))),
-            head: Some(LedgerHead { seq: 0, entry_hash: format!("{:064x}", 0) }),
+            head: Some(head(&two_runs(), 0)),
         }
     }
 
@@ -172,11 +178,11 @@ mod tests {
     #[test]
     fn a_truncated_or_rewritten_ledger_is_caught_by_what_bundles_saw() {
         let mut l = two_runs();
-        let late =
-            BundleFacts { head: Some(LedgerHead { seq: 2, entry_hash: format!("{:064x}", 2) }), ..facts("r2", "bb") };
+        let late = BundleFacts { head: Some(head(&l, 2)), ..facts("r2", "bb") };
         assert!(check_record(&l, &[facts("r1", "aa"), late.clone()], true).is_empty());
         l.entries.pop();
         l.hashes.pop();
+        l.leaves.pop();
         let p = check_record(&l, &[facts("r1", "aa"), late.clone()], true);
         assert!(p.iter().any(|m| m.contains("no longer in the chain")), "{p:?}");
         assert!(p.iter().any(|m| m.contains("no ledger run entry")), "{p:?}");

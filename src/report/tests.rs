@@ -174,7 +174,11 @@ fn catalogue() -> Catalogue {
         bets: vec![b46, b60],
         rejected: vec![],
         bootstrap: Bootstrap { resamples: 200, ..Bootstrap::default() },
-        ledger_head: Some(crate::registry::LedgerHead { seq: 7, entry_hash: "ab".repeat(32) }),
+        ledger_head: Some(crate::registry::LedgerHead {
+            seq: 7,
+            entry_hash: "ab".repeat(32),
+            root: Some("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=".into()),
+        }),
     }
 }
 
