@@ -23,13 +23,15 @@
 //! ```
 //!
 //! File map: [`spec`] parses and validates specs, [`criteria`] decides
-//! verdicts, [`registry`] keeps the ledger, [`runner`] executes plans,
+//! verdicts, [`registry`] keeps the ledger (and checks that the record of
+//! counted runs is complete), [`runner`] executes plans,
 //! [`experiments`] turns cells into engine or simulation calls, [`engine`] is
 //! the candle model, [`sim`] holds model-free simulations, [`results`] writes
 //! and verifies bundles, [`report`] renders plots, pages, confirmations and
 //! retractions, [`stats`] says how much weight a verdict bears (bootstrap
 //! intervals, sign tests, Holm), [`table`] is the
-//! tidy table (polars: SQL, CSV, Parquet), [`signing`] holds minisign keys and
+//! tidy table (polars: sandboxed SQL, CSV, Parquet), [`progress`] shows long
+//! work, [`signing`] holds minisign keys and
 //! signatures, [`tlog`] is the RFC 6962 Merkle log and its signed
 //! checkpoints, [`app`] is the IO shell behind the CLI ([`cli`],
 //! [`cli_engine`]), and [`error`] maps failures to the documented exit codes.

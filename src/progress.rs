@@ -36,26 +36,30 @@ struct Lines {
 
 impl Lines {
     fn line(&self) -> String {
-        let elapsed = self.start.elapsed();
-        let mut s = format!("{}: {}/{} {}", self.label, self.done, self.total, self.unit);
-        if let Some(pct) = (self.done * 100).checked_div(self.total) {
-            s.push_str(&format!(" ({pct}%)"));
-        }
-        if !self.message.is_empty() {
-            s.push_str(&format!(", {}", self.message));
-        }
-        s.push_str(&format!(", {} elapsed", human(elapsed)));
-        if self.done > 0 && self.done < self.total {
-            let left = elapsed.mul_f64((self.total - self.done) as f64 / self.done as f64);
-            s.push_str(&format!(", ~{} left", human(left)));
-        }
-        s
+        progress_line(&self.label, &self.unit, self.done, self.total, &self.message, self.start.elapsed())
     }
 
     fn emit(&mut self) {
         self.last = Instant::now();
         let _ = writeln!(std::io::stderr(), "{}", self.line());
     }
+}
+
+/// One plain progress line (pure: the caller reads the clock).
+fn progress_line(label: &str, unit: &str, done: u64, total: u64, message: &str, elapsed: Duration) -> String {
+    let mut s = format!("{label}: {done}/{total} {unit}");
+    if let Some(pct) = (done * 100).checked_div(total) {
+        s.push_str(&format!(" ({pct}%)"));
+    }
+    if !message.is_empty() {
+        s.push_str(&format!(", {message}"));
+    }
+    s.push_str(&format!(", {} elapsed", human(elapsed)));
+    if done > 0 && done < total {
+        let left = elapsed.mul_f64((total - done) as f64 / done as f64);
+        s.push_str(&format!(", ~{} left", human(left)));
+    }
+    s
 }
 
 fn human(d: Duration) -> String {
@@ -156,13 +160,19 @@ mod tests {
 
     #[test]
     fn a_plain_line_says_how_far_with_the_message_and_an_estimate() {
-        let p = Progress::lines("pretrain", "steps", 2000, Duration::from_secs(3600));
-        p.inc(500);
-        p.set_message("loss 2.103".into());
-        let line = p.current_line().unwrap();
-        assert!(line.starts_with("pretrain: 500/2000 steps (25%), loss 2.103, "), "{line}");
-        assert!(line.contains(" elapsed, ~") && line.ends_with(" left"), "{line}");
+        let line = progress_line("pretrain", "steps", 500, 2000, "loss 2.103", Duration::from_secs(150));
+        assert_eq!(line, "pretrain: 500/2000 steps (25%), loss 2.103, 2m30s elapsed, ~7m30s left");
+        let done = progress_line("cells", "cells", 30, 30, "", Duration::from_secs(257));
+        assert_eq!(done, "cells: 30/30 cells (100%), 4m17s elapsed");
+        assert_eq!(progress_line("cells", "cells", 0, 0, "", Duration::ZERO), "cells: 0/0 cells, 0s elapsed");
+    }
+
+    #[test]
+    fn hidden_progress_has_no_line_and_a_lines_reporter_counts() {
         assert_eq!(Progress::hidden().current_line(), None);
+        let p = Progress::lines("pretrain", "steps", 10, Duration::from_secs(3600));
+        p.inc(4);
+        assert!(p.current_line().unwrap().starts_with("pretrain: 4/10 steps (40%), "));
     }
 
     #[test]

@@ -226,14 +226,6 @@ fn expect_turns_a_missed_verdict_into_exit_4() {
     assert_eq!(code(&out), 2);
 }
 
-fn drop_last_ledger_lines(repo: &TestRepo, n: usize) {
-    let path = repo.path("bets/ledger.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let kept: String = lines[..lines.len() - n].iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&path, kept).unwrap();
-}
-
 #[test]
 fn a_deleted_counted_bundle_fails_verification_naming_it() {
     let repo = TestRepo::new();
@@ -270,12 +262,12 @@ fn a_truncated_ledger_fails_verification_and_a_removed_registration_too() {
     let repo = TestRepo::new();
     let bundle = repo.registered_run();
     // The run entry cut away: the counted bundle is no longer on the record.
-    drop_last_ledger_lines(&repo, 1);
+    repo.drop_last_ledger_lines(1);
     let out = repo.run(&["verify"]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("no ledger run entry records"), "{}", stderr(&out));
     // The registration cut away as well: the bundle names an entry that is gone.
-    drop_last_ledger_lines(&repo, 1);
+    repo.drop_last_ledger_lines(1);
     let out = repo.run(&["verify"]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
@@ -293,7 +285,7 @@ fn a_ledger_cut_back_past_what_a_bundle_or_report_saw_is_caught_by_its_head() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(repo.path("reports/SUMMARY.json")).unwrap()).unwrap();
     assert_eq!(summary["ledger_head"]["seq"], 2);
-    drop_last_ledger_lines(&repo, 2);
+    repo.drop_last_ledger_lines(2);
     let out = repo.run(&["verify"]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let err = stderr(&out);
@@ -306,7 +298,7 @@ fn a_ledger_cut_back_past_what_a_bundle_or_report_saw_is_caught_by_its_head() {
 fn record_runs_puts_an_unrecorded_counted_bundle_on_the_record_with_a_reason() {
     let repo = TestRepo::new();
     repo.registered_run();
-    drop_last_ledger_lines(&repo, 1);
+    repo.drop_last_ledger_lines(1);
     assert_eq!(code(&repo.run(&["verify"])), 3);
     let out = repo.run(&["record-runs", "--reason", ""]);
     assert_eq!(code(&out), 2, "a reason is required");

@@ -11,11 +11,14 @@ fn field<'a>(out: &'a str, name: &str) -> &'a str {
     out.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("no `{name}` in {out}"))
 }
 
-fn drop_last_ledger_line(repo: &TestRepo) {
-    let path = repo.path("bets/ledger.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    std::fs::write(&path, lines[..lines.len() - 1].iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+/// Two counted runs (ledger of 3 entries), and a copy of the checkpoint
+/// as a witness would keep it.
+fn two_runs_and_a_held_checkpoint(repo: &TestRepo) -> std::path::PathBuf {
+    repo.registered_run();
+    repo.run_tiny(&[]);
+    let held = repo.path("held.checkpoint");
+    std::fs::copy(repo.path("bets/ledger.checkpoint"), &held).unwrap();
+    held
 }
 
 #[test]
@@ -84,11 +87,8 @@ fn an_old_checkpoint_is_extended_with_a_proof_the_plain_verifier_accepts() {
 #[test]
 fn a_truncated_ledger_is_caught_by_the_checkpoint_and_by_an_old_copy_of_it() {
     let repo = TestRepo::new();
-    repo.registered_run();
-    repo.run_tiny(&[]);
-    let held = repo.path("held.checkpoint");
-    std::fs::copy(repo.path("bets/ledger.checkpoint"), &held).unwrap();
-    drop_last_ledger_line(&repo);
+    let held = two_runs_and_a_held_checkpoint(&repo);
+    repo.drop_last_ledger_lines(1);
     let out = repo.run(&["verify"]);
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(
@@ -104,13 +104,10 @@ fn a_truncated_ledger_is_caught_by_the_checkpoint_and_by_an_old_copy_of_it() {
 #[test]
 fn a_rewritten_history_is_caught_by_whoever_kept_an_older_checkpoint() {
     let repo = TestRepo::new();
-    repo.registered_run();
-    repo.run_tiny(&[]);
-    let held = repo.path("held.checkpoint");
-    std::fs::copy(repo.path("bets/ledger.checkpoint"), &held).unwrap();
+    let held = two_runs_and_a_held_checkpoint(&repo);
     // The key holder cuts the last run and appends another in its place:
     // the chain and the new checkpoint verify, but the history forked.
-    drop_last_ledger_line(&repo);
+    repo.drop_last_ledger_lines(1);
     repo.run_tiny(&[]);
     let printed = repo.ok(&["tlog", "checkpoint"]);
     assert_eq!(printed.lines().nth(1), Some("3"), "same size as the held checkpoint: {printed}");

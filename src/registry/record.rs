@@ -16,6 +16,8 @@ use super::{EntryKind, Ledger, LedgerHead};
 pub struct BundleFacts {
     /// How to name it in messages (repo-relative folder).
     pub shown: String,
+    /// The bundle's folder name, which must be its run id.
+    pub folder: String,
     pub bet: u32,
     pub run_id: String,
     /// Not exploratory and not a lone shard.
@@ -35,8 +37,7 @@ pub fn check_record(ledger: &Ledger, bundles: &[BundleFacts], complete: bool) ->
     let mut problems = Vec::new();
     let ledger_name = ledger.path.display().to_string();
     for b in bundles {
-        let folder = b.shown.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
-        if folder != b.run_id {
+        if b.folder != b.run_id {
             problems.push(format!(
                 "{}: the folder name is not its run id `{}` (a bundle moved or swapped)",
                 b.shown, b.run_id
@@ -135,6 +136,7 @@ mod tests {
     fn facts(run_id: &str, sums: &str) -> BundleFacts {
         BundleFacts {
             shown: format!("results/46-norm-replication/{run_id}"),
+            folder: run_id.into(),
             bet: 46,
             run_id: run_id.into(),
             counted: true,

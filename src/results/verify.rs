@@ -99,37 +99,39 @@ pub fn read_rows(dir: &Path) -> anyhow::Result<Vec<Row>> {
     Ok(crate::table::rows_from_frame(&df)?)
 }
 
-/// What a bundle says about itself for the record check (manifest,
-/// verdict, and the digest of its SHA256SUMS).
-pub fn bundle_facts(dir: &Path, shown: &str) -> anyhow::Result<crate::registry::BundleFacts> {
-    let m = read_manifest(dir)?;
-    let v = read_verdict(dir)?;
+/// A bundle's manifest, verdict and the SHA-256 of its SHA256SUMS: what
+/// the record is made of.
+fn record_parts(dir: &Path) -> anyhow::Result<(Manifest, VerdictFile, String)> {
     let sums = dir.join(SUMS);
     let bytes = std::fs::read(&sums).with_context(|| format!("reading {}", sums.display()))?;
+    Ok((read_manifest(dir)?, read_verdict(dir)?, crate::fsutil::sha256_hex(&bytes)))
+}
+
+/// What a bundle says about itself for the record check.
+pub fn bundle_facts(dir: &Path, shown: &str) -> anyhow::Result<crate::registry::BundleFacts> {
+    let (m, v, sums_sha256) = record_parts(dir)?;
     Ok(crate::registry::BundleFacts {
         shown: shown.to_string(),
+        folder: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         bet: m.bet,
-        run_id: m.run_id.clone(),
+        run_id: m.run_id,
         counted: v.counted,
-        sums_sha256: crate::fsutil::sha256_hex(&bytes),
+        sums_sha256,
         ledger: m.ledger.map(|l| (l.seq, l.kind, l.entry_hash)),
         head: m.ledger_head,
     })
 }
 
-/// The ledger run record of a bundle just written.
+/// The ledger run record of a bundle (just written, or being back-filled).
 pub fn run_record(dir: &Path) -> anyhow::Result<crate::registry::RunRecord> {
-    let m = read_manifest(dir)?;
-    let v = read_verdict(dir)?;
-    let sums = dir.join(SUMS);
-    let bytes = std::fs::read(&sums).with_context(|| format!("reading {}", sums.display()))?;
+    let (m, v, sums_sha256) = record_parts(dir)?;
     Ok(crate::registry::RunRecord {
         bet: m.bet,
         slug: m.slug,
         run_id: m.run_id,
         profile: m.profile,
         spec_hash: m.spec_hash,
-        sums_sha256: crate::fsutil::sha256_hex(&bytes),
+        sums_sha256,
         verdict: v.record.verdict.to_string(),
     })
 }

@@ -392,10 +392,8 @@ fn query_rows(q: &Query, rows: &mut BTreeMap<String, u64>) -> u64 {
 fn set_rows(s: &SetExpr, rows: &mut BTreeMap<String, u64>) -> u64 {
     match s {
         SetExpr::Select(sel) => {
-            for f in &sel.from {
-                for t in std::iter::once(&f.relation).chain(f.joins.iter().map(|j| &j.relation)) {
-                    factor_rows(t, rows);
-                }
+            for t in relations(sel) {
+                record_derived(t, rows);
             }
             select_rows(sel, rows)
         }
@@ -406,26 +404,25 @@ fn set_rows(s: &SetExpr, rows: &mut BTreeMap<String, u64>) -> u64 {
     }
 }
 
-/// Derived tables get their bound recorded under their alias (or a key of
-/// their own SQL), so [`select_rows`] can find it.
-fn factor_rows(t: &TableFactor, rows: &mut BTreeMap<String, u64>) -> u64 {
+/// Every relation a SELECT's FROM clause joins.
+fn relations(s: &Select) -> impl Iterator<Item = &TableFactor> {
+    s.from.iter().flat_map(|f| std::iter::once(&f.relation).chain(f.joins.iter().map(|j| &j.relation)))
+}
+
+/// Record the bound of every derived table under `t` (keyed by its SQL),
+/// so [`relation_rows`] can look it up.
+fn record_derived(t: &TableFactor, rows: &mut BTreeMap<String, u64>) {
     match t {
-        TableFactor::Table { name, .. } => single_name(name).and_then(|n| rows.get(&n).copied()).unwrap_or(0),
         TableFactor::Derived { subquery, .. } => {
             let r = query_rows(subquery, rows);
             rows.insert(derived_key(subquery), r);
-            r
         }
-        TableFactor::NestedJoin { table_with_joins, .. } => {
-            let mut p: u64 = 1;
-            for t in
-                std::iter::once(&table_with_joins.relation).chain(table_with_joins.joins.iter().map(|j| &j.relation))
-            {
-                p = p.saturating_mul(factor_rows(t, rows).max(1));
+        TableFactor::NestedJoin { table_with_joins: j, .. } => {
+            for t in std::iter::once(&j.relation).chain(j.joins.iter().map(|j| &j.relation)) {
+                record_derived(t, rows);
             }
-            p
         }
-        _ => 0,
+        _ => {}
     }
 }
 
@@ -433,25 +430,22 @@ fn derived_key(q: &Query) -> String {
     format!("\0derived {q}")
 }
 
+/// A relation's row bound: a table's or CTE's rows, a derived table's
+/// recorded bound, a nested join's product.
+fn relation_rows(t: &TableFactor, rows: &BTreeMap<String, u64>) -> u64 {
+    match t {
+        TableFactor::Table { name, .. } => single_name(name).and_then(|n| rows.get(&n).copied()).unwrap_or(0),
+        TableFactor::Derived { subquery, .. } => rows.get(&derived_key(subquery)).copied().unwrap_or(0),
+        TableFactor::NestedJoin { table_with_joins: j, .. } => std::iter::once(&j.relation)
+            .chain(j.joins.iter().map(|j| &j.relation))
+            .fold(1u64, |p, t| p.saturating_mul(relation_rows(t, rows).max(1))),
+        _ => 0,
+    }
+}
+
 /// The worst-case rows of a SELECT's FROM clause: the product of its relations' bounds.
 fn select_rows(s: &Select, rows: &BTreeMap<String, u64>) -> u64 {
-    fn bound(t: &TableFactor, rows: &BTreeMap<String, u64>) -> u64 {
-        match t {
-            TableFactor::Table { name, .. } => single_name(name).and_then(|n| rows.get(&n).copied()).unwrap_or(0),
-            TableFactor::Derived { subquery, .. } => rows.get(&derived_key(subquery)).copied().unwrap_or(0),
-            TableFactor::NestedJoin { table_with_joins, .. } => std::iter::once(&table_with_joins.relation)
-                .chain(table_with_joins.joins.iter().map(|j| &j.relation))
-                .fold(1u64, |p, t| p.saturating_mul(bound(t, rows).max(1))),
-            _ => 0,
-        }
-    }
-    let mut p: u64 = 1;
-    for f in &s.from {
-        for t in std::iter::once(&f.relation).chain(f.joins.iter().map(|j| &j.relation)) {
-            p = p.saturating_mul(bound(t, rows).max(1));
-        }
-    }
-    p
+    relations(s).fold(1u64, |p, t| p.saturating_mul(relation_rows(t, rows).max(1)))
 }
 
 fn literal_u64(e: &Expr) -> Option<u64> {

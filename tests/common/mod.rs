@@ -68,6 +68,17 @@ impl TestRepo {
     }
 }
 
+impl TestRepo {
+    /// Cut the last `n` lines off the ledger (a tampering step).
+    pub fn drop_last_ledger_lines(&self, n: usize) {
+        let path = self.path("bets/ledger.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let kept: String = lines[..lines.len() - n].iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, kept).unwrap();
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
