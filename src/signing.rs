@@ -2,7 +2,8 @@
 //! with the standard `minisign -V` tool.
 //!
 //! Trusted public keys live in the repository (`bets/keys/<KEYID>.pub`); the
-//! secret key lives outside it (`$BETS_KEY`, else `~/.config/bets/bets.key`).
+//! secret key lives outside it (`$BETS_KEY`, else `~/.config/bets/bets.key`;
+//! see [`crate::services::Paths`]).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -34,15 +35,6 @@ fn key_id(keynum: &[u8]) -> String {
     format!("{:016X}", u64::from_le_bytes(n))
 }
 
-/// Where the secret key is looked for.
-pub fn default_secret_key_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("BETS_KEY") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".config").join("bets").join("bets.key")
-}
-
 /// Generate a key pair: the secret key goes to `secret_path` (mode 0600),
 /// the public key into `keys_dir/<KEYID>.pub` so the repo trusts it.
 pub fn keygen(secret_path: &Path, keys_dir: &Path, force: bool) -> anyhow::Result<(String, PathBuf)> {
@@ -62,7 +54,7 @@ pub fn keygen(secret_path: &Path, keys_dir: &Path, force: bool) -> anyhow::Resul
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(secret_path, std::fs::Permissions::from_mode(0o600))?;
     }
-    let pub_path = keys_dir.join(format!("{id}.pub"));
+    let pub_path = crate::services::Paths::public_key_in(keys_dir, &id);
     crate::fsutil::write_atomic(&pub_path, pk_box.to_string().as_bytes())?;
     Ok((id, pub_path))
 }

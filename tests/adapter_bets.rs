@@ -4,10 +4,12 @@
 //! metrics, and the registered criteria decide a verdict.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bets::criteria::{self, Verdict};
 use bets::experiments::Env;
 use bets::runner::{self, CellCache, CellEvent, RunOptions};
+use bets::services::Silent;
 use bets::table;
 
 const ADAPTER_BETS: &[&str] = &[
@@ -24,9 +26,9 @@ const ADAPTER_BETS: &[&str] = &[
 #[test]
 fn every_adapter_bet_runs_at_tiny_and_is_decided() {
     let work = tempfile::tempdir().unwrap();
-    let env = Env { cache_dir: work.path().to_path_buf(), profile: "tiny".into(), threads: 1, progress: false };
+    let env = Env { cache_dir: work.path().to_path_buf(), profile: "tiny".into(), threads: 1, progress: Arc::new(Silent) };
     let cache = CellCache::new(&work.path().join("cells"));
-    let opts = RunOptions { jobs: 2, shard: None, progress: false };
+    let opts = RunOptions { jobs: 2, shard: None, progress: Arc::new(Silent) };
     for name in ADAPTER_BETS {
         let bet = bets::spec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bets").join(name)).unwrap();
         let plan = bet.plan("tiny").unwrap();
@@ -50,14 +52,14 @@ fn a_norm_only_adapter_leaves_the_base_perplexity_column_unchanged_across_arms()
     // base_ppl is the bare base on the same text: identical for every arm of
     // one (user, slice), which is what makes `gain` comparable across arms.
     let work = tempfile::tempdir().unwrap();
-    let env = Env { cache_dir: work.path().to_path_buf(), profile: "tiny".into(), threads: 1, progress: false };
+    let env = Env { cache_dir: work.path().to_path_buf(), profile: "tiny".into(), threads: 1, progress: Arc::new(Silent) };
     let bet = bets::spec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bets/46_norm_replication.toml")).unwrap();
     let plan = bet.plan("tiny").unwrap();
     let exec = runner::execute(
         bet.experiment,
         &plan,
         &env,
-        &RunOptions { jobs: 1, shard: None, progress: false },
+        &RunOptions { jobs: 1, shard: None, progress: Arc::new(Silent) },
         &CellCache::new(&work.path().join("cells")),
     )
     .unwrap();
@@ -80,9 +82,9 @@ fn a_rerun_of_a_finished_adapter_bet_recomputes_no_cell() {
     // Float metrics (ppl, bpb, gain) must read back from the cache bit for
     // bit, or a resumed sweep silently recomputes finished cells.
     let work = tempfile::tempdir().unwrap();
-    let env = Env { cache_dir: work.path().to_path_buf(), profile: "tiny".into(), threads: 1, progress: false };
+    let env = Env { cache_dir: work.path().to_path_buf(), profile: "tiny".into(), threads: 1, progress: Arc::new(Silent) };
     let cache = CellCache::new(&work.path().join("cells"));
-    let opts = RunOptions { jobs: 2, shard: None, progress: false };
+    let opts = RunOptions { jobs: 2, shard: None, progress: Arc::new(Silent) };
     for name in ["49_adapter_shootout.toml", "61_confusion_matrix.toml"] {
         let bet = bets::spec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bets").join(name)).unwrap();
         let plan = bet.plan("tiny").unwrap();

@@ -63,7 +63,7 @@ pub fn engine(cmd: &EngineCmd, cache_dir: &Path) -> anyhow::Result<()> {
             let p = Profile::from_name(profile)?;
             let corpus = load_corpus(cache_dir, &[])?;
             let t0 = std::time::Instant::now();
-            let base = base_model(&p, &corpus, cache_dir, *seed, *threads, !quiet)?;
+            let base = base_model(&p, &corpus, cache_dir, *seed, *threads, &super::reporter::Reporter { enabled: !quiet })?;
             let m = base.manifest.as_ref().context("a cached base has a manifest")?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(m)?);
@@ -92,7 +92,7 @@ fn adapt(a: &AdaptArgs, cache_dir: &Path) -> anyhow::Result<()> {
     let p = Profile::from_name(&a.profile)?;
     let kind: Trainable = a.trainable.parse()?;
     let corpus = load_corpus(cache_dir, &a.corpus)?;
-    let base = base_model(&p, &corpus, cache_dir, 0, a.threads, !a.json)?;
+    let base = base_model(&p, &corpus, cache_dir, 0, a.threads, &super::reporter::Reporter { enabled: !a.json })?;
     let train_text = corpus.train(&a.user)?;
     let cfg = TrainConfig {
         lr: a.lr,

@@ -2,6 +2,7 @@
 //! decides where files go (see [`Repo`]).
 
 pub mod engine_cmds;
+pub mod reporter;
 mod inspect;
 mod register;
 mod regress;
@@ -13,12 +14,15 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::{Cli, Command};
 use crate::error::usage;
+use crate::services::Paths;
 use crate::signing::{Signer, TrustedKeys};
 use crate::spec::{self, Bet, SpecErrors};
 
-/// Where everything lives, resolved once from `--repo`.
+/// Where everything lives, resolved once from `--repo` (the fields are
+/// [`Paths`]' answers, kept as fields for the handlers' brevity).
 #[derive(Debug, Clone)]
 pub struct Repo {
+    pub paths: Paths,
     pub root: PathBuf,
     pub bets_dir: PathBuf,
     pub results_dir: PathBuf,
@@ -30,17 +34,22 @@ pub struct Repo {
 }
 
 impl Repo {
-    /// Paths under `root`; the cache is `$BETS_HOME` or `<root>/.bets`.
+    /// The repo at `root`, placed as the environment says ([`Paths::from_env`]).
     pub fn at(root: &Path) -> Repo {
-        let cache_dir = std::env::var_os("BETS_HOME").map(PathBuf::from).unwrap_or_else(|| root.join(".bets"));
+        Repo::with_paths(Paths::from_env(root))
+    }
+
+    /// The repo whose files are where `paths` says.
+    pub fn with_paths(paths: Paths) -> Repo {
         Repo {
-            root: root.to_path_buf(),
-            bets_dir: root.join("bets"),
-            results_dir: root.join("results"),
-            reports_dir: root.join("reports"),
-            ledger: root.join("bets").join("ledger.jsonl"),
-            keys_dir: root.join("bets").join("keys"),
-            cache_dir,
+            root: paths.root().to_path_buf(),
+            bets_dir: paths.bets_dir(),
+            results_dir: paths.results_dir(),
+            reports_dir: paths.reports_dir(),
+            ledger: paths.ledger(),
+            keys_dir: paths.keys_dir(),
+            cache_dir: paths.cache_dir().to_path_buf(),
+            paths,
         }
     }
 
@@ -86,16 +95,16 @@ impl Repo {
     /// The signer: `$BETS_KEY` if set (it must exist), else the default key,
     /// created on first use (its public half goes to bets/keys/).
     pub fn signer(&self) -> anyhow::Result<Signer> {
-        let path = crate::signing::default_secret_key_path();
-        if std::env::var_os("BETS_KEY").is_none() && !path.exists() {
-            let (id, pub_path) = crate::signing::keygen(&path, &self.keys_dir, false)?;
+        let path = self.paths.secret_key();
+        if !self.paths.secret_key_explicit() && !path.exists() {
+            let (id, pub_path) = crate::signing::keygen(path, &self.keys_dir, false)?;
             eprintln!(
                 "created signing key {id}: secret {} (keep it out of the repo), public {} (commit it to be trusted)",
                 path.display(),
                 self.relative(&pub_path)
             );
         }
-        Signer::load(&path)
+        Signer::load(path)
     }
 }
 
@@ -116,8 +125,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { specs } => inspect::check(&repo, &specs),
         Command::Schema => inspect::schema(),
         Command::Keygen { force } => {
-            let path = crate::signing::default_secret_key_path();
-            let (id, pub_path) = crate::signing::keygen(&path, &repo.keys_dir, force)?;
+            let path = repo.paths.secret_key();
+            let (id, pub_path) = crate::signing::keygen(path, &repo.keys_dir, force)?;
             println!("key {id}\nsecret: {}\npublic: {}", path.display(), repo.relative(&pub_path));
             Ok(())
         }

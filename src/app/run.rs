@@ -63,8 +63,14 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
     let _lock = lock_bet(&bet_dir, bet.spec.number)?;
 
     let started = now();
-    let env = Env { cache_dir: repo.cache_dir.clone(), profile: plan.profile.clone(), threads: args.threads, progress };
-    let opts = RunOptions { jobs: args.jobs, shard: args.shard, progress };
+    let reporter: std::sync::Arc<dyn crate::services::Progress> = std::sync::Arc::new(super::reporter::Reporter { enabled: progress });
+    let env = Env {
+        cache_dir: repo.cache_dir.clone(),
+        profile: plan.profile.clone(),
+        threads: args.threads,
+        progress: reporter.clone(),
+    };
+    let opts = RunOptions { jobs: args.jobs, shard: args.shard, progress: reporter };
     let cache = CellCache::new(&repo.cache_dir.join("cells"));
     eprintln!(
         "bet {} `{}` profile {}: {} cells{}",

@@ -131,7 +131,7 @@ pub fn base_model(
     cache_dir: &Path,
     seed: u64,
     threads: usize,
-    progress: bool,
+    progress: &dyn crate::services::Progress,
 ) -> Result<BaseModel> {
     let text = corpus.general_train();
     let data_sha256 = hex::encode(Sha256::digest(&text));
@@ -143,7 +143,7 @@ pub fn base_model(
         return load_base(&dir, &device);
     }
     let mut weights = init_weights(&profile.model, seed, &device)?;
-    let bar = crate::progress::Progress::new("pretrain", "steps", train.steps as u64, progress);
+    let bar = progress.start("pretrain", "steps", train.steps as u64);
     let mut ema = f32::NAN;
     let stats = train_full(&profile.model, &mut weights, &text, &train, &device, &mut |_, loss| {
         ema = if ema.is_nan() { loss } else { 0.95 * ema + 0.05 * loss };

@@ -331,7 +331,7 @@ mod tests {
     }
 
     fn env() -> Env {
-        Env { cache_dir: std::env::temp_dir(), profile: "tiny".into(), threads: 1, progress: false }
+        Env { cache_dir: std::env::temp_dir(), profile: "tiny".into(), threads: 1, progress: std::sync::Arc::new(crate::services::Silent) }
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct Factor {
 }
 
 /// Where an experiment may keep what it builds, and how hard it may work.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Env {
     /// Root of the local cache (data, base models); never inside results/.
     pub cache_dir: PathBuf,
@@ -48,8 +48,8 @@ pub struct Env {
     pub profile: String,
     /// Threads the engine may use inside one cell.
     pub threads: usize,
-    /// Show progress bars for long preparation (pre-training).
-    pub progress: bool,
+    /// Where long preparation (pre-training) reports progress.
+    pub progress: std::sync::Arc<dyn crate::services::Progress>,
 }
 
 /// One point of the replication grid, as an experiment sees it.

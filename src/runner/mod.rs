@@ -60,13 +60,13 @@ impl fmt::Display for Shard {
 }
 
 /// How to execute a plan.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     /// Cells run at once.
     pub jobs: usize,
     pub shard: Option<Shard>,
-    /// Draw a progress bar on stderr.
-    pub progress: bool,
+    /// Where the count of finished cells is reported.
+    pub progress: std::sync::Arc<dyn crate::services::Progress>,
 }
 
 /// What executing a plan produced: rows in plan order (only this shard's).
@@ -136,7 +136,7 @@ pub fn execute(
         .map(|(i, p)| Cell { index: i, factors: p.clone(), key: cell_key(experiment, plan, p, &inputs) })
         .collect();
 
-    let bar = crate::progress::Progress::new("cells", "cells", cells.len() as u64, opts.progress && !cells.is_empty());
+    let bar = opts.progress.start("cells", "cells", cells.len() as u64);
     // Plain scoped threads pulling cell indices, not a rayon pool: a cell
     // that waits (on the engine's own pool, or on an adapter another cell is
     // training) must never pick up another cell on the same thread, which

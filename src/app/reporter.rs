@@ -1,7 +1,7 @@
-//! Progress of long work (pre-training, a sweep's cells) that stays visible
-//! wherever stderr goes: an indicatif bar on a terminal, and plain lines at
-//! a modest interval when stderr is a file or a pipe (CI logs, Slurm,
-//! `| tee`), where a bar would print nothing or garbage.
+//! The one [`Progress`] reporter: long work (pre-training, a sweep's cells)
+//! stays visible wherever stderr goes: an indicatif bar on a terminal, and
+//! plain lines at a modest interval when stderr is a file or a pipe (CI
+//! logs, Slurm, `| tee`), where a bar would print nothing or garbage.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -9,11 +9,25 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::services::{Progress, Task};
+
 /// Seconds between plain progress lines when stderr is not a terminal.
 pub const LINE_INTERVAL: Duration = Duration::from_secs(30);
 
-/// A progress reporter; cheap to share between threads.
-pub struct Progress {
+/// The app's reporter: shows tasks on stderr when enabled (not `--quiet`).
+#[derive(Debug, Clone, Copy)]
+pub struct Reporter {
+    pub enabled: bool,
+}
+
+impl Progress for Reporter {
+    fn start(&self, label: &str, unit: &str, total: u64) -> Box<dyn Task> {
+        Box::new(Bar::new(label, unit, total, self.enabled && total > 0))
+    }
+}
+
+/// One task's display; cheap to share between threads.
+pub struct Bar {
     inner: Inner,
 }
 
@@ -71,32 +85,32 @@ fn human(d: Duration) -> String {
     }
 }
 
-impl Progress {
+impl Bar {
     /// Nothing is shown.
-    pub fn hidden() -> Progress {
-        Progress { inner: Inner::Hidden }
+    pub fn hidden() -> Bar {
+        Bar { inner: Inner::Hidden }
     }
 
     /// Progress over `total` `unit`s (e.g. 2000 "steps"), labelled `label`:
     /// a bar on a terminal, lines every [`LINE_INTERVAL`] otherwise, nothing
     /// when `enabled` is false.
-    pub fn new(label: &str, unit: &str, total: u64, enabled: bool) -> Progress {
+    pub fn new(label: &str, unit: &str, total: u64, enabled: bool) -> Bar {
         if !enabled {
-            return Progress::hidden();
+            return Bar::hidden();
         }
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             let template =
                 format!("{label} {{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{elapsed}} elapsed, ~{{eta}} left");
             bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
-            Progress { inner: Inner::Bar(bar) }
+            Bar { inner: Inner::Bar(bar) }
         } else {
-            Progress::lines(label, unit, total, LINE_INTERVAL)
+            Bar::lines(label, unit, total, LINE_INTERVAL)
         }
     }
 
     /// Plain lines every `interval` (and at the start and the end), whatever stderr is.
-    pub fn lines(label: &str, unit: &str, total: u64, interval: Duration) -> Progress {
+    pub fn lines(label: &str, unit: &str, total: u64, interval: Duration) -> Bar {
         let now = Instant::now();
         let mut l = Lines {
             label: label.into(),
@@ -109,11 +123,20 @@ impl Progress {
             interval,
         };
         l.emit();
-        Progress { inner: Inner::Lines(Mutex::new(l)) }
+        Bar { inner: Inner::Lines(Mutex::new(l)) }
     }
 
-    /// `n` more units done.
-    pub fn inc(&self, n: u64) {
+    /// The line that would be printed now (tests, logs).
+    pub fn current_line(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Lines(l) => Some(l.lock().expect("progress lock").line()),
+            _ => None,
+        }
+    }
+}
+
+impl Task for Bar {
+    fn inc(&self, n: u64) {
         match &self.inner {
             Inner::Hidden => {}
             Inner::Bar(b) => b.inc(n),
@@ -127,8 +150,7 @@ impl Progress {
         }
     }
 
-    /// A short status shown next to the count (e.g. the running loss).
-    pub fn set_message(&self, msg: String) {
+    fn set_message(&self, msg: String) {
         match &self.inner {
             Inner::Hidden => {}
             Inner::Bar(b) => b.set_message(msg),
@@ -136,20 +158,12 @@ impl Progress {
         }
     }
 
-    /// The work is over: the bar is cleared, a last line is printed.
-    pub fn finish(&self) {
+    // The bar is cleared; a last line is printed.
+    fn finish(&self) {
         match &self.inner {
             Inner::Hidden => {}
             Inner::Bar(b) => b.finish_and_clear(),
             Inner::Lines(l) => l.lock().expect("progress lock").emit(),
-        }
-    }
-
-    /// The line that would be printed now (tests, logs).
-    pub fn current_line(&self) -> Option<String> {
-        match &self.inner {
-            Inner::Lines(l) => Some(l.lock().expect("progress lock").line()),
-            _ => None,
         }
     }
 }
@@ -169,8 +183,8 @@ mod tests {
 
     #[test]
     fn hidden_progress_has_no_line_and_a_lines_reporter_counts() {
-        assert_eq!(Progress::hidden().current_line(), None);
-        let p = Progress::lines("pretrain", "steps", 10, Duration::from_secs(3600));
+        assert_eq!(Bar::hidden().current_line(), None);
+        let p = Bar::lines("pretrain", "steps", 10, Duration::from_secs(3600));
         p.inc(4);
         assert!(p.current_line().unwrap().starts_with("pretrain: 4/10 steps (40%), "));
     }

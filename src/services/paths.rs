@@ -1,0 +1,172 @@
+//! Where every file goes, decided in one place.
+//!
+//! The app builds one [`Paths`] from `--repo`, `$BETS_HOME`, `$BETS_KEY`
+//! and `$HOME`, and hands it (or the one directory a part needs) down; no
+//! other module joins a literal folder or file name onto a path.
+//!
+//! ```text
+//! <repo>/bets/NN_slug.toml            specs
+//! <repo>/bets/ledger.jsonl            the append-only ledger (+ ledger.checkpoint)
+//! <repo>/bets/keys/<KEYID>.pub        trusted public keys
+//! <repo>/results/<NN-slug>/<run id>/  signed result bundles (+ baseline-<profile>.json)
+//! <repo>/reports/                     generated pages, confirmations, retractions
+//! <cache>/cells/ab/<key>.json         finished cells (cache = $BETS_HOME or <repo>/.bets)
+//! <cache>/data/                       the fetched corpus
+//! <cache>/models/<hash>/              pre-trained base models
+//! <cache>/adapters/<hash>/            trained adapters
+//! $BETS_KEY or ~/.config/bets/bets.key   the secret signing key (never in the repo)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// The resolved locations of one repository and its local cache.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    root: PathBuf,
+    cache: PathBuf,
+    secret_key: PathBuf,
+    /// Whether the secret key was named explicitly (`$BETS_KEY`): then it must
+    /// exist and is never created.
+    secret_key_explicit: bool,
+}
+
+impl Paths {
+    /// Paths of the repo at `root` as the environment places them:
+    /// `$BETS_HOME` (else `<root>/.bets`) for the cache, `$BETS_KEY` (else
+    /// `$HOME/.config/bets/bets.key`) for the secret key.
+    pub fn from_env(root: &Path) -> Paths {
+        let cache = std::env::var_os("BETS_HOME").map(PathBuf::from);
+        let key = std::env::var_os("BETS_KEY").map(PathBuf::from);
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        Paths::new(root, cache, key, home)
+    }
+
+    /// Paths from explicit choices (pure; used by [`Paths::from_env`] and tests).
+    pub fn new(root: &Path, cache: Option<PathBuf>, secret_key: Option<PathBuf>, home: Option<PathBuf>) -> Paths {
+        let explicit = secret_key.is_some();
+        let secret_key = secret_key.unwrap_or_else(|| {
+            home.unwrap_or_else(|| PathBuf::from(".")).join(".config").join("bets").join("bets.key")
+        });
+        Paths {
+            root: root.to_path_buf(),
+            cache: cache.unwrap_or_else(|| root.join(".bets")),
+            secret_key,
+            secret_key_explicit: explicit,
+        }
+    }
+
+    /// The repository root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `bets/`: specs, ledger, keys.
+    pub fn bets_dir(&self) -> PathBuf {
+        self.root.join("bets")
+    }
+
+    /// `bets/ledger.jsonl`.
+    pub fn ledger(&self) -> PathBuf {
+        self.bets_dir().join("ledger.jsonl")
+    }
+
+    /// `bets/ledger.checkpoint`: the signed head of the ledger as a log.
+    pub fn ledger_checkpoint(&self) -> PathBuf {
+        self.bets_dir().join("ledger.checkpoint")
+    }
+
+    /// `bets/keys/`: trusted public keys.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.bets_dir().join("keys")
+    }
+
+    /// The public key file of key `id` in `keys_dir`.
+    pub fn public_key_in(keys_dir: &Path, id: &str) -> PathBuf {
+        keys_dir.join(format!("{id}.pub"))
+    }
+
+    /// The secret signing key.
+    pub fn secret_key(&self) -> &Path {
+        &self.secret_key
+    }
+
+    /// Whether the secret key was named by `$BETS_KEY` (must exist, never created).
+    pub fn secret_key_explicit(&self) -> bool {
+        self.secret_key_explicit
+    }
+
+    /// `results/`: committed bundles.
+    pub fn results_dir(&self) -> PathBuf {
+        self.root.join("results")
+    }
+
+    /// `results/<bet id>/`: the bundles and baselines of one bet.
+    pub fn bet_results(&self, bet_id: &str) -> PathBuf {
+        self.results_dir().join(bet_id)
+    }
+
+    /// `reports/`: generated pages.
+    pub fn reports_dir(&self) -> PathBuf {
+        self.root.join("reports")
+    }
+
+    /// `Cargo.lock`, whose digest a manifest records.
+    pub fn cargo_lock(&self) -> PathBuf {
+        self.root.join("Cargo.lock")
+    }
+
+    /// `benches/torch_reference.py`: the bench's PyTorch side.
+    pub fn torch_reference(&self) -> PathBuf {
+        self.root.join("benches").join("torch_reference.py")
+    }
+
+    /// The local cache root (never committed).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
+    }
+
+    /// Finished cells by key.
+    pub fn cells_dir(&self) -> PathBuf {
+        self.cache.join("cells")
+    }
+
+    /// The fetched corpus.
+    pub fn data_dir(&self) -> PathBuf {
+        self.cache.join("data")
+    }
+
+    /// Pre-trained base models by content hash.
+    pub fn models_dir(&self) -> PathBuf {
+        self.cache.join("models")
+    }
+
+    /// Trained adapters by content hash.
+    pub fn adapters_dir(&self) -> PathBuf {
+        self.cache.join("adapters")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_put_the_cache_in_the_repo_and_the_key_in_home() {
+        let p = Paths::new(Path::new("/r"), None, None, Some("/home/u".into()));
+        assert_eq!(p.cells_dir(), Path::new("/r/.bets/cells"));
+        assert_eq!(p.models_dir(), Path::new("/r/.bets/models"));
+        assert_eq!(p.ledger(), Path::new("/r/bets/ledger.jsonl"));
+        assert_eq!(p.bet_results("46-x"), Path::new("/r/results/46-x"));
+        assert_eq!(p.secret_key(), Path::new("/home/u/.config/bets/bets.key"));
+        assert!(!p.secret_key_explicit());
+    }
+
+    #[test]
+    fn the_environment_moves_the_cache_and_the_key() {
+        let p = Paths::new(Path::new("/r"), Some("/c".into()), Some("/k/my.key".into()), None);
+        assert_eq!(p.adapters_dir(), Path::new("/c/adapters"));
+        assert_eq!(p.data_dir(), Path::new("/c/data"));
+        assert_eq!(p.secret_key(), Path::new("/k/my.key"));
+        assert!(p.secret_key_explicit());
+    }
+}
