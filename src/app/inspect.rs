@@ -71,7 +71,7 @@ pub fn list(repo: &Repo, json: bool, experiments: bool) -> anyhow::Result<()> {
                 kind: e.kind(),
                 version: e.version(),
                 summary: e.summary(),
-                factors: e.factors().iter().map(|f| (f.name, f.kind.to_string(), f.required)).collect(),
+                factors: e.factors().iter().map(|f| (f.name.as_str(), f.kind.to_string(), f.required)).collect(),
                 metrics: e.metrics().iter().map(|m| (m.name, m.kind.to_string(), m.doc)).collect(),
             })
             .collect();

@@ -155,7 +155,7 @@ fn rerun(
     let plan = bet.plan(CI_PROFILE)?;
     let reporter: std::sync::Arc<dyn crate::services::Progress> =
         std::sync::Arc::new(super::reporter::Reporter { enabled: opts.progress });
-    let env = Env { cache_dir: repo.cache_dir.clone(), profile: plan.profile.clone(), threads: 1, progress: reporter.clone() };
+    let env = Env { paths: repo.paths.clone(), profile: plan.profile.clone(), threads: 1, progress: reporter.clone() };
     let run_opts = RunOptions { jobs: opts.jobs, shard: None, progress: reporter };
     let exec = runner::execute(bet.experiment, &plan, &env, &run_opts, &CellCache::new(cells))?;
     let record = super::run::decide(bet, &exec.rows, exec.counts)?;

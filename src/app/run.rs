@@ -65,13 +65,13 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
     let started = now();
     let reporter: std::sync::Arc<dyn crate::services::Progress> = std::sync::Arc::new(super::reporter::Reporter { enabled: progress });
     let env = Env {
-        cache_dir: repo.cache_dir.clone(),
+        paths: repo.paths.clone(),
         profile: plan.profile.clone(),
         threads: args.threads,
         progress: reporter.clone(),
     };
     let opts = RunOptions { jobs: args.jobs, shard: args.shard, progress: reporter };
-    let cache = CellCache::new(&repo.cache_dir.join("cells"));
+    let cache = CellCache::new(&repo.paths.cells_dir());
     eprintln!(
         "bet {} `{}` profile {}: {} cells{}",
         bet.spec.number,
@@ -99,7 +99,7 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
         git: git_info(&repo.root),
         cargo_lock_sha256: crate::fsutil::sha256_file(&repo.root.join("Cargo.lock")).ok(),
         experiment: ExperimentRef { kind: bet.experiment.kind().into(), version: bet.experiment.version() },
-        params: serde_json::to_value(&plan.params)?,
+        params: plan.params.canonical().clone(),
         grid: plan.grid.clone(),
         threads: Threads { jobs: args.jobs, engine: args.threads },
         inputs: exec.inputs.clone(),

@@ -1,338 +1,127 @@
 //! Experiment kind `gossip-directory` (bet 15): run the gossip directory
 //! simulation for one seed and report convergence and expiry. See
-//! [`crate::sim::gossip`] for the model.
+//! [`crate::sim::gossip`] for the model; its [`GossipParams`] are the kind's
+//! parameters as they stand.
 
-use std::collections::BTreeMap;
-
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Cell, Env, Experiment, Factor, Metric, Prepared, overrides, parse_params};
+use super::{Cell, Env, Kind, ParamProblem};
 use crate::sim::gossip::{self, GossipOutcome, GossipParams, Mode, PeerSelection};
-use crate::table::{ColumnType, Row, Value};
 
 /// The `gossip-directory` kind.
 pub struct GossipDirectory;
 
-/// Spelling of [`Mode`] in specs.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum ModeName {
-    Push,
-    PushPull,
+/// The grid factors: a seed, and optional per-cell overrides of parameters.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Factors {
+    /// Seeds membership (bootstrap, churn), peer choice and message loss.
+    seed: u64,
+    /// Overrides the `nodes` parameter for this cell.
+    nodes: Option<usize>,
+    /// Overrides the `fanout` parameter for this cell.
+    fanout: Option<usize>,
+    /// Overrides the `loss` parameter for this cell.
+    loss: Option<f64>,
+    /// Overrides the `churn` parameter for this cell.
+    churn: Option<f64>,
+    /// Overrides the `mode` parameter for this cell.
+    mode: Option<Mode>,
+    /// Overrides the `peers` parameter for this cell.
+    peers: Option<PeerSelection>,
 }
 
-/// Spelling of [`PeerSelection`] in specs.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum PeersName {
-    Uniform,
-    Directory,
-}
-
-const MODES: &[&str] = &["push", "push-pull"];
-const PEERS: &[&str] = &["uniform", "directory"];
-
-fn mode(name: &str) -> Option<Mode> {
-    match name {
-        "push" => Some(Mode::Push),
-        "push-pull" => Some(Mode::PushPull),
-        _ => None,
+crate::metrics! {
+    /// What one gossip simulation measured.
+    pub struct GossipMetrics {
+        /// Rounds after the last membership change until every live node held every live entry; max_rounds + 1 if never (rounds).
+        pub rounds_to_full: usize,
+        /// Round, counted from the cold start (round 0), at which the directory first became full after the last membership change (rounds).
+        pub full_at_round: usize,
+        /// Whether rounds_to_full <= 3 * log2(nodes).
+        pub converged_within_bound: bool,
+        /// floor(3 * log2(nodes)): the largest rounds_to_full within the bound (rounds).
+        pub bound_rounds: usize,
+        /// Nodes that left during the run (count).
+        pub departed: usize,
+        /// Whether every departed entry was gone from every live node within ttl + bound_rounds rounds of its owner leaving, and stayed gone.
+        pub departed_expired: bool,
+        /// Largest delay, over departed entries, from the owner leaving to the entry being gone from every live node (rounds; 0 without departures).
+        pub expiry_rounds_max: usize,
+        /// (live node, departed entry) pairs still held at the end of the run (count).
+        pub stale_entries_end: usize,
+        /// Times a live node let the entry of a live owner expire (count).
+        pub false_expiries: usize,
+        /// Gossip messages sent, replies included (count).
+        pub messages_sent: u64,
+        /// Messages lost in transit (count).
+        pub messages_lost: u64,
+        /// Messages addressed to nodes that had left (count).
+        pub messages_to_departed: u64,
+        /// Rounds simulated; the run stops once the directory is full and every departed entry has expired (rounds).
+        pub rounds_run: usize,
     }
 }
 
-fn peers(name: &str) -> Option<PeerSelection> {
-    match name {
-        "uniform" => Some(PeerSelection::Uniform),
-        "directory" => Some(PeerSelection::Directory),
-        _ => None,
-    }
-}
-
-/// `[procedure]` parameters; every one is optional and defaults to bet 15's
-/// setting (1000 nodes, fanout 3, 5% loss) with light churn.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct Params {
-    /// Live nodes, constant under churn (default 1000).
-    nodes: usize,
-    /// Peers each node contacts per round (default 3).
-    fanout: usize,
-    /// Probability that a message is lost (default 0.05).
-    loss: f64,
-    /// Fraction of live nodes replaced in each churn round (default 0.01).
-    churn: f64,
-    /// Rounds 1..=churn_rounds see churn (default 5).
-    churn_rounds: usize,
-    /// Rounds an entry stays held without a fresher heartbeat (default 20).
-    ttl: u32,
-    /// Rounds after the last membership change allowed for convergence
-    /// (default 100).
-    max_rounds: usize,
-    /// Other nodes a node knows when it starts or joins (default 3).
-    bootstrap: usize,
-    /// `push` or `push-pull` (default `push`).
-    mode: ModeName,
-    /// `directory` (peers drawn from the held entries) or `uniform` (from the
-    /// live nodes) (default `directory`).
-    peers: PeersName,
-}
-
-impl Default for Params {
-    fn default() -> Self {
-        let d = GossipParams::default();
-        Params {
-            nodes: d.nodes,
-            fanout: d.fanout,
-            loss: d.loss,
-            churn: d.churn,
-            churn_rounds: d.churn_rounds,
-            ttl: d.ttl,
-            max_rounds: d.max_rounds,
-            bootstrap: d.bootstrap,
-            mode: match d.mode {
-                Mode::Push => ModeName::Push,
-                Mode::PushPull => ModeName::PushPull,
-            },
-            peers: match d.peers {
-                PeerSelection::Uniform => PeersName::Uniform,
-                PeerSelection::Directory => PeersName::Directory,
-            },
+impl From<GossipOutcome> for GossipMetrics {
+    fn from(o: GossipOutcome) -> Self {
+        GossipMetrics {
+            rounds_to_full: o.rounds_to_full,
+            full_at_round: o.full_at_round,
+            converged_within_bound: o.converged_within_bound,
+            bound_rounds: o.bound_rounds,
+            departed: o.departed,
+            departed_expired: o.departed_expired,
+            expiry_rounds_max: o.expiry_rounds_max,
+            stale_entries_end: o.stale_entries_end,
+            false_expiries: o.false_expiries,
+            messages_sent: o.messages_sent,
+            messages_lost: o.messages_lost,
+            messages_to_departed: o.messages_to_departed,
+            rounds_run: o.rounds_run,
         }
     }
 }
 
-impl Params {
-    fn to_sim(&self) -> GossipParams {
-        GossipParams {
-            nodes: self.nodes,
-            fanout: self.fanout,
-            loss: self.loss,
-            churn: self.churn,
-            churn_rounds: self.churn_rounds,
-            ttl: self.ttl,
-            max_rounds: self.max_rounds,
-            bootstrap: self.bootstrap,
-            mode: match self.mode {
-                ModeName::Push => Mode::Push,
-                ModeName::PushPull => Mode::PushPull,
-            },
-            peers: match self.peers {
-                PeersName::Uniform => PeerSelection::Uniform,
-                PeersName::Directory => PeerSelection::Directory,
-            },
-        }
-    }
-}
+impl Kind for GossipDirectory {
+    const NAME: &'static str = "gossip-directory";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str = "Keep a specialist directory by gossip alone under loss and churn; measure rounds to a full directory and expiry of departed entries.";
+    type Params = GossipParams;
+    type Factors = Factors;
+    type Metrics = GossipMetrics;
+    type Ready = GossipParams;
 
-/// Parse and range-check the procedure table into simulation parameters.
-fn sim_params(params: &toml::Table) -> Result<GossipParams, String> {
-    let p = parse_params::<Params>(params)?.to_sim();
-    p.validate().map_err(|e| e.to_string())?;
-    Ok(p)
-}
-
-const FACTORS: &[Factor] = &[
-    Factor {
-        name: "seed",
-        kind: ColumnType::Int,
-        required: true,
-        allowed: &[],
-        doc: "Seeds membership (bootstrap, churn), peer choice and message loss.",
-    },
-    Factor {
-        name: "nodes",
-        kind: ColumnType::Int,
-        required: false,
-        allowed: &[],
-        doc: "Overrides the `nodes` parameter for this cell.",
-    },
-    Factor {
-        name: "fanout",
-        kind: ColumnType::Int,
-        required: false,
-        allowed: &[],
-        doc: "Overrides the `fanout` parameter for this cell.",
-    },
-    Factor {
-        name: "loss",
-        kind: ColumnType::Float,
-        required: false,
-        allowed: &[],
-        doc: "Overrides the `loss` parameter for this cell.",
-    },
-    Factor {
-        name: "churn",
-        kind: ColumnType::Float,
-        required: false,
-        allowed: &[],
-        doc: "Overrides the `churn` parameter for this cell.",
-    },
-    Factor {
-        name: "mode",
-        kind: ColumnType::Str,
-        required: false,
-        allowed: MODES,
-        doc: "Overrides the `mode` parameter for this cell.",
-    },
-    Factor {
-        name: "peers",
-        kind: ColumnType::Str,
-        required: false,
-        allowed: PEERS,
-        doc: "Overrides the `peers` parameter for this cell.",
-    },
-];
-
-const fn int(name: &'static str, doc: &'static str) -> Metric {
-    Metric { name, kind: ColumnType::Int, doc }
-}
-
-const METRICS: &[Metric] = &[
-    int(
-        "rounds_to_full",
-        "Rounds after the last membership change until every live node held every live entry; max_rounds + 1 if never (rounds).",
-    ),
-    int(
-        "full_at_round",
-        "Round, counted from the cold start (round 0), at which the directory first became full after the last membership change (rounds).",
-    ),
-    Metric {
-        name: "converged_within_bound",
-        kind: ColumnType::Bool,
-        doc: "Whether rounds_to_full <= 3 * log2(nodes).",
-    },
-    int("bound_rounds", "floor(3 * log2(nodes)): the largest rounds_to_full within the bound (rounds)."),
-    int("departed", "Nodes that left during the run (count)."),
-    Metric {
-        name: "departed_expired",
-        kind: ColumnType::Bool,
-        doc: "Whether every departed entry was gone from every live node within ttl + bound_rounds rounds of its owner leaving, and stayed gone.",
-    },
-    int(
-        "expiry_rounds_max",
-        "Largest delay, over departed entries, from the owner leaving to the entry being gone from every live node (rounds; 0 without departures).",
-    ),
-    int("stale_entries_end", "(live node, departed entry) pairs still held at the end of the run (count)."),
-    int("false_expiries", "Times a live node let the entry of a live owner expire (count)."),
-    int("messages_sent", "Gossip messages sent, replies included (count)."),
-    int("messages_lost", "Messages lost in transit (count)."),
-    int("messages_to_departed", "Messages addressed to nodes that had left (count)."),
-    int(
-        "rounds_run",
-        "Rounds simulated; the run stops once the directory is full and every departed entry has expired (rounds).",
-    ),
-];
-
-impl Experiment for GossipDirectory {
-    fn kind(&self) -> &'static str {
-        "gossip-directory"
+    fn check(params: &GossipParams) -> Result<(), ParamProblem> {
+        Ok(params.validate()?)
     }
 
-    fn version(&self) -> u32 {
-        1
+    fn prepare(params: &GossipParams, _env: &Env) -> anyhow::Result<GossipParams> {
+        Ok(params.clone())
     }
 
-    fn summary(&self) -> &'static str {
-        "Keep a specialist directory by gossip alone under loss and churn; measure rounds to a full directory and expiry of departed entries."
+    fn run(params: &GossipParams, cell: &Cell, f: Factors) -> anyhow::Result<GossipMetrics> {
+        let p = GossipParams {
+            nodes: f.nodes.unwrap_or(params.nodes),
+            fanout: f.fanout.unwrap_or(params.fanout),
+            loss: f.loss.unwrap_or(params.loss),
+            churn: f.churn.unwrap_or(params.churn),
+            mode: f.mode.unwrap_or(params.mode),
+            peers: f.peers.unwrap_or(params.peers),
+            ..params.clone()
+        };
+        let o = gossip::simulate(&p, f.seed).map_err(|e| anyhow::anyhow!("cell {}: {e}", cell.index))?;
+        Ok(o.into())
     }
-
-    fn factors(&self) -> &'static [Factor] {
-        FACTORS
-    }
-
-    fn metrics(&self) -> &'static [Metric] {
-        METRICS
-    }
-
-    fn check_params(&self, params: &toml::Table) -> Result<(), String> {
-        sim_params(params).map(|_| ())
-    }
-
-    fn prepare(&self, params: &toml::Table, _env: &Env) -> anyhow::Result<Box<dyn Prepared>> {
-        let params = sim_params(params).map_err(|e| anyhow::anyhow!("gossip-directory: {e}"))?;
-        Ok(Box::new(Ready { params }))
-    }
-}
-
-/// Validated parameters; the simulation needs no data.
-struct Ready {
-    params: GossipParams,
-}
-
-impl Prepared for Ready {
-    fn inputs(&self) -> BTreeMap<String, String> {
-        BTreeMap::new()
-    }
-
-    fn run_cell(&self, cell: &Cell) -> anyhow::Result<Row> {
-        let mut p = self.params.clone();
-        if let Some(n) = overrides::count(cell, "nodes")? {
-            p.nodes = n;
-        }
-        if let Some(n) = overrides::count(cell, "fanout")? {
-            p.fanout = n;
-        }
-        if let Some(f) = overrides::number(cell, "loss")? {
-            p.loss = f;
-        }
-        if let Some(f) = overrides::number(cell, "churn")? {
-            p.churn = f;
-        }
-        if let Some(s) = overrides::string(cell, "mode")? {
-            p.mode = mode(s).ok_or_else(|| {
-                anyhow::anyhow!("cell {}: factor `mode` must be one of {MODES:?}, got {s:?}", cell.index)
-            })?;
-        }
-        if let Some(s) = overrides::string(cell, "peers")? {
-            p.peers = peers(s).ok_or_else(|| {
-                anyhow::anyhow!("cell {}: factor `peers` must be one of {PEERS:?}, got {s:?}", cell.index)
-            })?;
-        }
-        let o = gossip::simulate(&p, cell.seed()?).map_err(|e| anyhow::anyhow!("cell {}: {e}", cell.index))?;
-        Ok(row(&o))
-    }
-}
-
-fn row(o: &GossipOutcome) -> Row {
-    let ints = [
-        ("rounds_to_full", o.rounds_to_full as u64),
-        ("full_at_round", o.full_at_round as u64),
-        ("bound_rounds", o.bound_rounds as u64),
-        ("departed", o.departed as u64),
-        ("expiry_rounds_max", o.expiry_rounds_max as u64),
-        ("stale_entries_end", o.stale_entries_end as u64),
-        ("false_expiries", o.false_expiries as u64),
-        ("messages_sent", o.messages_sent),
-        ("messages_lost", o.messages_lost),
-        ("messages_to_departed", o.messages_to_departed),
-        ("rounds_run", o.rounds_run as u64),
-    ];
-    let mut row: Row = ints.into_iter().map(|(k, v)| (k.to_string(), Value::from(v))).collect();
-    row.insert("converged_within_bound".into(), Value::Bool(o.converged_within_bound));
-    row.insert("departed_expired".into(), Value::Bool(o.departed_expired));
-    row
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiments::find;
-
-    fn table(src: &str) -> toml::Table {
-        src.parse().unwrap()
-    }
-
-    fn cell(factors: &[(&str, Value)]) -> Cell {
-        Cell {
-            index: 0,
-            factors: factors.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
-            key: "test-cell".into(),
-        }
-    }
-
-    fn env() -> Env {
-        Env { cache_dir: std::env::temp_dir(), profile: "tiny".into(), threads: 1, progress: std::sync::Arc::new(crate::services::Silent) }
-    }
+    use crate::experiments::testing::{cell, check, env, prepare};
+    use crate::experiments::{Metrics, find};
+    use crate::table::Value;
 
     #[test]
     fn gossip_directory_is_registered() {
@@ -341,14 +130,14 @@ mod tests {
 
     #[test]
     fn a_cell_emits_exactly_the_declared_metrics_with_their_types() {
-        let ready = GossipDirectory.prepare(&table("nodes = 100\nchurn = 0.05"), &env()).unwrap();
+        let ready = prepare("gossip-directory", "nodes = 100\nchurn = 0.05");
         assert!(ready.inputs().is_empty());
         let row = ready.run_cell(&cell(&[("seed", Value::Int(1))])).unwrap();
-        let mut declared: Vec<_> = METRICS.iter().map(|m| m.name).collect();
+        let mut declared: Vec<_> = GossipMetrics::columns().iter().map(|m| m.name).collect();
         declared.sort();
         let emitted: Vec<_> = row.keys().map(String::as_str).collect();
         assert_eq!(emitted, declared);
-        for m in METRICS {
+        for m in GossipMetrics::columns() {
             assert_eq!(row[m.name].column_type(), m.kind, "{}", m.name);
         }
         assert_eq!(row["departed"], Value::Int(25));
@@ -357,7 +146,7 @@ mod tests {
 
     #[test]
     fn factors_override_parameters() {
-        let ready = GossipDirectory.prepare(&table("nodes = 50\nchurn = 0.0"), &env()).unwrap();
+        let ready = prepare("gossip-directory", "nodes = 50\nchurn = 0.0");
         let c = cell(&[
             ("seed", Value::Int(0)),
             ("fanout", Value::Int(49)),
@@ -376,21 +165,21 @@ mod tests {
 
     #[test]
     fn same_cell_gives_the_same_row() {
-        let ready = GossipDirectory.prepare(&table("nodes = 120\nchurn = 0.05"), &env()).unwrap();
+        let ready = prepare("gossip-directory", "nodes = 120\nchurn = 0.05");
         let c = cell(&[("seed", Value::Int(7))]);
         assert_eq!(ready.run_cell(&c).unwrap(), ready.run_cell(&c).unwrap());
     }
 
     #[test]
     fn check_params_accepts_defaults_and_names_bad_keys() {
-        assert_eq!(GossipDirectory.check_params(&toml::Table::new()), Ok(()));
-        let e = GossipDirectory.check_params(&table("nodes = 10\nreplay_fraction = 0.1")).unwrap_err();
+        assert_eq!(check("gossip-directory", ""), Ok(()));
+        let e = check("gossip-directory", "nodes = 10\nreplay_fraction = 0.1").unwrap_err();
         assert!(e.contains("replay_fraction"), "{e}");
-        let e = GossipDirectory.check_params(&table("fanout = 2.5")).unwrap_err();
+        let e = check("gossip-directory", "fanout = 2.5").unwrap_err();
         assert!(e.contains("fanout"), "{e}");
-        let e = GossipDirectory.check_params(&table("mode = \"broadcast\"")).unwrap_err();
+        let e = check("gossip-directory", "mode = \"broadcast\"").unwrap_err();
         assert!(e.contains("mode") || e.contains("broadcast"), "{e}");
-        let e = GossipDirectory.check_params(&table("loss = 1.5")).unwrap_err();
+        let e = check("gossip-directory", "loss = 1.5").unwrap_err();
         assert!(e.contains("loss"), "{e}");
     }
 

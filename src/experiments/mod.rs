@@ -1,55 +1,48 @@
 //! Experiment kinds: each turns one cell of a bet's grid into engine or
 //! simulation calls and returns one row of the tidy table.
 //!
-//! An experiment *declares* its factors, parameters and metrics, so that a
-//! spec naming an unknown metric or factor is rejected by `bets check`, long
-//! before any compute. Adding a kind means one module here and one line in
-//! [`all`].
+//! A kind is one type implementing [`Kind`]: its `Params` (a
+//! `Deserialize + JsonSchema` struct, parsed and checked once, with key
+//! paths in errors), its `Factors` (a `Deserialize + JsonSchema` struct a
+//! cell's factor values are read into) and its `Metrics` (declared with
+//! [`metrics!`](crate::metrics), which gives both the columns and the row).
+//! Because every declaration is a type, `bets check` rejects a spec naming
+//! an unknown parameter, factor or metric before any compute, `bets schema`
+//! covers each kind's parameters, and a row cannot disagree with its
+//! columns. Adding a kind means one module here and one line in
+//! [`REGISTRY`].
 
 pub mod adapters;
+mod columns;
 pub mod gossip_directory;
-mod overrides;
+mod params;
 pub mod royalty_math;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+pub use columns::{Factor, Metric, MetricValue, Metrics, factors_of};
+pub use params::{ParamProblem, Parameters, parse_params};
 
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, LazyLock};
+
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::table::{ColumnType, Row, Value};
-
-/// A metric column an experiment emits for every cell.
-#[derive(Debug, Clone, Copy)]
-pub struct Metric {
-    pub name: &'static str,
-    pub kind: ColumnType,
-    /// What it measures, with its unit; shown by `bets list` and the docs.
-    pub doc: &'static str,
-}
-
-/// A grid factor an experiment understands.
-#[derive(Debug, Clone, Copy)]
-pub struct Factor {
-    pub name: &'static str,
-    pub kind: ColumnType,
-    /// A spec's grid must list this factor.
-    pub required: bool,
-    /// Allowed values for string factors; empty means any.
-    pub allowed: &'static [&'static str],
-    pub doc: &'static str,
-}
+use crate::services::{Paths, Progress};
+use crate::table::{Row, Value};
 
 /// Where an experiment may keep what it builds, and how hard it may work.
 #[derive(Clone)]
 pub struct Env {
-    /// Root of the local cache (data, base models); never inside results/.
-    pub cache_dir: PathBuf,
+    /// Where caches live (data, base models, adapters); never inside results/.
+    pub paths: Paths,
     /// The run's profile: `tiny`, `small` or `paper`.
     pub profile: String,
     /// Threads the engine may use inside one cell.
     pub threads: usize,
     /// Where long preparation (pre-training) reports progress.
-    pub progress: std::sync::Arc<dyn crate::services::Progress>,
+    pub progress: Arc<dyn Progress>,
 }
 
 /// One point of the replication grid, as an experiment sees it.
@@ -64,29 +57,6 @@ pub struct Cell {
     pub key: String,
 }
 
-impl Cell {
-    /// The integer factor `name` (e.g. `seed`), or an error naming the cell.
-    pub fn int(&self, name: &str) -> anyhow::Result<i64> {
-        self.factors
-            .get(name)
-            .and_then(Value::as_i64)
-            .ok_or_else(|| anyhow::anyhow!("cell {} has no integer factor `{name}`", self.index))
-    }
-
-    /// The string factor `name` (e.g. `arm`), or an error naming the cell.
-    pub fn str(&self, name: &str) -> anyhow::Result<&str> {
-        self.factors
-            .get(name)
-            .and_then(Value::as_str)
-            .ok_or_else(|| anyhow::anyhow!("cell {} has no string factor `{name}`", self.index))
-    }
-
-    /// The `seed` factor as an RNG seed.
-    pub fn seed(&self) -> anyhow::Result<u64> {
-        Ok(self.int("seed")? as u64)
-    }
-}
-
 /// First 8 bytes of SHA-256(key || 0 || purpose), little-endian.
 pub fn derive_seed(key: &str, purpose: &str) -> u64 {
     use sha2::{Digest, Sha256};
@@ -98,54 +68,188 @@ pub fn derive_seed(key: &str, purpose: &str) -> u64 {
     u64::from_le_bytes(d[..8].try_into().expect("sha256 has 32 bytes"))
 }
 
-/// An experiment kind, registered in [`all`].
-pub trait Experiment: Send + Sync {
+/// An experiment kind, declared by its types (see the module docs).
+pub trait Kind: Send + Sync + 'static {
     /// The name a spec uses in `procedure.experiment`.
-    fn kind(&self) -> &'static str;
+    const NAME: &'static str;
     /// Bumped whenever the same inputs would give different rows; part of
     /// every cell key, so old cached cells are not reused across versions.
-    fn version(&self) -> u32;
+    const VERSION: u32;
     /// One line for `bets list` and the spec reference.
+    const SUMMARY: &'static str;
+    /// `[procedure]` (without `experiment`): use `deny_unknown_fields` and
+    /// defaults, so a typo is an error and the canonical form is complete.
+    type Params: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static;
+    /// The grid factors; `Option` fields are optional factors.
+    type Factors: DeserializeOwned + JsonSchema;
+    /// The metric columns, declared with [`metrics!`](crate::metrics).
+    type Metrics: Metrics;
+    /// What every cell shares (data, a base model), built once per run.
+    type Ready: Send + Sync + 'static;
+
+    /// Range checks beyond the types; the problem names its key.
+    fn check(_params: &Self::Params) -> Result<(), ParamProblem> {
+        Ok(())
+    }
+    /// Build what the cells share.
+    fn prepare(params: &Self::Params, env: &Env) -> anyhow::Result<Self::Ready>;
+    /// Name -> SHA-256 of every input the cells depend on (corpus splits,
+    /// base model); recorded in the manifest and hashed into cell keys.
+    fn inputs(_ready: &Self::Ready) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+    /// Run one cell. Must be deterministic given the cell and the thread count.
+    fn run(ready: &Self::Ready, cell: &Cell, factors: Self::Factors) -> anyhow::Result<Self::Metrics>;
+}
+
+/// A kind as the rest of the harness sees it, whatever its types.
+pub trait Experiment: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn version(&self) -> u32;
     fn summary(&self) -> &'static str;
     /// The grid factors it understands.
-    fn factors(&self) -> &'static [Factor];
+    fn factors(&self) -> &[Factor];
     /// The metric columns it emits.
-    fn metrics(&self) -> &'static [Metric];
-    /// Check the procedure parameters (everything in `[procedure]` except
-    /// `experiment`); the error names the offending key.
-    fn check_params(&self, params: &toml::Table) -> Result<(), String>;
+    fn metrics(&self) -> &[Metric];
+    /// The JSON Schema of its `[procedure]` parameters.
+    fn params_schema(&self) -> schemars::Schema;
+    /// Parse and check `[procedure]` parameters (without `experiment`).
+    fn parse_params(&self, raw: &toml::Table) -> Result<Parameters, ParamProblem>;
     /// Build what every cell shares (data, a base model) once per run.
-    fn prepare(&self, params: &toml::Table, env: &Env) -> anyhow::Result<Box<dyn Prepared>>;
+    fn prepare(&self, params: &Parameters, env: &Env) -> anyhow::Result<Box<dyn Prepared>>;
 }
 
 /// An experiment made ready to run cells.
 pub trait Prepared: Send + Sync {
-    /// Name -> SHA-256 of every input the cells depend on (corpus splits,
-    /// base model); recorded in the manifest and hashed into cell keys.
+    /// See [`Kind::inputs`].
     fn inputs(&self) -> BTreeMap<String, String>;
-    /// Run one cell and return its metrics (factor columns are added by the
-    /// runner). Must be deterministic given the cell and the thread count.
+    /// One cell's metrics (the runner adds the factor columns).
     fn run_cell(&self, cell: &Cell) -> anyhow::Result<Row>;
 }
 
-/// Deserialize procedure parameters into a typed struct (which should use
-/// `#[serde(deny_unknown_fields)]`), turning the error into a one-line hint.
-pub fn parse_params<T: DeserializeOwned>(params: &toml::Table) -> Result<T, String> {
-    T::deserialize(toml::Value::Table(params.clone())).map_err(|e| e.to_string().trim().to_string())
+/// A [`Kind`] behind [`Experiment`], with its declarations read once.
+struct Registered<K> {
+    factors: Vec<Factor>,
+    metrics: Vec<Metric>,
+    kind: PhantomData<fn() -> K>,
 }
 
-/// Every experiment kind the harness knows.
-pub fn all() -> Vec<&'static dyn Experiment> {
+impl<K: Kind> Registered<K> {
+    fn boxed() -> Box<dyn Experiment> {
+        Box::new(Registered::<K> { factors: factors_of::<K::Factors>(), metrics: K::Metrics::columns(), kind: PhantomData })
+    }
+}
+
+impl<K: Kind> Experiment for Registered<K> {
+    fn kind(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn version(&self) -> u32 {
+        K::VERSION
+    }
+
+    fn summary(&self) -> &'static str {
+        K::SUMMARY
+    }
+
+    fn factors(&self) -> &[Factor] {
+        &self.factors
+    }
+
+    fn metrics(&self) -> &[Metric] {
+        &self.metrics
+    }
+
+    fn params_schema(&self) -> schemars::Schema {
+        schemars::schema_for!(K::Params)
+    }
+
+    fn parse_params(&self, raw: &toml::Table) -> Result<Parameters, ParamProblem> {
+        let typed: K::Params = parse_params(raw)?;
+        K::check(&typed)?;
+        Ok(Parameters::new(typed))
+    }
+
+    fn prepare(&self, params: &Parameters, env: &Env) -> anyhow::Result<Box<dyn Prepared>> {
+        let typed = params
+            .get::<K::Params>()
+            .ok_or_else(|| anyhow::anyhow!("{}: parameters of another kind were passed", K::NAME))?;
+        Ok(Box::new(ReadyKind::<K>(K::prepare(typed, env)?)))
+    }
+}
+
+struct ReadyKind<K: Kind>(K::Ready);
+
+impl<K: Kind> Prepared for ReadyKind<K> {
+    fn inputs(&self) -> BTreeMap<String, String> {
+        K::inputs(&self.0)
+    }
+
+    fn run_cell(&self, cell: &Cell) -> anyhow::Result<Row> {
+        let json = serde_json::to_value(&cell.factors)?;
+        let factors: K::Factors = serde_path_to_error::deserialize(json).map_err(|e| match e.path().to_string() {
+            path if path == "." => anyhow::anyhow!("cell {}: {}", cell.index, e.inner()),
+            path => anyhow::anyhow!("cell {}: factor `{path}`: {}", cell.index, e.inner()),
+        })?;
+        Ok(K::run(&self.0, cell, factors)?.into_row())
+    }
+}
+
+/// Every experiment kind the harness knows: one line per kind.
+static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
     vec![
-        &adapters::AdapterTrainEval,
-        &adapters::AdapterAverage,
-        &adapters::AdapterMixture,
-        &gossip_directory::GossipDirectory,
-        &royalty_math::RoyaltyMath,
+        Registered::<adapters::AdapterTrainEval>::boxed(),
+        Registered::<adapters::AdapterAverage>::boxed(),
+        Registered::<adapters::AdapterMixture>::boxed(),
+        Registered::<gossip_directory::GossipDirectory>::boxed(),
+        Registered::<royalty_math::RoyaltyMath>::boxed(),
     ]
+});
+
+/// Every experiment kind, in registry order.
+pub fn all() -> Vec<&'static dyn Experiment> {
+    REGISTRY.iter().map(|e| e.as_ref()).collect()
 }
 
 /// Look an experiment kind up by name.
 pub fn find(kind: &str) -> Option<&'static dyn Experiment> {
     all().into_iter().find(|e| e.kind() == kind)
+}
+
+/// Helpers for the kinds' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// An environment whose caches are under the system's temp folder.
+    pub fn env() -> Env {
+        let tmp = std::env::temp_dir();
+        Env {
+            paths: Paths::new(&tmp, Some(tmp.join("bets-test-cache")), None, None),
+            profile: "tiny".into(),
+            threads: 1,
+            progress: Arc::new(crate::services::Silent),
+        }
+    }
+
+    /// Kind `kind` prepared with the `[procedure]` parameters in `toml`.
+    pub fn prepare(kind: &str, toml: &str) -> Box<dyn Prepared> {
+        let e = find(kind).expect("a registered kind");
+        e.prepare(&e.parse_params(&toml.parse().unwrap()).unwrap(), &env()).unwrap()
+    }
+
+    /// Whether kind `kind` accepts the parameters in `toml` (the problem as text).
+    pub fn check(kind: &str, toml: &str) -> Result<(), String> {
+        find(kind).expect("a registered kind").parse_params(&toml.parse().unwrap()).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// A cell with the given factors.
+    pub fn cell(factors: &[(&str, Value)]) -> Cell {
+        Cell {
+            index: 0,
+            factors: factors.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            key: "test-cell".into(),
+        }
+    }
 }

@@ -34,10 +34,14 @@ use rand::seq::index;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use super::InvalidParam;
 
 /// How a node picks the peers it gossips with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum PeerSelection {
     /// Uniformly among the live nodes: an oracle membership service, the
     /// textbook setting of gossip dissemination bounds.
@@ -48,7 +52,8 @@ pub enum PeerSelection {
 }
 
 /// What a gossip exchange carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// The sender pushes its entries to the peer.
     Push,
@@ -56,8 +61,11 @@ pub enum Mode {
     PushPull,
 }
 
-/// Parameters of one gossip simulation.
-#[derive(Debug, Clone, PartialEq)]
+/// Parameters of one gossip simulation; as a spec's `[procedure]`, every
+/// one is optional and defaults to bet 15's setting (1000 nodes, fanout 3,
+/// 5% loss) with light churn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct GossipParams {
     /// Live nodes (constant: every leave is matched by a join).
     pub nodes: usize,

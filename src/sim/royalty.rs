@@ -26,6 +26,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::InvalidParam;
@@ -38,7 +40,8 @@ pub type Hash = [u8; 32];
 /// The defaults are bet 14's published scale (3 specialists x 3 servers, a
 /// 30 / 70 split) with enough requests that every (specialist, server) pair
 /// is exercised many times.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct RoyaltyParams {
     /// Specialists (each with its own trainer account).
     pub specialists: usize,

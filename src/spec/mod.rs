@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::experiments::Experiment;
+use crate::experiments::{Experiment, Parameters};
 use crate::table::{Column, ColumnType, Value};
 
 /// The profile `bets run` uses when none is given.
@@ -63,12 +63,15 @@ impl fmt::Display for SpecErrors {
 
 impl std::error::Error for SpecErrors {}
 
-/// A validated bet: its file, its parsed spec and its experiment kind.
+/// A validated bet: its file, its parsed spec, its experiment kind and its
+/// typed parameters under every profile (parsed once, at validation).
 #[derive(Clone)]
 pub struct Bet {
     pub path: PathBuf,
     pub spec: SpecFile,
     pub experiment: &'static dyn Experiment,
+    /// Profile name -> parameters after that profile's overrides.
+    pub params: BTreeMap<String, Parameters>,
 }
 
 impl fmt::Debug for Bet {
@@ -81,8 +84,8 @@ impl fmt::Debug for Bet {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub profile: String,
-    /// Procedure parameters after the profile's overrides.
-    pub params: toml::Table,
+    /// Procedure parameters after the profile's overrides, typed and canonical.
+    pub params: Parameters,
     /// Grid after the profile's overrides.
     pub grid: BTreeMap<String, Vec<Value>>,
     /// Every combination of factor values, in a fixed order (factors sorted
@@ -124,19 +127,15 @@ impl Bet {
 
     /// Expand the grid and parameters of `profile`.
     pub fn plan(&self, profile: &str) -> Result<Plan, SpecErrors> {
-        if !PROFILES.contains(&profile) {
+        let Some(params) = self.params.get(profile).cloned() else {
             return Err(SpecErrors(vec![Problem {
                 file: self.path.clone(),
                 key: String::new(),
                 message: format!("unknown profile `{profile}`"),
                 hint: Some(format!("one of {}", PROFILES.join(", "))),
             }]));
-        }
+        };
         let over = self.spec.profiles.get(profile).cloned().unwrap_or_default();
-        let mut params = self.spec.procedure.params.clone();
-        for (k, v) in over.procedure {
-            params.insert(k, v);
-        }
         let mut grid = self.spec.grid.clone();
         for (k, v) in over.grid {
             grid.insert(k, v);
@@ -248,7 +247,8 @@ strict = "n > 0"
     fn a_profile_overrides_grid_factors_and_parameters() {
         let plan = bet(SPEC).plan("tiny").unwrap();
         assert_eq!(plan.grid["seed"], vec![Value::Int(7)]);
-        assert_eq!(plan.params["steps"].as_integer(), Some(3));
+        assert_eq!(plan.params.canonical()["steps"], 3);
+        assert_eq!(bet(SPEC).plan("small").unwrap().params.canonical()["steps"], 100);
         assert_eq!(plan.points.len(), 4);
         assert!(bet(SPEC).plan("huge").is_err());
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::raw::{PROFILES, SpecFile, TOP_LEVEL_KEYS};
 use super::{Bet, Claim, Problem, SpecErrors, table_columns};
-use crate::experiments::{self, Experiment};
+use crate::experiments::{self, Experiment, Parameters};
 use crate::table::{self, Column, ColumnType, Row, Value, sandbox};
 
 /// Read and validate a spec file.
@@ -53,9 +53,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Bet, SpecErrors> {
             return Err(SpecErrors(c.problems));
         }
     };
-    let experiment = c.check(&spec);
-    match experiment {
-        Some(experiment) if c.problems.is_empty() => Ok(Bet { path: path.to_path_buf(), spec, experiment }),
+    let checked = c.check(&spec);
+    match checked {
+        Some((experiment, params)) if c.problems.is_empty() => {
+            Ok(Bet { path: path.to_path_buf(), spec, experiment, params })
+        }
         _ => Err(SpecErrors(c.problems)),
     }
 }
@@ -70,8 +72,9 @@ impl Checker {
         self.problems.push(Problem { file: self.file.clone(), key: key.to_string(), message, hint });
     }
 
-    /// Run every semantic check; returns the experiment when it is known.
-    fn check(&mut self, s: &SpecFile) -> Option<&'static dyn Experiment> {
+    /// Run every semantic check; returns the experiment when it is known,
+    /// with its parameters under every profile.
+    fn check(&mut self, s: &SpecFile) -> Option<(&'static dyn Experiment, BTreeMap<String, Parameters>)> {
         self.check_identity(s);
         if matches!(s.claim, Claim::Personalisation) && s.controls.is_empty() {
             self.push(
@@ -94,9 +97,7 @@ impl Checker {
             );
             return None;
         };
-        if let Err(e) = exp.check_params(&s.procedure.params) {
-            self.push("procedure", e, None);
-        }
+        self.check_params("procedure", exp, &s.procedure.params);
         self.check_grid("grid", exp, &s.grid, true);
         for (name, over) in &s.profiles {
             if !PROFILES.contains(&name.as_str()) {
@@ -117,16 +118,40 @@ impl Checker {
                 }
             }
             self.check_grid(&format!("profiles.{name}.grid"), exp, &over.grid, false);
-            let mut params = s.procedure.params.clone();
-            params.extend(over.procedure.clone());
-            if let Err(e) = exp.check_params(&params) {
-                self.push(&format!("profiles.{name}.procedure"), e, None);
+        }
+        let mut params = BTreeMap::new();
+        for profile in PROFILES {
+            let mut raw = s.procedure.params.clone();
+            let at = match s.profiles.get(*profile) {
+                Some(over) => {
+                    raw.extend(over.procedure.clone());
+                    format!("profiles.{profile}.procedure")
+                }
+                None => "procedure".to_string(),
+            };
+            if let Some(p) = self.check_params(&at, exp, &raw) {
+                params.insert(profile.to_string(), p);
             }
         }
         let columns = table_columns(exp, s.grid.keys().map(String::as_str));
         self.check_plots(s, &columns);
         self.check_quantities_and_criteria(s, &columns);
-        Some(exp)
+        Some((exp, params))
+    }
+
+    /// Parse parameters; a problem is filed under `at` plus its key path.
+    /// The same problem is reported once even if several profiles inherit it.
+    fn check_params(&mut self, at: &str, exp: &dyn Experiment, raw: &toml::Table) -> Option<Parameters> {
+        match exp.parse_params(raw) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let key = if e.key.is_empty() { at.to_string() } else { format!("{at}.{}", e.key) };
+                if !self.problems.iter().any(|p| p.key == key && p.message == e.message) {
+                    self.push(&key, e.message, None);
+                }
+                None
+            }
+        }
     }
 
     fn check_identity(&mut self, s: &SpecFile) {
@@ -163,19 +188,19 @@ impl Checker {
     fn check_grid(&mut self, at: &str, exp: &dyn Experiment, grid: &BTreeMap<String, Vec<Value>>, full: bool) {
         if full {
             for f in exp.factors().iter().filter(|f| f.required) {
-                if !grid.contains_key(f.name) {
+                if !grid.contains_key(&f.name) {
                     self.push(
                         &format!("{at}.{}", f.name),
                         "required factor is missing".into(),
-                        Some(f.doc.to_string()),
+                        Some(f.doc.clone()),
                     );
                 }
             }
         }
         for (name, values) in grid {
             let key = format!("{at}.{name}");
-            let Some(decl) = exp.factors().iter().find(|f| f.name == name) else {
-                let names: Vec<_> = exp.factors().iter().map(|f| f.name).collect();
+            let Some(decl) = exp.factors().iter().find(|f| &f.name == name) else {
+                let names: Vec<_> = exp.factors().iter().map(|f| f.name.as_str()).collect();
                 self.push(
                     &key,
                     format!("experiment `{}` has no factor `{name}`", exp.kind()),
@@ -197,7 +222,7 @@ impl Checker {
                     );
                 } else if let Value::Str(s) = v
                     && !decl.allowed.is_empty()
-                    && !decl.allowed.contains(&s.as_str())
+                    && !decl.allowed.contains(s)
                 {
                     self.push(
                         &format!("{key}[{i}]"),

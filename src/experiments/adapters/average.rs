@@ -1,113 +1,91 @@
 //! Kind `adapter-average` (bet 54): the element-wise mean of two users'
 //! norm-only adapters, evaluated on each user's held-out text next to the
 //! bare base and the user's own adapter.
-//!
-//! Factors: `pair` (`userA+userB`), `member` (`first` or `second`: whose text
-//! is evaluated), `slice`, `seed`.
 
 use std::collections::BTreeMap;
 
-use super::{Budget, SLICES, Workbench, slice};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Budget, Slice, Workbench};
 use crate::engine::adapter::Adapter;
 use crate::engine::eval::evaluate;
-use crate::experiments::{Cell, Env, Experiment, Factor, Metric, Prepared, parse_params};
-use crate::table::{ColumnType, Row, Value};
+use crate::experiments::{Cell, Env, Kind, ParamProblem};
 
 /// The `adapter-average` kind.
 pub struct AdapterAverage;
 
-const FACTORS: &[Factor] = &[
-    Factor { name: "seed", kind: ColumnType::Int, required: true, allowed: &[], doc: "Seeds both adapters' training." },
-    Factor {
-        name: "pair",
-        kind: ColumnType::Str,
-        required: true,
-        allowed: &[],
-        doc: "Two users, `a+b`, whose adapters are averaged.",
-    },
-    Factor {
-        name: "member",
-        kind: ColumnType::Str,
-        required: true,
-        allowed: &["first", "second"],
-        doc: "Whose held-out text is evaluated: the pair's first or second user.",
-    },
-    Factor { name: "slice", kind: ColumnType::Str, required: true, allowed: SLICES, doc: "Held-out slice A, B or C." },
-];
+/// Whose held-out text is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Member {
+    First,
+    Second,
+}
 
-const METRICS: &[Metric] = &[
-    Metric {
-        name: "ppl",
-        kind: ColumnType::Float,
-        doc: "Perplexity per byte of the averaged adapter on the member's slice.",
-    },
-    Metric {
-        name: "own_ppl",
-        kind: ColumnType::Float,
-        doc: "Perplexity per byte of the member's own adapter on the same text.",
-    },
-    Metric { name: "base_ppl", kind: ColumnType::Float, doc: "Perplexity per byte of the bare base on the same text." },
-    Metric { name: "gain", kind: ColumnType::Float, doc: "1 - ppl / base_ppl for the averaged adapter." },
-];
+/// The grid factors.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Factors {
+    /// Seeds both adapters' training.
+    seed: u64,
+    /// Two users, `a+b`, whose adapters are averaged.
+    pair: String,
+    /// Whose held-out text is evaluated: the pair's first or second user.
+    member: Member,
+    /// Held-out slice A, B or C.
+    slice: Slice,
+}
 
-impl Experiment for AdapterAverage {
-    fn kind(&self) -> &'static str {
-        "adapter-average"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn summary(&self) -> &'static str {
-        "Average two users' norm-only adapters element-wise; evaluate on each user's held-out text."
-    }
-
-    fn factors(&self) -> &'static [Factor] {
-        FACTORS
-    }
-
-    fn metrics(&self) -> &'static [Metric] {
-        METRICS
-    }
-
-    fn check_params(&self, params: &toml::Table) -> Result<(), String> {
-        parse_params::<Budget>(params)?.check()
-    }
-
-    fn prepare(&self, params: &toml::Table, env: &Env) -> anyhow::Result<Box<dyn Prepared>> {
-        let budget: Budget = parse_params(params).map_err(|e| anyhow::anyhow!("adapter-average: {e}"))?;
-        Ok(Box::new(Ready(Workbench::new(budget, env)?)))
+crate::metrics! {
+    /// What one evaluation of an averaged adapter measured.
+    pub struct AverageMetrics {
+        /// Perplexity per byte of the averaged adapter on the member's slice.
+        pub ppl: f64,
+        /// Perplexity per byte of the member's own adapter on the same text.
+        pub own_ppl: f64,
+        /// Perplexity per byte of the bare base on the same text.
+        pub base_ppl: f64,
+        /// 1 - ppl / base_ppl for the averaged adapter.
+        pub gain: f64,
     }
 }
 
-struct Ready(Workbench);
+impl Kind for AdapterAverage {
+    const NAME: &'static str = "adapter-average";
+    const VERSION: u32 = 1;
+    const SUMMARY: &'static str =
+        "Average two users' norm-only adapters element-wise; evaluate on each user's held-out text.";
+    type Params = Budget;
+    type Factors = Factors;
+    type Metrics = AverageMetrics;
+    type Ready = Workbench;
 
-impl Prepared for Ready {
-    fn inputs(&self) -> BTreeMap<String, String> {
-        self.0.inputs()
+    fn check(budget: &Budget) -> Result<(), ParamProblem> {
+        budget.check()
     }
 
-    fn run_cell(&self, cell: &Cell) -> anyhow::Result<Row> {
-        let w = &self.0;
-        let pair = cell.str("pair")?;
+    fn prepare(budget: &Budget, env: &Env) -> anyhow::Result<Workbench> {
+        Workbench::new(budget.clone(), env)
+    }
+
+    fn inputs(w: &Workbench) -> BTreeMap<String, String> {
+        w.inputs()
+    }
+
+    fn run(w: &Workbench, _cell: &Cell, f: Factors) -> anyhow::Result<AverageMetrics> {
+        let pair = &f.pair;
         let (a, b) = pair.split_once('+').ok_or_else(|| anyhow::anyhow!("pair `{pair}` is not `userA+userB`"))?;
-        let user = if cell.str("member")? == "first" { a } else { b };
-        let slice = slice(cell.str("slice")?)?;
-        let seed = cell.seed()?;
-        let ta = w.adapter("norm-only", a, "real", seed)?;
-        let tb = w.adapter("norm-only", b, "real", seed)?;
+        let user = if f.member == Member::First { a } else { b };
+        let slice = f.slice.split();
+        let ta = w.adapter("norm-only", a, "real", f.seed)?;
+        let tb = w.adapter("norm-only", b, "real", f.seed)?;
         let avg = Adapter::average(&[&ta.adapter, &tb.adapter])?;
         let own = if user == a { &ta } else { &tb };
         let text = w.corpus.eval(user, slice)?;
         let ppl = evaluate(&w.base, Some(&avg), &text, &w.eval_cfg())?.ppl;
         let own_ppl = evaluate(&w.base, Some(&own.adapter), &text, &w.eval_cfg())?.ppl;
         let base_ppl = w.base_eval(user, slice)?.ppl;
-        Ok(Row::from([
-            ("ppl".to_string(), Value::Float(ppl)),
-            ("own_ppl".to_string(), Value::Float(own_ppl)),
-            ("base_ppl".to_string(), Value::Float(base_ppl)),
-            ("gain".to_string(), Value::Float(1.0 - ppl / base_ppl)),
-        ]))
+        Ok(AverageMetrics { ppl, own_ppl, base_ppl, gain: 1.0 - ppl / base_ppl })
     }
 }

@@ -20,9 +20,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rand::{RngCore, SeedableRng};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Env;
+use super::{Env, ParamProblem};
 use crate::engine::adapter::{Adapter, Trainable};
 use crate::engine::config::Profile;
 use crate::engine::data::{Corpus, LoadOptions, Split};
@@ -32,14 +33,10 @@ use crate::engine::train::{TrainConfig, TrainStats, finetune};
 
 /// Arms of the catalogue: what a fine-tune may change.
 pub const ARMS: &[&str] = &["none", "norm-only", "lora-r4", "full"];
-/// Held-out slices.
-pub const SLICES: &[&str] = &["A", "B", "C"];
-/// Training data: the user's text, or the noise-floor control.
-pub const DATA: &[&str] = &["real", "random"];
 
 /// The training budget and evaluation settings every adapter kind shares;
 /// defaults are the catalogue's shared frame (AdamW, lr 5e-5, 100 steps).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Budget {
     /// Peak AdamW learning rate.
@@ -76,12 +73,18 @@ impl Default for Budget {
 }
 
 impl Budget {
-    /// Range checks shared by every kind.
-    pub fn check(&self) -> Result<(), String> {
-        if self.steps == 0 || self.batch == 0 || self.lora_rank == 0 || self.lr.is_nan() || self.lr <= 0.0 {
-            return Err("steps, batch, lora_rank and lr must be positive".into());
+    /// Range checks shared by every kind; the problem names the first bad key.
+    pub fn check(&self) -> Result<(), ParamProblem> {
+        let bad = [
+            ("lr", self.lr.is_nan() || self.lr <= 0.0),
+            ("steps", self.steps == 0),
+            ("batch", self.batch == 0),
+            ("lora_rank", self.lora_rank == 0),
+        ];
+        match bad.into_iter().find(|(_, bad)| *bad) {
+            Some((key, _)) => Err(ParamProblem::new(key, "must be positive")),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -120,15 +123,15 @@ impl Workbench {
     /// Load (fetching if needed) the corpus and build or load the base of
     /// the run's profile.
     pub fn new(budget: Budget, env: &Env) -> anyhow::Result<Workbench> {
-        let corpus = Corpus::load(&env.cache_dir, &LoadOptions::default())?;
+        let corpus = Corpus::load(env.paths.cache_dir(), &LoadOptions::default())?;
         let profile = Profile::from_name(&env.profile)?;
-        let base = base_model(&profile, &corpus, &env.cache_dir, budget.base_seed, PRETRAIN_THREADS, env.progress.as_ref())?;
+        let base = base_model(&profile, &corpus, env.paths.cache_dir(), budget.base_seed, PRETRAIN_THREADS, env.progress.as_ref())?;
         Ok(Workbench {
             budget,
             corpus,
             base,
             threads: env.threads,
-            cache_dir: env.cache_dir.clone(),
+            cache_dir: env.paths.cache_dir().to_path_buf(),
             adapters: Mutex::new(HashMap::new()),
             base_evals: Mutex::new(HashMap::new()),
         })
@@ -243,7 +246,73 @@ impl Workbench {
     }
 }
 
-/// Parse a slice factor value.
-pub fn slice(name: &str) -> anyhow::Result<Split> {
-    Split::from_name(name).ok_or_else(|| anyhow::anyhow!("unknown slice `{name}`: expected A, B or C"))
+/// A held-out slice, as a grid factor names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum Slice {
+    A,
+    B,
+    C,
+}
+
+impl Slice {
+    /// The corpus split this slice is.
+    pub fn split(self) -> Split {
+        match self {
+            Slice::A => Split::A,
+            Slice::B => Split::B,
+            Slice::C => Split::C,
+        }
+    }
+}
+
+/// What an adapter trains on, as a grid factor names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Data {
+    /// The user's own text.
+    #[default]
+    Real,
+    /// Seeded uniform random bytes of the same length (the noise floor).
+    Random,
+}
+
+impl Data {
+    /// The name the adapter cache and the memo use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Data::Real => "real",
+            Data::Random => "random",
+        }
+    }
+}
+
+/// An arm of [`ARMS`], as a grid factor names it (its schema lists them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Arm(String);
+
+impl Arm {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Arm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if ARMS.contains(&name.as_str()) {
+            Ok(Arm(name))
+        } else {
+            Err(serde::de::Error::custom(format!("unknown arm `{name}`: expected one of {}", ARMS.join(", "))))
+        }
+    }
+}
+
+impl JsonSchema for Arm {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Arm".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "enum": ARMS })
+    }
 }

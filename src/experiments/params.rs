@@ -1,0 +1,127 @@
+//! Procedure parameters: parsed once from the spec's `[procedure]` table
+//! into the kind's typed `Params`, range-checked, and kept in canonical form
+//! (every default filled in) for cell keys and manifests.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// One thing wrong with the parameters: the key (relative to `[procedure]`,
+/// e.g. `steps` or `users[2]`; empty for the table) and what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
+pub struct ParamProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl ParamProblem {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ParamProblem {
+        ParamProblem { key: key.into(), message: message.into() }
+    }
+}
+
+impl From<crate::sim::InvalidParam> for ParamProblem {
+    fn from(e: crate::sim::InvalidParam) -> Self {
+        ParamProblem::new(e.param, e.problem)
+    }
+}
+
+/// Deserialize a `[procedure]` table (without `experiment`) into `T`; an
+/// error names the key path where it went wrong.
+pub fn parse_params<T: DeserializeOwned>(raw: &toml::Table) -> Result<T, ParamProblem> {
+    let value = toml::Value::Table(raw.clone());
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let message = message.lines().next().unwrap_or_default().trim().to_string();
+        let key = if path == "." { String::new() } else { path };
+        ParamProblem { key, message }
+    })
+}
+
+/// A kind's parameters after parsing: the typed value its cells use, and
+/// the canonical JSON (defaults filled in) that cell keys and manifests hash,
+/// so `steps = 100` written out and left at its default are the same run.
+#[derive(Clone)]
+pub struct Parameters {
+    canonical: serde_json::Value,
+    typed: Arc<dyn Any + Send + Sync>,
+}
+
+impl Parameters {
+    /// Wrap a typed value.
+    pub fn new<P: Serialize + Send + Sync + 'static>(typed: P) -> Parameters {
+        let canonical = serde_json::to_value(&typed).expect("parameters serialise to JSON");
+        Parameters { canonical, typed: Arc::new(typed) }
+    }
+
+    /// The canonical form: what the cell key and the manifest record.
+    pub fn canonical(&self) -> &serde_json::Value {
+        &self.canonical
+    }
+
+    /// The typed value, if it is a `P`.
+    pub fn get<P: 'static>(&self) -> Option<&P> {
+        self.typed.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Parameters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Parameters({})", self.canonical)
+    }
+}
+
+impl PartialEq for Parameters {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical == other.canonical
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, Serialize, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct P {
+        steps: usize,
+        users: Vec<String>,
+    }
+
+    impl Default for P {
+        fn default() -> Self {
+            P { steps: 100, users: vec![] }
+        }
+    }
+
+    fn parse(src: &str) -> Result<P, ParamProblem> {
+        parse_params(&src.parse().unwrap())
+    }
+
+    #[test]
+    fn errors_name_the_key_they_are_about() {
+        let e = parse("stepz = 3").unwrap_err();
+        assert_eq!(e.key, "stepz");
+        assert!(e.message.starts_with("unknown field `stepz`"), "{e}");
+        let e = parse("steps = 2.5").unwrap_err();
+        assert_eq!(e.key, "steps");
+        let e = parse("users = [\"a\", 3]").unwrap_err();
+        assert_eq!(e.key, "users[1]");
+        assert_eq!(e.to_string(), format!("users[1]: {}", e.message));
+    }
+
+    #[test]
+    fn written_out_defaults_and_omitted_ones_are_the_same_parameters() {
+        let a = Parameters::new(parse("").unwrap());
+        let b = Parameters::new(parse("steps = 100").unwrap());
+        assert_eq!(a, b);
+        assert_eq!(a.canonical(), &serde_json::json!({"steps": 100, "users": []}));
+        assert_ne!(a, Parameters::new(parse("steps = 101").unwrap()));
+        assert_eq!(a.get::<P>().map(|p| p.steps), Some(100));
+        assert!(a.get::<String>().is_none());
+    }
+}
