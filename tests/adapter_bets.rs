@@ -26,7 +26,12 @@ const ADAPTER_BETS: &[&str] = &[
 #[test]
 fn every_adapter_bet_runs_at_tiny_and_is_decided() {
     let work = tempfile::tempdir().unwrap();
-    let env = Env { paths: Paths::new(work.path(), Some(work.path().to_path_buf()), None, None), profile: "tiny".into(), threads: 1, progress: Arc::new(Silent) };
+    let env = Env {
+        paths: Paths::new(work.path(), Some(work.path().to_path_buf()), None, None),
+        profile: "tiny".into(),
+        threads: 1,
+        progress: Arc::new(Silent),
+    };
     let cache = CellCache::new(&work.path().join("cells"));
     let opts = RunOptions { jobs: 2, shard: None, progress: Arc::new(Silent) };
     for name in ADAPTER_BETS {
@@ -52,7 +57,12 @@ fn a_norm_only_adapter_leaves_the_base_perplexity_column_unchanged_across_arms()
     // base_ppl is the bare base on the same text: identical for every arm of
     // one (user, slice), which is what makes `gain` comparable across arms.
     let work = tempfile::tempdir().unwrap();
-    let env = Env { paths: Paths::new(work.path(), Some(work.path().to_path_buf()), None, None), profile: "tiny".into(), threads: 1, progress: Arc::new(Silent) };
+    let env = Env {
+        paths: Paths::new(work.path(), Some(work.path().to_path_buf()), None, None),
+        profile: "tiny".into(),
+        threads: 1,
+        progress: Arc::new(Silent),
+    };
     let bet = bets::spec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bets/46_norm_replication.toml")).unwrap();
     let plan = bet.plan("tiny").unwrap();
     let exec = runner::execute(
@@ -82,7 +92,12 @@ fn a_rerun_of_a_finished_adapter_bet_recomputes_no_cell() {
     // Float metrics (ppl, bpb, gain) must read back from the cache bit for
     // bit, or a resumed sweep silently recomputes finished cells.
     let work = tempfile::tempdir().unwrap();
-    let env = Env { paths: Paths::new(work.path(), Some(work.path().to_path_buf()), None, None), profile: "tiny".into(), threads: 1, progress: Arc::new(Silent) };
+    let env = Env {
+        paths: Paths::new(work.path(), Some(work.path().to_path_buf()), None, None),
+        profile: "tiny".into(),
+        threads: 1,
+        progress: Arc::new(Silent),
+    };
     let cache = CellCache::new(&work.path().join("cells"));
     let opts = RunOptions { jobs: 2, shard: None, progress: Arc::new(Silent) };
     for name in ["49_adapter_shootout.toml", "61_confusion_matrix.toml"] {

@@ -131,3 +131,45 @@ fn the_spec_reference_documents_exactly_the_schema_keys() {
         .collect();
     assert_eq!(keys, documented, "bets/README.md's spec reference and the spec structs disagree");
 }
+
+/// A foreign validator (Python's `jsonschema`, draft 2020-12) accepts every
+/// catalogue spec against `bets schema` and refuses an unknown procedure
+/// parameter, as `bets check` does.
+const JSONSCHEMA_SCRIPT: &str = r#"
+import glob, json, sys, tomllib
+import jsonschema
+schema = json.load(open(sys.argv[1]))
+validator = jsonschema.Draft202012Validator(schema)
+good = sorted(glob.glob(sys.argv[2] + "/[0-9]*.toml"))
+bad = [f for f in good if list(validator.iter_errors(tomllib.load(open(f, "rb"))))]
+spec = tomllib.load(open(good[0], "rb"))
+spec["procedure"]["stepz"] = 3
+print(json.dumps({"checked": len(good), "refused_good": bad, "stepz_refused": not validator.is_valid(spec)}))
+"#;
+
+#[test]
+fn a_foreign_json_schema_validator_agrees_with_bets_check() {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = std::process::Command::new(&python).args(["-c", "import jsonschema, tomllib"]).output();
+    // CI installs jsonschema (.ci/run), so there the foreign validator always runs.
+    let in_ci = std::env::var_os("CI").is_some();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(!in_ci, "{python} lacks jsonschema or tomllib; .ci/run installs jsonschema==4.26.0");
+        eprintln!("skipped: {python} lacks jsonschema (pip install jsonschema==4.26.0) or tomllib (Python 3.11+)");
+        return;
+    }
+    let repo = TestRepo::new();
+    let out = repo.run(&["schema"]);
+    assert_eq!(code(&out), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.json");
+    std::fs::write(&schema, &out.stdout).unwrap();
+    let bets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bets");
+    let run =
+        std::process::Command::new(&python).args(["-c", JSONSCHEMA_SCRIPT]).arg(&schema).arg(&bets).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert!(result["checked"].as_u64().unwrap() >= 10, "{result}");
+    assert_eq!(result["refused_good"], serde_json::json!([]), "{result}");
+    assert_eq!(result["stepz_refused"], true, "{result}");
+}

@@ -63,7 +63,8 @@ pub fn engine(cmd: &EngineCmd, cache_dir: &Path) -> anyhow::Result<()> {
             let p = Profile::from_name(profile)?;
             let corpus = load_corpus(cache_dir, &[])?;
             let t0 = std::time::Instant::now();
-            let base = base_model(&p, &corpus, cache_dir, *seed, *threads, &super::reporter::Reporter { enabled: !quiet })?;
+            let base =
+                base_model(&p, &corpus, cache_dir, *seed, *threads, &super::reporter::Reporter { enabled: !quiet })?;
             let m = base.manifest.as_ref().context("a cached base has a manifest")?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(m)?);

@@ -37,7 +37,7 @@ pub fn check(repo: &Repo, specs: &[PathBuf]) -> anyhow::Result<()> {
 
 /// `bets schema`: the JSON Schema of a spec file.
 pub fn schema() -> anyhow::Result<()> {
-    let schema = schemars::schema_for!(spec::SpecFile);
+    let schema = spec::json_schema();
     println!("{}", serde_json::to_string_pretty(&schema)?);
     Ok(())
 }

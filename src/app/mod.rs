@@ -2,11 +2,11 @@
 //! decides where files go (see [`Repo`]).
 
 pub mod engine_cmds;
-pub mod reporter;
 mod inspect;
 mod register;
 mod regress;
 mod report;
+pub mod reporter;
 mod run;
 mod tlog_cmds;
 

@@ -63,7 +63,8 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
     let _lock = lock_bet(&bet_dir, bet.spec.number)?;
 
     let started = now();
-    let reporter: std::sync::Arc<dyn crate::services::Progress> = std::sync::Arc::new(super::reporter::Reporter { enabled: progress });
+    let reporter: std::sync::Arc<dyn crate::services::Progress> =
+        std::sync::Arc::new(super::reporter::Reporter { enabled: progress });
     let env = Env {
         paths: repo.paths.clone(),
         profile: plan.profile.clone(),

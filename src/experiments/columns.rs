@@ -249,7 +249,10 @@ mod tests {
         let fs = factors_of::<ExampleFactors>();
         let by = |n: &str| fs.iter().find(|f| f.name == n).unwrap().clone();
         assert_eq!(fs.len(), 4);
-        assert_eq!((by("seed").kind, by("seed").required, by("seed").doc.as_str()), (ColumnType::Int, true, "The seed."));
+        assert_eq!(
+            (by("seed").kind, by("seed").required, by("seed").doc.as_str()),
+            (ColumnType::Int, true, "The seed.")
+        );
         assert_eq!((by("loss").kind, by("loss").required), (ColumnType::Float, false));
         assert_eq!(by("mode").kind, ColumnType::Str);
         assert_eq!(by("mode").allowed, ["push", "push-pull"]);

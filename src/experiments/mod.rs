@@ -136,7 +136,11 @@ struct Registered<K> {
 
 impl<K: Kind> Registered<K> {
     fn boxed() -> Box<dyn Experiment> {
-        Box::new(Registered::<K> { factors: factors_of::<K::Factors>(), metrics: K::Metrics::columns(), kind: PhantomData })
+        Box::new(Registered::<K> {
+            factors: factors_of::<K::Factors>(),
+            metrics: K::Metrics::columns(),
+            kind: PhantomData,
+        })
     }
 }
 
@@ -162,7 +166,8 @@ impl<K: Kind> Experiment for Registered<K> {
     }
 
     fn params_schema(&self) -> schemars::Schema {
-        schemars::schema_for!(K::Params)
+        let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true);
+        settings.into_generator().into_root_schema_for::<K::Params>()
     }
 
     fn parse_params(&self, raw: &toml::Table) -> Result<Parameters, ParamProblem> {
@@ -241,7 +246,11 @@ pub(crate) mod testing {
 
     /// Whether kind `kind` accepts the parameters in `toml` (the problem as text).
     pub fn check(kind: &str, toml: &str) -> Result<(), String> {
-        find(kind).expect("a registered kind").parse_params(&toml.parse().unwrap()).map(|_| ()).map_err(|e| e.to_string())
+        find(kind)
+            .expect("a registered kind")
+            .parse_params(&toml.parse().unwrap())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// A cell with the given factors.

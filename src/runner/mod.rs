@@ -145,9 +145,7 @@ pub fn execute(
         if let Some(row) = cache.get(&cell.key) {
             return (Ok(row), true);
         }
-        let result = prepared
-            .run_cell(cell)
-            .map_err(|e| format!("{e:#}"));
+        let result = prepared.run_cell(cell).map_err(|e| format!("{e:#}"));
         match &result {
             Ok(row) => {
                 if let Err(e) = cache.put(&cell.key, row) {

@@ -5,9 +5,11 @@
 //! validated [`Bet`] and the [`Plan`] of one profile.
 
 mod raw;
+mod schema;
 mod validate;
 
 pub use raw::{Claim, Control, Criteria, PROFILES, PlotKind, PlotSpec, Procedure, ProfileOverride, Section, SpecFile};
+pub use schema::json_schema;
 pub use validate::{load, parse};
 
 use std::collections::BTreeMap;

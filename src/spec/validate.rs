@@ -97,7 +97,7 @@ impl Checker {
             );
             return None;
         };
-        self.check_params("procedure", exp, &s.procedure.params);
+        let base_ok = self.check_params("procedure", exp, &s.procedure.params).is_some();
         self.check_grid("grid", exp, &s.grid, true);
         for (name, over) in &s.profiles {
             if !PROFILES.contains(&name.as_str()) {
@@ -122,14 +122,17 @@ impl Checker {
         let mut params = BTreeMap::new();
         for profile in PROFILES {
             let mut raw = s.procedure.params.clone();
-            let at = match s.profiles.get(*profile) {
+            let over = s.profiles.get(*profile).map(|o| &o.procedure).filter(|o| !o.is_empty());
+            let parsed = match over {
+                // Without overrides a profile's parameters are the base's.
+                None if !base_ok => None,
+                None => exp.parse_params(&raw).ok(),
                 Some(over) => {
-                    raw.extend(over.procedure.clone());
-                    format!("profiles.{profile}.procedure")
+                    raw.extend(over.clone());
+                    self.check_params(&format!("profiles.{profile}.procedure"), exp, &raw)
                 }
-                None => "procedure".to_string(),
             };
-            if let Some(p) = self.check_params(&at, exp, &raw) {
+            if let Some(p) = parsed {
                 params.insert(profile.to_string(), p);
             }
         }
@@ -139,14 +142,18 @@ impl Checker {
         Some((exp, params))
     }
 
-    /// Parse parameters; a problem is filed under `at` plus its key path.
-    /// The same problem is reported once even if several profiles inherit it.
+    /// Parse parameters; a problem is filed under `at` plus its key path,
+    /// once even if a profile's overrides inherit it from the base.
     fn check_params(&mut self, at: &str, exp: &dyn Experiment, raw: &toml::Table) -> Option<Parameters> {
         match exp.parse_params(raw) {
             Ok(p) => Some(p),
             Err(e) => {
                 let key = if e.key.is_empty() { at.to_string() } else { format!("{at}.{}", e.key) };
-                if !self.problems.iter().any(|p| p.key == key && p.message == e.message) {
+                let inherited = self.problems.iter().any(|p| {
+                    p.message == e.message
+                        && p.key.strip_prefix("procedure") == key.split_once(".procedure").map(|(_, k)| k)
+                });
+                if !inherited {
                     self.push(&key, e.message, None);
                 }
                 None
@@ -189,11 +196,7 @@ impl Checker {
         if full {
             for f in exp.factors().iter().filter(|f| f.required) {
                 if !grid.contains_key(&f.name) {
-                    self.push(
-                        &format!("{at}.{}", f.name),
-                        "required factor is missing".into(),
-                        Some(f.doc.clone()),
-                    );
+                    self.push(&format!("{at}.{}", f.name), "required factor is missing".into(), Some(f.doc.clone()));
                 }
             }
         }

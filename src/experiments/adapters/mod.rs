@@ -125,7 +125,14 @@ impl Workbench {
     pub fn new(budget: Budget, env: &Env) -> anyhow::Result<Workbench> {
         let corpus = Corpus::load(env.paths.cache_dir(), &LoadOptions::default())?;
         let profile = Profile::from_name(&env.profile)?;
-        let base = base_model(&profile, &corpus, env.paths.cache_dir(), budget.base_seed, PRETRAIN_THREADS, env.progress.as_ref())?;
+        let base = base_model(
+            &profile,
+            &corpus,
+            env.paths.cache_dir(),
+            budget.base_seed,
+            PRETRAIN_THREADS,
+            env.progress.as_ref(),
+        )?;
         Ok(Workbench {
             budget,
             corpus,

@@ -1,0 +1,58 @@
+//! The JSON Schema of a spec file, with each experiment kind's parameters:
+//! `[procedure]` is one of the kinds' parameter schemas, chosen by its
+//! `experiment` key, so an external validator refuses `procedure.stepz`
+//! just as `bets check` does.
+
+use serde_json::{Value, json};
+
+use super::SpecFile;
+use crate::experiments;
+
+/// The schema `bets schema` prints.
+pub fn json_schema() -> Value {
+    let mut root = schemars::schema_for!(SpecFile).to_value();
+    let kinds: Vec<Value> = experiments::all()
+        .into_iter()
+        .map(|e| {
+            let mut s = e.params_schema().to_value();
+            if let Some(obj) = s.as_object_mut() {
+                obj.remove("$schema");
+                let props = obj.entry("properties").or_insert_with(|| json!({}));
+                props["experiment"] = json!({ "const": e.kind(), "description": e.summary() });
+                let required = obj.entry("required").or_insert_with(|| json!([]));
+                if let Some(r) = required.as_array_mut() {
+                    r.push(json!("experiment"));
+                }
+            }
+            s
+        })
+        .collect();
+    // The kind's own keys come from its schema; `experiment` picks the kind.
+    root["$defs"]["Procedure"] = json!({
+        "description": "The experiment kind and its parameters; see `bets list --experiments`.",
+        "type": "object",
+        "properties": {
+            "experiment": { "type": "string", "description": "An experiment kind from `bets list --experiments`." }
+        },
+        "required": ["experiment"],
+        "oneOf": kinds,
+    });
+    root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn procedure_is_one_of_the_kinds_each_closed_to_unknown_keys() {
+        let schema = json_schema();
+        assert_eq!(schema["properties"]["procedure"]["$ref"], "#/$defs/Procedure");
+        let kinds = schema["$defs"]["Procedure"]["oneOf"].as_array().unwrap();
+        assert_eq!(kinds.len(), experiments::all().len());
+        let gossip = kinds.iter().find(|k| k["properties"]["experiment"]["const"] == "gossip-directory").unwrap();
+        assert_eq!(gossip["additionalProperties"], json!(false));
+        assert!(gossip["properties"]["fanout"].is_object());
+        assert!(gossip["required"].as_array().unwrap().contains(&json!("experiment")));
+    }
+}
