@@ -87,16 +87,8 @@ impl Cell {
     }
 }
 
-/// First 8 bytes of SHA-256(key || 0 || purpose), little-endian.
-pub fn derive_seed(key: &str, purpose: &str) -> u64 {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(key.as_bytes());
-    h.update([0u8]);
-    h.update(purpose.as_bytes());
-    let d = h.finalize();
-    u64::from_le_bytes(d[..8].try_into().expect("sha256 has 32 bytes"))
-}
+/// Seeds derived from a key and a purpose (kept in [`crate::seed`]).
+pub use crate::seed::derive_seed;
 
 /// An experiment kind, registered in [`all`].
 pub trait Experiment: Send + Sync {
