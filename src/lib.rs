@@ -7,7 +7,7 @@
 //! - **Pre-registration**: a bet's canonical form is hashed and appended to a
 //!   signed, hash-chained ledger ([`registry`]); a run of a spec that differs
 //!   from its registration is refused unless it is amended or exploratory.
-//! - **Mechanical verdicts**: criteria are polars SQL over the run's tidy table,
+//! - **Mechanical verdicts**: criteria are sandboxed SQL over the run's tidy table,
 //!   decided by [`criteria`] without a human in the loop.
 //! - **Reproducibility**: every cell is content-addressed and cached
 //!   ([`runner`]); the same inputs and thread count give the same bits.
@@ -30,7 +30,7 @@
 //! and verifies bundles, [`report`] renders plots, pages, confirmations and
 //! retractions, [`stats`] says how much weight a verdict bears (bootstrap
 //! intervals, sign tests, Holm), [`table`] is the
-//! tidy table (polars: sandboxed SQL, CSV, Parquet), [`progress`] shows long
+//! tidy table (sandboxed SQL, CSV, Parquet), [`seed`] derives named seeds, [`progress`] shows long
 //! work, [`signing`] holds minisign keys and
 //! signatures, [`tlog`] is the RFC 6962 Merkle log and its signed
 //! checkpoints, [`app`] is the IO shell behind the CLI ([`cli`],
@@ -48,6 +48,7 @@ pub mod registry;
 pub mod report;
 pub mod results;
 pub mod runner;
+pub mod seed;
 pub mod services;
 pub mod signing;
 pub mod sim;

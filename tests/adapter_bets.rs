@@ -46,7 +46,7 @@ fn every_adapter_bet_runs_at_tiny_and_is_decided() {
             let ppl = row["ppl"].as_f64().unwrap();
             assert!(ppl.is_finite() && ppl > 1.0 && ppl < 256.0, "{name}: ppl {ppl} is a per-byte perplexity");
         }
-        let df = table::frame_from_rows(&bet.columns(), &exec.rows).unwrap();
+        let df = table::Table::from_rows(&bet.columns(), &exec.rows).unwrap();
         let record = criteria::decide(&bet.criteria_set(), &df, exec.counts);
         assert_ne!(record.verdict, Verdict::Inconclusive, "{name}: {}", record.reason);
     }

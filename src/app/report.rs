@@ -96,7 +96,8 @@ pub fn load_catalogue(
             None => None,
             Some(run) => {
                 let path = repo.root.join(&run.dir).join(results::CELLS_PARQUET);
-                let cells = crate::table::read_parquet(&path).with_context(|| format!("reading {}", path.display()))?;
+                let cells =
+                    crate::table::Table::read_parquet(&path).with_context(|| format!("reading {}", path.display()))?;
                 Some(analysis::analyse(&run.verdict, &cells, &bootstrap))
             }
         };

@@ -221,7 +221,7 @@ pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
 }
 
 pub(super) fn decide(bet: &Bet, rows: &[Row], counts: CellCounts) -> anyhow::Result<VerdictRecord> {
-    let df = table::frame_from_rows(&bet.columns(), rows)?;
+    let df = table::Table::from_rows(&bet.columns(), rows)?;
     Ok(criteria::decide(&bet.criteria_set(), &df, counts))
 }
 
@@ -234,7 +234,7 @@ fn write(
     bet_dir: &Path,
     signer: &crate::signing::Signer,
 ) -> anyhow::Result<PathBuf> {
-    let df = table::frame_from_rows(&bet.columns(), rows)?;
+    let df = table::Table::from_rows(&bet.columns(), rows)?;
     let verdict = VerdictFile {
         format: MANIFEST_FORMAT,
         bet: bet.spec.number,
@@ -245,13 +245,8 @@ fn write(
         record,
     };
     let plots = crate::report::bundle_plots(bet, plan, rows)?;
-    let contents = BundleContents {
-        manifest,
-        verdict,
-        cells_csv: table::write_csv(&df)?,
-        cells_parquet: table::write_parquet(&df)?,
-        plots,
-    };
+    let contents =
+        BundleContents { manifest, verdict, cells_csv: df.to_csv()?, cells_parquet: df.to_parquet()?, plots };
     results::write_bundle(bet_dir, &contents, signer)
 }
 

@@ -1,6 +1,6 @@
 //! Criteria over the results table -> a [`VerdictRecord`] (pure).
 //!
-//! Quantities are polars SQL queries over the table `cells`, each giving one
+//! Quantities are SQL queries over the table `cells`, each giving one
 //! scalar; criteria are SQL boolean expressions over a one-row table `q` of
 //! those quantities. The verdict is decided mechanically in the registered
 //! order: CATASTROPHIC if its criterion holds, else STRICT, else LENIENT,
@@ -10,10 +10,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
-use crate::table::{self, Column, ColumnType, QueryError, Row, Value};
+use crate::table::{self, Column, ColumnType, QueryError, Row, Table, TableError, Value};
 
 /// The outcome of a bet's run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -124,9 +123,9 @@ pub struct CriteriaSet<'a> {
 
 /// Decide the verdict of a results table (`cells`, with a `status` column
 /// whose value is `ok` for finished cells). Quantities see only `ok` rows.
-pub fn decide(set: &CriteriaSet<'_>, cells: &DataFrame, counts: CellCounts) -> VerdictRecord {
+pub fn decide(set: &CriteriaSet<'_>, cells: &Table, counts: CellCounts) -> VerdictRecord {
     let ok_rows = match table::query(&[("all_cells", cells)], "SELECT * FROM all_cells WHERE status = 'ok'") {
-        Ok(df) => df,
+        Ok(t) => t,
         Err(_) => cells.clone(),
     };
     let mut quantities = BTreeMap::new();
@@ -151,7 +150,7 @@ pub fn decide(set: &CriteriaSet<'_>, cells: &DataFrame, counts: CellCounts) -> V
                 Ok(h) => (h, None),
                 Err(e) => (None, Some(e.to_string())),
             },
-            Err(e) => (None, Some(e.clone())),
+            Err(e) => (None, Some(e.to_string())),
         };
         criteria.push(CriterionOutcome { level: level.into(), expression: expr.into(), holds, uses, error });
     }
@@ -186,20 +185,23 @@ fn judge(criteria: &[CriterionOutcome], counts: CellCounts) -> (Verdict, String)
     (Verdict::Fail, "no criterion holds".into())
 }
 
-/// Evaluate one boolean SQL expression over a one-row quantities frame.
+/// Evaluate one boolean SQL expression over a one-row quantities table.
 /// `Ok(None)` means SQL NULL (undecidable).
-pub fn evaluate_expression(quantities: &DataFrame, expr: &str) -> Result<Option<bool>, QueryError> {
+pub fn evaluate_expression(quantities: &Table, expr: &str) -> Result<Option<bool>, QueryError> {
     let sql = format!("SELECT ({expr}) AS holds FROM q");
-    let df = table::query(&[("q", quantities)], &sql)?;
-    if df.height() != 1 || df.width() != 1 {
-        return Err(QueryError::Shape { rows: df.height(), cols: df.width() });
+    let result = table::query(&[("q", quantities)], &sql)?;
+    let value = result.scalar()?;
+    if result.columns()[0].kind != ColumnType::Bool {
+        return Err(QueryError::NotBoolean(expr.to_string()));
     }
-    let col = df.columns()[0].as_materialized_series().clone();
-    let b = col.bool().map_err(|_| QueryError::Polars(format!("`{expr}` is not a boolean expression")))?;
-    Ok(b.get(0))
+    match value {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(_) => Err(QueryError::NotBoolean(expr.to_string())),
+    }
 }
 
-fn quantity_frame(q: &BTreeMap<String, QuantityValue>) -> Result<DataFrame, String> {
+fn quantity_frame(q: &BTreeMap<String, QuantityValue>) -> Result<Table, TableError> {
     let mut row = Row::new();
     let mut cols = Vec::new();
     for (name, v) in q {
@@ -209,7 +211,7 @@ fn quantity_frame(q: &BTreeMap<String, QuantityValue>) -> Result<DataFrame, Stri
             row.insert(name.clone(), val.clone());
         }
     }
-    table::frame_from_rows(&cols, &[row]).map_err(|e| e.to_string())
+    Table::from_rows(&cols, &[row])
 }
 
 /// Whether `name` occurs in `expr` as a whole identifier.

@@ -1,7 +1,7 @@
 use super::*;
-use crate::table::{Column, ColumnType, Row, Value, frame_from_rows};
+use crate::table::{Column, ColumnType, Row, Table, Value};
 
-fn cells() -> DataFrame {
+fn cells() -> Table {
     // norm-only beats full on seeds 0 and 1 of slice A, loses on seed 2.
     let cols = vec![
         Column { name: "cell".into(), kind: ColumnType::Int },
@@ -31,7 +31,7 @@ fn cells() -> DataFrame {
             ])
         })
         .collect();
-    frame_from_rows(&cols, &rows).unwrap()
+    Table::from_rows(&cols, &rows).unwrap()
 }
 
 fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -109,9 +109,12 @@ fn a_null_quantity_leaves_the_criterion_undecided() {
 
 #[test]
 fn failed_rows_are_invisible_to_quantities() {
-    let mut df = cells();
-    let status = polars::prelude::Column::new("status".into(), ["ok", "ok", "failed", "ok", "ok", "ok"]);
-    df.replace("status", status).unwrap();
+    let all = cells();
+    let mut rows = all.rows();
+    for (row, status) in rows.iter_mut().zip(["ok", "ok", "failed", "ok", "ok", "ok"]) {
+        row.insert("status".to_string(), Value::from(status));
+    }
+    let df = Table::from_rows(&all.columns(), &rows).unwrap();
     let q = quantities(&[("n", "SELECT COUNT(*) FROM cells")]);
     let set = CriteriaSet { quantities: &q, strict: "n = 5", lenient: None, catastrophic: None };
     let r = decide(&set, &df, CellCounts { planned: 6, ok: 5, failed: 1 });
@@ -120,7 +123,7 @@ fn failed_rows_are_invisible_to_quantities() {
 
 #[test]
 fn expressions_must_be_boolean_and_name_known_quantities() {
-    let q = frame_from_rows(
+    let q = Table::from_rows(
         &[Column { name: "wins".into(), kind: ColumnType::Int }],
         &[Row::from([("wins".to_string(), Value::Int(3))])],
     )

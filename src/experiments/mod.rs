@@ -57,16 +57,8 @@ pub struct Cell {
     pub key: String,
 }
 
-/// First 8 bytes of SHA-256(key || 0 || purpose), little-endian.
-pub fn derive_seed(key: &str, purpose: &str) -> u64 {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(key.as_bytes());
-    h.update([0u8]);
-    h.update(purpose.as_bytes());
-    let d = h.finalize();
-    u64::from_le_bytes(d[..8].try_into().expect("sha256 has 32 bytes"))
-}
+/// Seeds derived from a key and a purpose (kept in [`crate::seed`]).
+pub use crate::seed::derive_seed;
 
 /// An experiment kind, declared by its types (see the module docs).
 pub trait Kind: Send + Sync + 'static {

@@ -3,12 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use polars::prelude::DataFrame;
-
 use super::model::{Analysis, Catalogue, CellsView, CriterionStats, HolmRow, SignTest};
 use crate::results::VerdictFile;
 use crate::stats::{self, Bootstrap, Resampling};
-use crate::table;
+use crate::table::{self, Table};
 
 /// The factor cells are resampled by when the table has it: every spec's
 /// grid has `seed`, and arms are compared within a seed.
@@ -19,7 +17,7 @@ pub const CLUSTER_FACTOR: &str = "seed";
 ///
 /// Quantities are recomputed with the SQL recorded in the verdict (what was
 /// decided), not the spec's current text.
-pub fn analyse(verdict: &VerdictFile, cells: &DataFrame, cfg: &Bootstrap) -> Analysis {
+pub fn analyse(verdict: &VerdictFile, cells: &Table, cfg: &Bootstrap) -> Analysis {
     let record = &verdict.record;
     let ok = table::query(&[("all_cells", cells)], "SELECT * FROM all_cells WHERE status = 'ok'")
         .unwrap_or_else(|_| cells.clone());
@@ -31,7 +29,7 @@ pub fn analyse(verdict: &VerdictFile, cells: &DataFrame, cfg: &Bootstrap) -> Ana
     };
     let sql: Vec<(&str, &str)> =
         decisive.iter().filter_map(|n| record.quantities.get(*n).map(|q| (n.as_str(), q.sql.as_str()))).collect();
-    let (resampling, resampling_text) = match stats::units_by(&ok, CLUSTER_FACTOR) {
+    let (resampling, resampling_text) = match ok.units_by(CLUSTER_FACTOR) {
         Some(units) => (
             Resampling::Clusters { factor: CLUSTER_FACTOR.into() },
             format!("clusters of `{CLUSTER_FACTOR}` ({} drawn with replacement)", units.len()),
@@ -63,8 +61,8 @@ pub fn analyse(verdict: &VerdictFile, cells: &DataFrame, cfg: &Bootstrap) -> Ana
             }
         })
         .collect();
-    let columns = cells.get_column_names().iter().map(|s| s.to_string()).collect();
-    let rows = table::rows_from_frame(cells).unwrap_or_default();
+    let columns = cells.column_names();
+    let rows = cells.rows();
     Analysis {
         run_id: verdict.run_id.clone(),
         resampling: resampling_text,

@@ -10,7 +10,7 @@ use crate::criteria::Verdict;
 use crate::registry::EntryKind;
 use crate::results::{Manifest, VerdictFile};
 use crate::spec::Criteria;
-use crate::stats::{Bootstrap, Interval};
+use crate::stats::{Bootstrap, Interval, IntervalError};
 use crate::table::{Row, Value};
 
 /// Every bet of the catalogue, with what the report could verify.
@@ -159,7 +159,7 @@ pub struct Analysis {
     /// How cells were resampled, in words (e.g. "clusters of `seed` (5)").
     pub resampling: String,
     /// Decisive quantities (named by a criterion) -> interval or why none.
-    pub intervals: BTreeMap<String, Result<Option<Interval>, String>>,
+    pub intervals: BTreeMap<String, Result<Option<Interval>, IntervalError>>,
     /// One per registered criterion, in decision order.
     pub criteria: Vec<CriterionStats>,
     /// Sign tests of the run's win counts.

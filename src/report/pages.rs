@@ -9,7 +9,7 @@ use serde_json::json;
 use super::doc::{Block, Doc, Inline, Table, code, link, one_line, rich, text};
 use super::history::{Document, RunSide};
 use super::model::{Analysis, BetReport, Catalogue, HolmRow, RunInfo};
-use crate::stats::Interval;
+use crate::stats::{Interval, IntervalError};
 use crate::table::Value;
 
 /// Version of SUMMARY.json.
@@ -61,12 +61,12 @@ fn date(time: &str) -> &str {
     time.get(..10).unwrap_or(time)
 }
 
-fn interval_text(r: Option<&Result<Option<Interval>, String>>) -> String {
+fn interval_text(r: Option<&Result<Option<Interval>, IntervalError>>) -> String {
     match r {
         Some(Ok(Some(i))) if i.units < 2 => format!("[{}, {}] (one replicate)", fmt_f64(i.low), fmt_f64(i.high)),
         Some(Ok(Some(i))) => format!("[{}, {}]", fmt_f64(i.low), fmt_f64(i.high)),
         Some(Ok(None)) => "NULL in every resample".into(),
-        Some(Err(e)) => format!("n/a: {}", one_line(e)),
+        Some(Err(e)) => format!("n/a: {}", one_line(&e.to_string())),
         None => "-".into(),
     }
 }
@@ -793,7 +793,7 @@ pub fn summary_json(catalogue: &Catalogue, holm: &[HolmRow], documents: &[Docume
                                     json!({"low": i.low, "high": i.high, "units": i.units, "defined": i.defined})
                                 }
                                 Ok(None) => json!(null),
-                                Err(e) => json!({"error": e}),
+                                Err(e) => json!({"error": e.to_string()}),
                             };
                             (n, json!({"value": value, "ci95": interval}))
                         })

@@ -2,8 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use polars::prelude::DataFrame;
-
 use super::baseline::{self, Baseline};
 use super::doc::{Block, Doc, Table, code, link, relative, text};
 use super::history::{DocKind, Document, headline_document, rerun_documents};
@@ -15,7 +13,7 @@ use crate::registry::EntryKind;
 use crate::results::{ExperimentRef, GitInfo, Manifest, Threads, VerdictFile};
 use crate::spec::Criteria;
 use crate::stats::Bootstrap;
-use crate::table::{Column, ColumnType, Row, Value, frame_from_rows};
+use crate::table::{self, Column, ColumnType, Row, Value};
 
 const WINS: &str = "SELECT COUNT(*) FROM cells n JOIN cells f ON n.seed = f.seed \
                     WHERE n.arm = 'norm-only' AND f.arm = 'full' AND n.ppl < f.ppl";
@@ -23,7 +21,7 @@ const TRIALS: &str = "SELECT COUNT(*) FROM cells n JOIN cells f ON n.seed = f.se
                       WHERE n.arm = 'norm-only' AND f.arm = 'full'";
 
 /// norm-only beats full on the first `wins` of 5 seeds.
-fn cells(wins: i64) -> (DataFrame, Vec<Row>) {
+fn cells(wins: i64) -> (table::Table, Vec<Row>) {
     let cols = vec![
         Column { name: "cell".into(), kind: ColumnType::Int },
         Column { name: "arm".into(), kind: ColumnType::Str },
@@ -48,7 +46,7 @@ fn cells(wins: i64) -> (DataFrame, Vec<Row>) {
             ]));
         }
     }
-    (frame_from_rows(&cols, &rows).unwrap(), rows)
+    (table::Table::from_rows(&cols, &rows).unwrap(), rows)
 }
 
 fn quantities() -> BTreeMap<String, String> {
@@ -59,7 +57,7 @@ fn spec_criteria() -> Criteria {
     Criteria { strict: "wins >= 4".into(), lenient: Some("wins >= 3".into()), catastrophic: Some("wins < 1".into()) }
 }
 
-fn record(df: &DataFrame) -> VerdictRecord {
+fn record(df: &table::Table) -> VerdictRecord {
     let q = quantities();
     let c = spec_criteria();
     let set = CriteriaSet {
@@ -102,7 +100,7 @@ fn manifest(bet: u32, slug: &str, run_id: &str, profile: &str, harness: &str) ->
     }
 }
 
-fn run(bet: u32, slug: &str, run_id: &str, wins: i64, harness: &str) -> (RunInfo, DataFrame) {
+fn run(bet: u32, slug: &str, run_id: &str, wins: i64, harness: &str) -> (RunInfo, table::Table) {
     let (df, _) = cells(wins);
     let rec = record(&df);
     let info = RunInfo {
@@ -123,7 +121,7 @@ fn run(bet: u32, slug: &str, run_id: &str, wins: i64, harness: &str) -> (RunInfo
     (info, df)
 }
 
-fn bet(number: u32, slug: &str, runs: Vec<(RunInfo, DataFrame)>) -> BetReport {
+fn bet(number: u32, slug: &str, runs: Vec<(RunInfo, table::Table)>) -> BetReport {
     let cfg = Bootstrap { resamples: 200, ..Bootstrap::default() };
     let analysis =
         runs.iter().rev().find(|(r, _)| r.verdict.counted).map(|(r, df)| analysis::analyse(&r.verdict, df, &cfg));

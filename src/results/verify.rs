@@ -95,8 +95,8 @@ pub fn read_verdict(dir: &Path) -> anyhow::Result<VerdictFile> {
 /// Read a bundle's rows back from its Parquet table (types preserved).
 pub fn read_rows(dir: &Path) -> anyhow::Result<Vec<Row>> {
     let p = dir.join(CELLS_PARQUET);
-    let df = crate::table::read_parquet(&p).with_context(|| format!("reading {}", p.display()))?;
-    Ok(crate::table::rows_from_frame(&df)?)
+    let table = crate::table::Table::read_parquet(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(table.rows())
 }
 
 /// A bundle's manifest, verdict and the SHA-256 of its SHA256SUMS: what

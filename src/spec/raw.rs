@@ -43,7 +43,7 @@ pub struct SpecFile {
     /// Per-profile overrides of grid factors and procedure parameters.
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileOverride>,
-    /// Named quantities: polars SQL over the `cells` table giving one scalar.
+    /// Named quantities: SQL over the `cells` table giving one scalar.
     pub quantities: BTreeMap<String, String>,
     /// The registered criteria, SQL boolean expressions over the quantities.
     pub criteria: Criteria,

@@ -271,7 +271,7 @@ impl Checker {
     }
 
     fn check_quantities_and_criteria(&mut self, s: &SpecFile, columns: &[Column]) {
-        let empty = match table::frame_from_rows(columns, &[]) {
+        let empty = match table::Table::from_rows(columns, &[]) {
             Ok(df) => df,
             Err(e) => {
                 self.push("grid", format!("cannot build the results table: {e}"), None);
@@ -317,7 +317,7 @@ impl Checker {
                 }
             }
         }
-        let qframe = match table::frame_from_rows(&qcols, &[qrow]) {
+        let qframe = match table::Table::from_rows(&qcols, &[qrow]) {
             Ok(df) => df,
             Err(_) => return,
         };

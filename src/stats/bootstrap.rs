@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use polars::prelude::{AnyValue, Column, DataFrame, IdxCa, IdxSize};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::table::{self, Value};
+use crate::seed::derive_seed;
+use crate::table::{self, QueryError, Table, TableError, Value};
 
 /// How many resamples, at what level, from which seed. Part of what a report
 /// records, because the interval is a function of all three.
@@ -61,33 +61,27 @@ pub struct Interval {
     pub units: usize,
 }
 
-/// Row indices grouped by the value of `factor`, groups in ascending order
-/// of the value (`None` when the table has no such column).
-pub fn units_by(cells: &DataFrame, factor: &str) -> Option<Vec<Vec<usize>>> {
-    let col = cells.column(factor).ok()?;
-    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let mut order: Vec<(Option<Value>, String)> = Vec::new();
-    for i in 0..cells.height() {
-        let v = col.get(i).ok()?;
-        let key = v.to_string();
-        if !groups.contains_key(&key) {
-            order.push((any_value(&v), key.clone()));
-        }
-        groups.entry(key).or_default().push(i);
-    }
-    order.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
-    Some(order.into_iter().map(|(_, k)| groups.remove(&k).unwrap_or_default()).collect())
+/// Why a quantity has no interval.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum IntervalError {
+    /// The quantity fails on the observed table.
+    #[error("{0}")]
+    Query(QueryError),
+    /// The quantity is not numeric, so it has no percentiles.
+    #[error("`{0}` is not a number")]
+    NotANumber(Value),
+    /// Clustered resampling by a factor the table lacks.
+    #[error("the table has no column `{0}` to resample by")]
+    NoFactor(String),
+    /// Drawing a resampled table failed.
+    #[error("resampling failed: {0}")]
+    Resampling(TableError),
 }
 
-fn any_value(v: &AnyValue<'_>) -> Option<Value> {
-    match v {
-        AnyValue::Int64(x) => Some(Value::Int(*x)),
-        AnyValue::Int32(x) => Some(Value::Int(*x as i64)),
-        AnyValue::Float64(x) => Some(Value::Float(*x)),
-        AnyValue::String(s) => Some(Value::Str(s.to_string())),
-        AnyValue::StringOwned(s) => Some(Value::Str(s.to_string())),
-        AnyValue::Boolean(b) => Some(Value::Bool(*b)),
-        _ => None,
+/// Written as its message, as a report shows it.
+impl Serialize for IntervalError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -101,21 +95,21 @@ fn any_value(v: &AnyValue<'_>) -> Option<Value> {
 /// numeric, or fails on the observed table, gives `Err`; one that is NULL on
 /// every resample gives `Ok(None)`.
 pub fn bootstrap(
-    cells: &DataFrame,
+    cells: &Table,
     resampling: &Resampling,
     quantities: &[(&str, &str)],
     cfg: &Bootstrap,
     stream: &str,
-) -> BTreeMap<String, Result<Option<Interval>, String>> {
+) -> BTreeMap<String, Result<Option<Interval>, IntervalError>> {
     let mut out = BTreeMap::new();
     let mut live: Vec<(&str, &str, Option<f64>)> = Vec::new();
     for (name, sql) in quantities {
         match table::query_scalar(&[("cells", cells)], sql) {
             Err(e) => {
-                out.insert(name.to_string(), Err(e.to_string()));
+                out.insert(name.to_string(), Err(IntervalError::Query(e)));
             }
             Ok(Some(v)) if v.as_f64().is_none() => {
-                out.insert(name.to_string(), Err(format!("`{v}` is not a number")));
+                out.insert(name.to_string(), Err(IntervalError::NotANumber(v)));
             }
             Ok(v) => live.push((name, sql, v.as_ref().and_then(Value::as_f64))),
         }
@@ -125,24 +119,24 @@ pub fn bootstrap(
     }
     let units = match resampling {
         Resampling::Rows => (0..cells.height()).map(|i| vec![i]).collect(),
-        Resampling::Clusters { factor } => match units_by(cells, factor) {
+        Resampling::Clusters { factor } => match cells.units_by(factor) {
             Some(u) => u,
             None => {
                 for (name, _, _) in live {
-                    out.insert(name.to_string(), Err(format!("the table has no column `{factor}` to resample by")));
+                    out.insert(name.to_string(), Err(IntervalError::NoFactor(factor.clone())));
                 }
                 return out;
             }
         },
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(crate::experiments::derive_seed(&cfg.seed.to_string(), stream));
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(&cfg.seed.to_string(), stream));
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(cfg.resamples); live.len()];
     for _ in 0..cfg.resamples {
         let frame = match resample(cells, resampling, &units, &mut rng) {
             Ok(f) => f,
             Err(e) => {
                 for (name, _, _) in &live {
-                    out.insert(name.to_string(), Err(format!("resampling failed: {e}")));
+                    out.insert(name.to_string(), Err(IntervalError::Resampling(e.clone())));
                 }
                 return out;
             }
@@ -205,12 +199,12 @@ fn index(rng: &mut ChaCha8Rng, n: usize) -> usize {
 }
 
 fn resample(
-    cells: &DataFrame,
+    cells: &Table,
     resampling: &Resampling,
     units: &[Vec<usize>],
     rng: &mut ChaCha8Rng,
-) -> polars::prelude::PolarsResult<DataFrame> {
-    let mut rows: Vec<IdxSize> = Vec::with_capacity(cells.height());
+) -> Result<Table, TableError> {
+    let mut rows: Vec<usize> = Vec::with_capacity(cells.height());
     // 0 for a cluster's first copy, else a number unique to this copy.
     let mut copies: Vec<usize> = Vec::with_capacity(cells.height());
     let mut drawn = vec![false; units.len()];
@@ -225,55 +219,12 @@ fn resample(
             0
         };
         for &r in &units[u] {
-            rows.push(r as IdxSize);
+            rows.push(r);
             copies.push(copy);
         }
     }
-    let mut frame = cells.take(&IdxCa::from_vec("idx".into(), rows))?;
-    if let Resampling::Clusters { factor } = resampling
-        && copies.iter().any(|&c| c > 0)
-    {
-        let col = frame.column(factor)?.clone();
-        let relabelled = relabel(&col, &copies, cells.column(factor)?)?;
-        frame.with_column(relabelled)?;
+    match resampling {
+        Resampling::Rows => cells.take(&rows),
+        Resampling::Clusters { factor } => cells.take_relabelled(&rows, factor, &copies),
     }
-    Ok(frame)
-}
-
-/// Give the second and later copies of a cluster values of the factor that
-/// occur nowhere in the original table (beyond the maximum for integers, a
-/// `#copy` suffix for strings).
-fn relabel(col: &Column, copies: &[usize], original: &Column) -> polars::prelude::PolarsResult<Column> {
-    let name = col.name().clone();
-    let values: Vec<AnyValue<'_>> = (0..col.len()).map(|i| col.get(i)).collect::<Result<_, _>>()?;
-    if values.iter().all(|v| matches!(v, AnyValue::Int64(_) | AnyValue::Null)) {
-        let max = (0..original.len())
-            .filter_map(|i| match original.get(i) {
-                Ok(AnyValue::Int64(x)) => Some(x),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
-        let ints: Vec<Option<i64>> = values
-            .iter()
-            .zip(copies)
-            .map(|(v, &c)| match v {
-                AnyValue::Int64(x) if c == 0 => Some(*x),
-                AnyValue::Int64(_) => Some(max + c as i64),
-                _ => None,
-            })
-            .collect();
-        return Ok(Column::new(name, ints));
-    }
-    let strs: Vec<Option<String>> = values
-        .iter()
-        .zip(copies)
-        .map(|(v, &c)| match any_value(v) {
-            None => None,
-            Some(Value::Str(s)) if c == 0 => Some(s),
-            Some(other) if c == 0 => Some(other.to_string()),
-            Some(other) => Some(format!("{other}#{c}")),
-        })
-        .collect();
-    Ok(Column::new(name, strs))
 }

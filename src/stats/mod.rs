@@ -12,11 +12,11 @@ mod binomial;
 mod bootstrap;
 
 pub use binomial::{binomial_two_sided, sign_test};
-pub use bootstrap::{Bootstrap, Interval, Resampling, bootstrap, percentile, units_by};
+pub use bootstrap::{Bootstrap, Interval, IntervalError, Resampling, bootstrap, percentile};
 
 use std::collections::BTreeMap;
 
-use crate::table::{self, Column, ColumnType, QueryError, Row, Value};
+use crate::table::{Column, ColumnType, QueryError, Row, Table, Value};
 
 /// Holm's step-down adjustment of `p` (any order; the result is in the same
 /// order). It controls the family-wise error rate without assuming the tests
@@ -93,8 +93,8 @@ fn evaluate(
             row.insert(name.clone(), v);
         }
     }
-    let frame = table::frame_from_rows(&cols, &[row]).map_err(QueryError::from)?;
-    crate::criteria::evaluate_expression(&frame, expr)
+    let table = Table::from_rows(&cols, &[row])?;
+    crate::criteria::evaluate_expression(&table, expr)
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 use super::*;
-use crate::table::frame_from_rows;
-use polars::prelude::DataFrame;
+use crate::table::Table;
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 * b.abs().max(1.0)
@@ -59,7 +58,7 @@ fn percentiles_interpolate_between_order_statistics_like_numpy() {
     assert_eq!(percentile(&[7.0], 0.5), 7.0);
 }
 
-fn paired_cells() -> DataFrame {
+fn paired_cells() -> Table {
     // arm a beats arm b on seeds 0, 1, 2 and loses on 3, 4.
     let cols = vec![
         Column { name: "arm".into(), kind: ColumnType::Str },
@@ -77,7 +76,7 @@ fn paired_cells() -> DataFrame {
             ]));
         }
     }
-    frame_from_rows(&cols, &rows).unwrap()
+    Table::from_rows(&cols, &rows).unwrap()
 }
 
 const PAIRS: &str = "SELECT COUNT(*) FROM cells a JOIN cells b ON a.seed = b.seed WHERE a.arm = 'a' AND b.arm = 'b'";
@@ -127,7 +126,7 @@ fn two_clusters_of_zero_and_one_give_the_interval_zero_to_one() {
         .iter()
         .map(|(s, x)| Row::from([("seed".to_string(), Value::Int(*s)), ("x".to_string(), Value::Float(*x))]))
         .collect();
-    let df = frame_from_rows(&cols, &rows).unwrap();
+    let df = Table::from_rows(&cols, &rows).unwrap();
     let r = bootstrap(
         &df,
         &Resampling::Clusters { factor: "seed".into() },
@@ -148,7 +147,7 @@ fn null_and_non_numeric_quantities_are_reported_not_guessed() {
     ];
     let r = bootstrap(&paired_cells(), &Resampling::Rows, &q, &small(), "s");
     assert_eq!(r["none"], Ok(None));
-    assert!(r["name"].clone().unwrap_err().contains("not a number"));
+    assert!(r["name"].clone().unwrap_err().to_string().contains("not a number"));
     assert!(r["bad"].is_err());
     let r = bootstrap(
         &paired_cells(),
@@ -157,7 +156,7 @@ fn null_and_non_numeric_quantities_are_reported_not_guessed() {
         &small(),
         "s",
     );
-    assert!(r["m"].clone().unwrap_err().contains("no column `slice`"));
+    assert!(r["m"].clone().unwrap_err().to_string().contains("no column `slice`"));
 }
 
 #[test]
