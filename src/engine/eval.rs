@@ -7,11 +7,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::adapter::Adapter;
+use super::base::BaseModel;
 use super::error::{EngineError, Result};
 use super::model::View;
-use super::ops;
-use super::pretrain::BaseModel;
-use super::train::with_threads;
+use super::ops::{self, with_threads};
 
 /// How to evaluate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

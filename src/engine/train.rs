@@ -1,9 +1,12 @@
-//! Training: AdamW with linear warm-up and cosine decay, global-norm gradient
-//! clipping, seeded data order, and the trainable sets of [`Trainable`].
+//! Training: AdamW ([`super::optim`]) with linear warm-up and cosine decay,
+//! global-norm gradient clipping, seeded data order, and the trainable sets
+//! of [`Trainable`].
 //!
 //! The same loop pre-trains a base (every weight trainable from a seeded
 //! init) and fine-tunes adapters (only the chosen tensors are candle `Var`s;
 //! every other weight takes the frozen path, so no gradient is computed for it).
+//! A run can stop after any step and go on later from its tensors and
+//! optimiser state (`*_resume`), with the bits of one uninterrupted run.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -14,11 +17,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::adapter::{Adapter, Trainable, expected_shapes};
+use super::base::BaseModel;
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
 use super::model::{View, Weights, normal_vec, tensor_seed};
 use super::ops;
-use super::pretrain::BaseModel;
+pub use super::ops::with_threads;
+use super::optim::{AdamW, AdamWConfig, Betas, Schedule};
 
 /// Hyper-parameters of one training run. Everything that changes the result
 /// is here, so callers can hash it.
@@ -48,6 +53,10 @@ pub struct TrainConfig {
     pub lora_scale: f64,
     /// Threads of the rayon pool the run uses (0 = rayon's default).
     pub threads: usize,
+    /// AdamW's betas and eps; left out of the serialised (hashed) form while
+    /// they are the defaults every run used before they were configurable.
+    #[serde(default, skip_serializing_if = "Betas::is_default")]
+    pub betas: Betas,
 }
 
 impl Default for TrainConfig {
@@ -65,6 +74,7 @@ impl Default for TrainConfig {
             aux_weight: 0.01,
             lora_scale: 2.0,
             threads: 0,
+            betas: Betas::default(),
         }
     }
 }
@@ -72,13 +82,17 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Learning rate at 0-based `step`: linear warm-up, then cosine to `min_lr_frac * lr`.
     pub fn lr_at(&self, step: usize) -> f64 {
-        if step < self.warmup {
-            return self.lr * (step + 1) as f64 / self.warmup as f64;
-        }
-        let span = (self.steps.saturating_sub(self.warmup)).max(1) as f64;
-        let p = ((step - self.warmup) as f64 / span).min(1.0);
-        let c = 0.5 * (1.0 + (std::f64::consts::PI * p).cos());
-        self.lr * (self.min_lr_frac + (1.0 - self.min_lr_frac) * c)
+        self.schedule().lr_at(step)
+    }
+
+    /// The learning-rate schedule of this run.
+    pub fn schedule(&self) -> Schedule {
+        Schedule { lr: self.lr, warmup: self.warmup, steps: self.steps, min_lr_frac: self.min_lr_frac }
+    }
+
+    /// The optimiser configuration of this run.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig { schedule: self.schedule(), betas: self.betas, weight_decay: self.weight_decay }
     }
 }
 
@@ -98,18 +112,6 @@ pub struct TrainStats {
     pub losses: Vec<f32>,
     /// Scalars updated by the optimiser.
     pub trainable_params: usize,
-}
-
-/// Run `f` on a rayon pool of `threads` threads (0: the global pool), so a
-/// run's parallelism, and with it its bits, is fixed by its configuration.
-pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    if threads == 0 {
-        return f();
-    }
-    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-        Ok(pool) => pool.install(f),
-        Err(_) => f(),
-    }
 }
 
 /// Seeded sampler of `[batch, seq+1]` windows of a text.
@@ -138,12 +140,24 @@ impl<'a> Batcher<'a> {
         let mut xs = Vec::with_capacity(batch * self.seq);
         let mut ys = Vec::with_capacity(batch * self.seq);
         for _ in 0..batch {
-            let start = self.rng.random_range(0..=self.text.len() - self.seq - 1);
+            let start = self.draw();
             let w = &self.text[start..start + self.seq + 1];
             xs.extend(w[..self.seq].iter().map(|&b| b as u32));
             ys.extend(w[1..].iter().map(|&b| b as u32));
         }
         Ok((Tensor::from_vec(xs, (batch, self.seq), device)?, Tensor::from_vec(ys, (batch, self.seq), device)?))
+    }
+
+    /// Skip the windows of `batches` batches of `batch` (resuming a run
+    /// draws exactly what the uninterrupted run drew).
+    pub fn skip(&mut self, batches: usize, batch: usize) {
+        for _ in 0..batches * batch {
+            self.draw();
+        }
+    }
+
+    fn draw(&mut self) -> usize {
+        self.rng.random_range(0..=self.text.len() - self.seq - 1)
     }
 
     /// The sequence length actually used.
@@ -158,12 +172,20 @@ struct Params {
     lora: bool,
 }
 
-fn make_params(kind: &Trainable, base: &BaseModel, cfg: &TrainConfig) -> Result<Params> {
+impl Params {
+    fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.vars.iter().map(|(n, v)| (n.clone(), v.dims().to_vec())).collect()
+    }
+}
+
+fn make_params(kind: &Trainable, base: &BaseModel, cfg: &TrainConfig, from: Option<&Adapter>) -> Result<Params> {
     let shapes = expected_shapes(kind, base);
     let mut vars = Vec::new();
     let lora = matches!(kind, Trainable::Lora { .. });
     for (name, shape) in shapes {
-        let t = if lora {
+        let t = if let Some(a) = from {
+            a.tensors[&name].copy()?
+        } else if lora {
             if name.ends_with(".lora_b") {
                 Tensor::zeros(shape, candle_core::DType::F32, &base.device)?
             } else {
@@ -179,18 +201,28 @@ fn make_params(kind: &Trainable, base: &BaseModel, cfg: &TrainConfig) -> Result<
     Ok(Params { vars, lora })
 }
 
-/// Per-variable AdamW moments.
-struct Moments {
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+/// The optimiser a run goes on with: `from` checked against the run, or fresh.
+fn optimiser(cfg: &TrainConfig, params: &Params, from: Option<AdamW>) -> Result<AdamW> {
+    let config = cfg.adamw();
+    match from {
+        Some(opt) => {
+            opt.check_matches(&config, &params.shapes())?;
+            Ok(opt)
+        }
+        None => Ok(AdamW::new(config, &params.shapes())),
+    }
 }
 
-/// Core loop shared by pre-training and fine-tuning. `on_step(step, loss)`
-/// is called after every step (progress bars).
+/// Core loop shared by pre-training and fine-tuning: steps
+/// `optim.step_count()..until`. `on_step(step, loss)` is called after every
+/// step (progress bars).
+#[allow(clippy::too_many_arguments)]
 fn run(
     model_cfg: &ModelConfig,
     base: &Weights,
     params: &Params,
+    optim: &mut AdamW,
+    until: usize,
     text: &[u8],
     cfg: &TrainConfig,
     device: &Device,
@@ -198,13 +230,12 @@ fn run(
 ) -> Result<TrainStats> {
     let seq = cfg.seq.min(model_cfg.context);
     let mut batcher = Batcher::new(text, seq, cfg.seed)?;
-    let mut mom = Moments {
-        m: params.vars.iter().map(|(_, v)| vec![0f32; v.elem_count()]).collect(),
-        v: params.vars.iter().map(|(_, v)| vec![0f32; v.elem_count()]).collect(),
-    };
-    let mut losses = Vec::with_capacity(cfg.steps);
+    let start = optim.step_count();
+    batcher.skip(start, cfg.batch);
+    let steps = until.saturating_sub(start);
+    let mut losses = Vec::with_capacity(steps);
     let t0 = Instant::now();
-    for step in 0..cfg.steps {
+    for step in start..until {
         let (xs, ys) = batcher.next(cfg.batch, device)?;
         let mut view = View::new(model_cfg, base);
         for (name, var) in &params.vars {
@@ -232,22 +263,15 @@ fn run(
         }
         let norm: f64 = gs.iter().flatten().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt();
         let scale = if norm > cfg.clip && norm.is_finite() { (cfg.clip / norm) as f32 } else { 1.0 };
-        let lr = cfg.lr_at(step) as f32;
-        for (i, (_, var)) in params.vars.iter().enumerate() {
-            let decay = if var.rank() >= 2 { cfg.weight_decay as f32 } else { 0.0 };
-            let h = kernels::AdamW { lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: decay };
-            let mut p = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            kernels::adamw_step(&mut p, &gs[i], &mut mom.m[i], &mut mom.v[i], &h, step as u32 + 1, scale);
-            var.set(&Tensor::from_vec(p, var.shape(), device)?)?;
-        }
+        optim.step(&params.vars, &gs, scale, device)?;
         losses.push(loss_val);
         on_step(step, loss_val);
     }
     let seconds = t0.elapsed().as_secs_f64();
-    let tokens = (cfg.steps * cfg.batch * batcher.seq()) as u64;
+    let tokens = (steps * cfg.batch * batcher.seq()) as u64;
     let tail = &losses[losses.len().saturating_sub(10)..];
     Ok(TrainStats {
-        steps: cfg.steps,
+        steps,
         tokens,
         seconds,
         tokens_per_s: tokens as f64 / seconds.max(1e-9),
@@ -276,8 +300,39 @@ pub fn finetune_with(
     cfg: &TrainConfig,
     on_step: &mut (dyn FnMut(usize, f32) + Send),
 ) -> Result<(Adapter, TrainStats)> {
+    let (adapter, _, stats) = finetune_resume(base, kind, text, cfg, None, cfg.steps, on_step)?;
+    Ok((adapter, stats))
+}
+
+/// Fine-tune up to step `until` (at most `cfg.steps`, which still sets the
+/// schedule): from scratch when `from` is `None`, else going on from a
+/// stopped run's adapter and optimiser state. Stopping at `k` and resuming
+/// to `cfg.steps` gives the bits of one run; the stats cover this call's steps.
+pub fn finetune_resume(
+    base: &BaseModel,
+    kind: Trainable,
+    text: &[u8],
+    cfg: &TrainConfig,
+    from: Option<(&Adapter, AdamW)>,
+    until: usize,
+    on_step: &mut (dyn FnMut(usize, f32) + Send),
+) -> Result<(Adapter, AdamW, TrainStats)> {
     with_threads(cfg.threads, || {
-        let params = make_params(&kind, base, cfg)?;
+        let (from_adapter, from_optim) = match from {
+            Some((a, o)) => {
+                if a.kind != kind || a.base_hash != base.hash {
+                    return Err(EngineError::AdapterMismatch(format!(
+                        "resuming a {} run from a {} adapter (or on another base)",
+                        kind, a.kind
+                    )));
+                }
+                a.check_against(base)?;
+                (Some(a), Some(o))
+            }
+            None => (None, None),
+        };
+        let params = make_params(&kind, base, cfg, from_adapter)?;
+        let mut optim = optimiser(cfg, &params, from_optim)?;
         let stats = if kind == Trainable::None {
             TrainStats {
                 steps: 0,
@@ -290,12 +345,13 @@ pub fn finetune_with(
                 trainable_params: 0,
             }
         } else {
-            run(&base.config, &base.weights, &params, text, cfg, &base.device, on_step)?
+            let until = until.min(cfg.steps);
+            run(&base.config, &base.weights, &params, &mut optim, until, text, cfg, &base.device, on_step)?
         };
         let tensors: BTreeMap<String, Tensor> =
             params.vars.iter().map(|(n, v)| (n.clone(), v.as_detached_tensor())).collect();
         let adapter = Adapter { kind, base_hash: base.hash.clone(), lora_scale: cfg.lora_scale, tensors };
-        Ok((adapter, stats))
+        Ok((adapter, optim, stats))
     })
 }
 
@@ -308,15 +364,33 @@ pub fn train_full(
     device: &Device,
     on_step: &mut (dyn FnMut(usize, f32) + Send),
 ) -> Result<TrainStats> {
+    let (stats, _) = train_full_resume(model_cfg, weights, text, cfg, None, cfg.steps, device, on_step)?;
+    Ok(stats)
+}
+
+/// [`train_full`] up to step `until` (at most `cfg.steps`), going on from
+/// `optim` when given (`weights` then hold the stopped run's weights).
+#[allow(clippy::too_many_arguments)]
+pub fn train_full_resume(
+    model_cfg: &ModelConfig,
+    weights: &mut Weights,
+    text: &[u8],
+    cfg: &TrainConfig,
+    optim: Option<AdamW>,
+    until: usize,
+    device: &Device,
+    on_step: &mut (dyn FnMut(usize, f32) + Send),
+) -> Result<(TrainStats, AdamW)> {
     with_threads(cfg.threads, || {
         let vars: Vec<(String, Var)> =
             weights.iter().map(|(n, t)| Ok((n.clone(), Var::from_tensor(t)?))).collect::<Result<_>>()?;
         let params = Params { vars, lora: false };
+        let mut optim = optimiser(cfg, &params, optim)?;
         let empty = Weights::new();
-        let stats = run(model_cfg, &empty, &params, text, cfg, device, on_step)?;
+        let stats = run(model_cfg, &empty, &params, &mut optim, until.min(cfg.steps), text, cfg, device, on_step)?;
         for (n, v) in params.vars {
             weights.insert(n, v.as_detached_tensor());
         }
-        Ok(stats)
+        Ok((stats, optim))
     })
 }

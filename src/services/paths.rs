@@ -11,9 +11,9 @@
 //! <repo>/results/<NN-slug>/<run id>/  signed result bundles (+ baseline-<profile>.json)
 //! <repo>/reports/                     generated pages, confirmations, retractions
 //! <cache>/cells/ab/<key>.json         finished cells (cache = $BETS_HOME or <repo>/.bets)
-//! <cache>/data/                       the fetched corpus
-//! <cache>/models/<hash>/              pre-trained base models
-//! <cache>/adapters/<hash>/            trained adapters
+//! <cache>/data/                       the fetched corpus (data/crates/: Rust sources)
+//! <cache>/models/<hash>/              pre-trained base models (manifest.json, model.safetensors)
+//! <cache>/adapters/<hash>/            trained adapters (adapter.safetensors, stats.json)
 //! $BETS_KEY or ~/.config/bets/bets.key   the secret signing key (never in the repo)
 //! ```
 
@@ -132,17 +132,42 @@ impl Paths {
 
     /// The fetched corpus.
     pub fn data_dir(&self) -> PathBuf {
-        self.cache.join("data")
+        Paths::data_in(&self.cache)
     }
 
     /// Pre-trained base models by content hash.
     pub fn models_dir(&self) -> PathBuf {
-        self.cache.join("models")
+        Paths::models_in(&self.cache)
     }
 
     /// Trained adapters by content hash.
     pub fn adapters_dir(&self) -> PathBuf {
-        self.cache.join("adapters")
+        Paths::adapters_in(&self.cache)
+    }
+
+    /// An adapter written by `bets engine adapt` without `--out`: `<stem>.safetensors` in [`Paths::adapters_dir`].
+    pub fn adapter_file(&self, stem: &str) -> PathBuf {
+        self.adapters_dir().join(format!("{stem}.safetensors"))
+    }
+
+    /// [`Paths::data_dir`] of the cache root `cache` (for parts handed only the cache root).
+    pub fn data_in(cache: &Path) -> PathBuf {
+        cache.join("data")
+    }
+
+    /// [`Paths::models_dir`] of the cache root `cache`.
+    pub fn models_in(cache: &Path) -> PathBuf {
+        cache.join("models")
+    }
+
+    /// [`Paths::adapters_dir`] of the cache root `cache`.
+    pub fn adapters_in(cache: &Path) -> PathBuf {
+        cache.join("adapters")
+    }
+
+    /// The unpacked crate sources (the `programmer` user) inside a data folder.
+    pub fn crates_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("crates")
     }
 }
 
@@ -166,6 +191,8 @@ mod tests {
         let p = Paths::new(Path::new("/r"), Some("/c".into()), Some("/k/my.key".into()), None);
         assert_eq!(p.adapters_dir(), Path::new("/c/adapters"));
         assert_eq!(p.data_dir(), Path::new("/c/data"));
+        assert_eq!(Paths::crates_in(&p.data_dir()), Path::new("/c/data/crates"));
+        assert_eq!(Paths::models_in(Path::new("/c")), p.models_dir());
         assert_eq!(p.secret_key(), Path::new("/k/my.key"));
         assert!(p.secret_key_explicit());
     }

@@ -195,4 +195,4 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 ];
 
 /// Profile names a spec may override (`small` is the default profile).
-pub const PROFILES: &[&str] = &["tiny", "small", "paper"];
+pub const PROFILES: &[&str] = &crate::engine::config::PROFILE_NAMES;

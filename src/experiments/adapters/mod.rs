@@ -24,15 +24,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Env, ParamProblem};
-use crate::engine::adapter::{Adapter, Trainable};
+use crate::data::{Corpus, LoadOptions, Split};
+use crate::engine::BaseModel;
+use crate::engine::adapter::{Adapter, TRAINABLE_SET_NAMES, Trainable, trainable_set};
 use crate::engine::config::Profile;
-use crate::engine::data::{Corpus, LoadOptions, Split};
 use crate::engine::eval::{EvalConfig, EvalStats, evaluate};
-use crate::engine::pretrain::{BaseModel, base_model};
 use crate::engine::train::{TrainConfig, TrainStats, finetune};
+use crate::services::{Adapters, BaseModels};
 
 /// Arms of the catalogue: what a fine-tune may change.
-pub const ARMS: &[&str] = &["none", "norm-only", "lora-r4", "full"];
+pub const ARMS: &[&str] = &TRAINABLE_SET_NAMES;
 
 /// The training budget and evaluation settings every adapter kind shares;
 /// defaults are the catalogue's shared frame (AdamW, lr 5e-5, 100 steps).
@@ -114,7 +115,7 @@ pub struct Workbench {
     pub corpus: Corpus,
     pub base: BaseModel,
     threads: usize,
-    cache_dir: std::path::PathBuf,
+    store: Adapters,
     adapters: Memo<Trained>,
     base_evals: Memo<EvalStats>,
 }
@@ -123,12 +124,12 @@ impl Workbench {
     /// Load (fetching if needed) the corpus and build or load the base of
     /// the run's profile.
     pub fn new(budget: Budget, env: &Env) -> anyhow::Result<Workbench> {
-        let corpus = Corpus::load(env.paths.cache_dir(), &LoadOptions::default())?;
+        let corpus = Corpus::load(&env.paths.data_dir(), &LoadOptions::default())?;
         let profile = Profile::from_name(&env.profile)?;
-        let base = base_model(
+        let (base, _) = BaseModels::new(env.paths.models_dir()).get_or_pretrain(
             &profile,
-            &corpus,
-            env.paths.cache_dir(),
+            &corpus.general_train(),
+            &corpus.general_eval(),
             budget.base_seed,
             PRETRAIN_THREADS,
             env.progress.as_ref(),
@@ -138,7 +139,7 @@ impl Workbench {
             corpus,
             base,
             threads: env.threads,
-            cache_dir: env.paths.cache_dir().to_path_buf(),
+            store: Adapters::new(env.paths.adapters_dir()),
             adapters: Mutex::new(HashMap::new()),
             base_evals: Mutex::new(HashMap::new()),
         })
@@ -165,11 +166,7 @@ impl Workbench {
     }
 
     fn trainable(&self, arm: &str) -> anyhow::Result<Trainable> {
-        let spec = match arm {
-            "lora-r4" => format!("lora:{}:q,k,v,o,ffn", self.budget.lora_rank),
-            other => other.to_string(),
-        };
-        Ok(spec.parse()?)
+        Ok(trainable_set(arm, self.budget.lora_rank)?)
     }
 
     /// The training text of `user`: real, or (`random`) seeded uniform
@@ -217,25 +214,13 @@ impl Workbench {
                 .to_string()
                 .as_bytes(),
             );
-            let dir = self.cache_dir.join("adapters").join(&key);
-            if let Some(t) = self.load_trained(&dir) {
-                return Ok(t);
+            if let Some(t) = self.store.load(&key, &self.base) {
+                return Ok(Trained { adapter: Arc::new(t.adapter), stats: Arc::new(t.stats), bytes: t.bytes });
             }
             let (adapter, stats) = finetune(&self.base, trainable, &text, &cfg)?;
-            let bytes = adapter.to_bytes()?;
-            crate::fsutil::write_atomic(&dir.join("adapter.safetensors"), &bytes)?;
-            // The stats are written last: their presence marks a complete entry.
-            crate::fsutil::write_atomic(&dir.join("stats.json"), &serde_json::to_vec(&stats)?)?;
-            Ok(Trained { adapter: Arc::new(adapter), stats: Arc::new(stats), bytes: bytes.len() as u64 })
+            let bytes = self.store.save(&key, &adapter, &stats)?;
+            Ok(Trained { adapter: Arc::new(adapter), stats: Arc::new(stats), bytes })
         })
-    }
-
-    /// A cached adapter, if complete and loadable on this base.
-    fn load_trained(&self, dir: &std::path::Path) -> Option<Trained> {
-        let stats: TrainStats = serde_json::from_slice(&std::fs::read(dir.join("stats.json")).ok()?).ok()?;
-        let bytes = std::fs::read(dir.join("adapter.safetensors")).ok()?;
-        let adapter = Adapter::from_bytes(&bytes, &self.base).ok()?;
-        Some(Trained { adapter: Arc::new(adapter), stats: Arc::new(stats), bytes: bytes.len() as u64 })
     }
 
     /// The bare base evaluated on `user`'s held-out `slice` (memoised).

@@ -2,9 +2,11 @@
 //! same threads): training tokens/s, evaluation tokens/s and peak RSS, in
 //! alternating runs, reported as medians and ratios.
 //!
-//! The PyTorch side is `benches/torch_reference.py`, run as a child process;
-//! it is only ever used for this comparison. Both sides train on the same
-//! seeded random bytes (speed does not depend on the text).
+//! The PyTorch side is `benches/torch_reference.py` (`Paths::torch_reference`),
+//! run as a child process; it is only ever used for this comparison. Both
+//! sides train on the same seeded random bytes (speed does not depend on the
+//! text). This lives outside the engine because it runs processes and reads
+//! `/proc`; it drives the engine like any other caller.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,12 +17,29 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::config::Profile;
-use super::error::{EngineError, Result};
-use super::eval::{EvalConfig, evaluate};
-use super::model::init_weights;
-use super::pretrain::{BaseModel, pretrain_config};
-use super::train::train_full;
+use crate::engine::config::Profile;
+use crate::engine::eval::{EvalConfig, evaluate};
+use crate::engine::model::init_weights;
+use crate::engine::pretrain::pretrain_config;
+use crate::engine::train::train_full;
+use crate::engine::{BaseModel, EngineError};
+
+/// What a bench run can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The PyTorch side could not be run, or failed.
+    #[error("`{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+    /// The PyTorch side printed something other than its figures.
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: String, detail: String },
+    /// The engine side failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// The bench's result type.
+pub type Result<T> = std::result::Result<T, BenchError>;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -136,18 +155,16 @@ pub fn torch_run(cfg: &BenchConfig, profile: &Profile) -> Result<Figures> {
         .arg(&cfg.script)
         .arg(spec.to_string())
         .output()
-        .map_err(|e| EngineError::Command { command: cfg.python.clone(), detail: e.to_string() })?;
+        .map_err(|e| BenchError::Command { command: cfg.python.clone(), detail: e.to_string() })?;
     if !out.status.success() {
-        return Err(EngineError::Command {
+        return Err(BenchError::Command {
             command: format!("{} {}", cfg.python, cfg.script.display()),
             detail: String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_string(),
         });
     }
     let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
-    serde_json::from_str(&line).map_err(|e| EngineError::Malformed {
-        what: "torch_reference.py output".into(),
-        detail: format!("{e}: {line}"),
-    })
+    serde_json::from_str(&line)
+        .map_err(|e| BenchError::Malformed { what: "torch_reference.py output".into(), detail: format!("{e}: {line}") })
 }
 
 fn median(v: &[f64]) -> f64 {

@@ -16,8 +16,9 @@ use std::process::Command;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::data::Document;
-use super::error::{EngineError, Result, io_err};
+use super::corpus::Document;
+use super::error::{DataError, Result, io_err};
+use crate::services::Paths;
 
 /// One pinned crate release.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -57,8 +58,9 @@ impl CrateSource {
 
 /// `.rs` files under `src/` of every pinned crate, one document each,
 /// with ids `name-version/src/<path>` (sorted within each crate).
-pub fn rust_sources(cache_dir: &Path, crates: &[PinnedCrate], source: &CrateSource) -> Result<Vec<Document>> {
-    let root = cache_dir.join("data").join("crates");
+/// Unpacked releases live in `Paths::crates_in(data_dir)`.
+pub fn rust_sources(data_dir: &Path, crates: &[PinnedCrate], source: &CrateSource) -> Result<Vec<Document>> {
+    let root = Paths::crates_in(data_dir);
     let missing: Vec<&PinnedCrate> = crates.iter().filter(|c| !root.join(c.stem()).is_dir()).collect();
     if !missing.is_empty() {
         unpack_missing(&root, &missing, source)?;
@@ -67,9 +69,9 @@ pub fn rust_sources(cache_dir: &Path, crates: &[PinnedCrate], source: &CrateSour
     for c in crates {
         let src = root.join(c.stem()).join("src");
         let mut files = Vec::new();
-        super::data::walk(&src, &mut files)?;
+        super::users::walk(&src, &mut files)?;
         for f in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "rs")) {
-            let text = std::fs::read(&f).map_err(|source| EngineError::UnreadableFile { path: f.clone(), source })?;
+            let text = std::fs::read(&f).map_err(|source| DataError::UnreadableFile { path: f.clone(), source })?;
             let rel = f.strip_prefix(&src).unwrap_or(&f).to_string_lossy().replace('\\', "/");
             docs.push(Document { id: format!("{}/src/{rel}", c.stem()), text });
         }
@@ -85,7 +87,7 @@ fn unpack_missing(root: &Path, missing: &[&PinnedCrate], source: &CrateSource) -
     }
     std::fs::create_dir_all(root).map_err(io_err(format!("creating {}", root.display())))?;
     for c in missing {
-        let archive = find_archive(&source.cargo_home, c).ok_or_else(|| EngineError::Command {
+        let archive = find_archive(&source.cargo_home, c).ok_or_else(|| DataError::Command {
             command: format!("cargo fetch ({})", c.stem()),
             detail: format!(
                 "{}.crate is not in {} after the download; the programmer corpus needs it",
@@ -94,10 +96,10 @@ fn unpack_missing(root: &Path, missing: &[&PinnedCrate], source: &CrateSource) -
             ),
         })?;
         let bytes =
-            std::fs::read(&archive).map_err(|source| EngineError::UnreadableFile { path: archive.clone(), source })?;
+            std::fs::read(&archive).map_err(|source| DataError::UnreadableFile { path: archive.clone(), source })?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if actual != c.sha256 {
-            return Err(EngineError::Integrity {
+            return Err(DataError::Integrity {
                 what: format!("{} ({}, pinned in data.lock.toml)", archive.display(), c.stem()),
                 expected: c.sha256.clone(),
                 actual,
@@ -148,7 +150,7 @@ fn download(crates: &[&PinnedCrate], source: &CrateSource) -> Result<()> {
     let names: Vec<String> = crates.iter().map(|c| c.stem()).collect();
     let out = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            EngineError::Command {
+            DataError::Command {
                 command: format!("{} fetch", source.cargo),
                 detail: "cargo was not found; it is needed once to download the programmer corpus".into(),
             }
@@ -157,7 +159,7 @@ fn download(crates: &[&PinnedCrate], source: &CrateSource) -> Result<()> {
         }
     })?;
     if !out.status.success() {
-        return Err(EngineError::Command {
+        return Err(DataError::Command {
             command: format!("cargo fetch (for the programmer corpus: {})", names.join(", ")),
             detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
@@ -188,7 +190,7 @@ fn unpack(root: &Path, c: &PinnedCrate, archive: &Path) -> Result<()> {
         .map_err(io_err("running tar (needed to unpack the programmer corpus)"))?;
     let unpacked = tmp.path().join(c.stem());
     if !out.status.success() || !unpacked.join("src").is_dir() {
-        return Err(EngineError::Command {
+        return Err(DataError::Command {
             command: format!("tar xzf {}", archive.display()),
             detail: format!(
                 "{} (expected a folder {}/src in the archive)",
@@ -244,7 +246,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bytes = fake_archive(dir.path(), "demo");
         let source = home_with(dir.path(), "demo", &bytes);
-        let cache = dir.path().join("bets-cache");
+        let cache = dir.path().join("bets-cache/data");
         let docs = rust_sources(&cache, &[pinned("demo", &bytes)], &source).unwrap();
         let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, vec!["demo-1.2.3/src/inner/mod.rs", "demo-1.2.3/src/lib.rs"]);
@@ -259,12 +261,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bytes = fake_archive(dir.path(), "demo");
         let source = home_with(dir.path(), "demo", &bytes);
-        let cache = dir.path().join("bets-cache");
+        let cache = dir.path().join("bets-cache/data");
         let wrong = PinnedCrate { sha256: "00".repeat(32), ..pinned("demo", &bytes) };
         let err = rust_sources(&cache, &[wrong], &source).unwrap_err();
-        assert!(matches!(err, EngineError::Integrity { .. }), "{err}");
+        assert!(matches!(err, DataError::Integrity { .. }), "{err}");
         assert!(err.to_string().contains("demo-1.2.3"), "{err}");
-        assert!(!cache.join("data/crates/demo-1.2.3").exists());
+        assert!(!cache.join("crates/demo-1.2.3").exists());
     }
 
     #[test]
@@ -272,7 +274,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let source = CrateSource { cargo_home: dir.path().join("empty-home"), cargo: "/nonexistent/cargo".into() };
         let c = PinnedCrate { name: "demo".into(), version: "1.2.3".into(), sha256: "00".repeat(32) };
-        let err = rust_sources(&dir.path().join("cache"), &[c], &source).unwrap_err().to_string();
+        let err = rust_sources(&dir.path().join("cache/data"), &[c], &source).unwrap_err().to_string();
         assert!(err.contains("cargo") && err.contains("programmer corpus"), "{err}");
     }
 }

@@ -1,0 +1,138 @@
+//! The base-model store: pre-trained bases kept by content hash in the
+//! folder it is handed (`Paths::models_dir`), as `<hash>/model.safetensors`
+//! and `<hash>/manifest.json`. A base is loaded when complete and checked
+//! against the manifest's digest; otherwise it is pre-trained
+//! ([`crate::engine::pretrain`]) and saved atomically, the manifest last
+//! (its presence marks a complete entry).
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::Progress;
+use crate::engine::pretrain::{BaseManifest, base_hash, pretrain};
+use crate::engine::{BaseModel, EngineError, Profile, default_device};
+
+/// File of a base's manifest inside its folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// File of a base's weights inside its folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// What the store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A stored file cannot be read or written.
+    #[error("{context}: {detail}")]
+    Io { context: String, detail: String },
+    /// A stored file is not what the store wrote.
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: String, detail: String },
+    /// Stored weights whose digest differs from the manifest's.
+    #[error("integrity mismatch for {what}: expected {expected}, got {actual}; the download was discarded")]
+    Integrity { what: String, expected: String, actual: String },
+    /// Training, or decoding stored bytes, failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// The store's result type.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| StoreError::Io { context: format!("reading {}", path.display()), detail: e.to_string() })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::fsutil::write_atomic(path, bytes)
+        .map_err(|e| StoreError::Io { context: format!("{e:#}"), detail: "atomic write failed".into() })
+}
+
+/// Pre-trained base models by content hash.
+#[derive(Debug, Clone)]
+pub struct BaseModels {
+    dir: PathBuf,
+}
+
+impl BaseModels {
+    /// The store kept in `dir` (`Paths::models_dir`).
+    pub fn new(dir: impl Into<PathBuf>) -> BaseModels {
+        BaseModels { dir: dir.into() }
+    }
+
+    /// Folder of the base named `hash`.
+    pub fn entry(&self, hash: &str) -> PathBuf {
+        self.dir.join(hash)
+    }
+
+    /// The base of `profile` pre-trained on `text`: loaded when stored,
+    /// otherwise pre-trained (evaluated on `eval_text`, progress to
+    /// `progress`) and stored.
+    pub fn get_or_pretrain(
+        &self,
+        profile: &Profile,
+        text: &[u8],
+        eval_text: &[u8],
+        seed: u64,
+        threads: usize,
+        progress: &dyn Progress,
+    ) -> Result<(BaseModel, BaseManifest)> {
+        let hash = base_hash(profile, text, seed, threads);
+        let dir = self.entry(&hash);
+        if dir.join(MANIFEST_FILE).is_file() {
+            return self.load(&hash);
+        }
+        let made = pretrain(profile, text, eval_text, seed, threads, &default_device(), progress)?;
+        write(&dir.join(WEIGHTS_FILE), &made.weights)?;
+        // The manifest is written last: its presence means the base is complete.
+        let json = serde_json::to_vec_pretty(&made.manifest).expect("manifest serialises");
+        write(&dir.join(MANIFEST_FILE), &json)?;
+        Ok((made.base, made.manifest))
+    }
+
+    /// Load the stored base `hash`, checking the weights' digest.
+    pub fn load(&self, hash: &str) -> Result<(BaseModel, BaseManifest)> {
+        let dir = self.entry(hash);
+        let mpath = dir.join(MANIFEST_FILE);
+        let manifest: BaseManifest = serde_json::from_slice(&read(&mpath)?)
+            .map_err(|e| StoreError::Malformed { what: mpath.display().to_string(), detail: e.to_string() })?;
+        let wpath = dir.join(WEIGHTS_FILE);
+        let bytes = read(&wpath)?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != manifest.weights_sha256 {
+            return Err(StoreError::Integrity {
+                what: wpath.display().to_string(),
+                expected: manifest.weights_sha256.clone(),
+                actual,
+            });
+        }
+        let base = BaseModel::from_bytes(manifest.config.clone(), manifest.hash.clone(), &bytes, &default_device())?;
+        Ok((base, manifest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::Silent;
+
+    #[test]
+    fn a_base_is_pretrained_once_then_loaded_with_the_same_bits_and_a_tampered_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BaseModels::new(dir.path());
+        let mut profile = Profile::from_name("tiny").unwrap();
+        profile.pretrain.steps = 3;
+        let text: Vec<u8> = (0..4000u32).map(|i| b"abcdefgh "[(i * 7 % 9) as usize]).collect();
+        let (made, manifest) = store.get_or_pretrain(&profile, &text, &text, 0, 1, &Silent).unwrap();
+        let entry = store.entry(&made.hash);
+        let mut files: Vec<String> =
+            std::fs::read_dir(&entry).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        files.sort();
+        assert_eq!(files, [MANIFEST_FILE, WEIGHTS_FILE]);
+        let (again, m2) = store.get_or_pretrain(&profile, &text, &text, 0, 1, &Silent).unwrap();
+        assert_eq!(m2, manifest, "the second call loads what the first stored");
+        assert_eq!(again.weights_bytes().unwrap(), made.weights_bytes().unwrap());
+        std::fs::write(entry.join(WEIGHTS_FILE), b"other bytes").unwrap();
+        assert!(matches!(store.load(&made.hash), Err(StoreError::Integrity { .. })));
+    }
+}
