@@ -49,6 +49,7 @@ pub mod engine;
 pub mod error;
 pub mod experiments;
 pub mod fsutil;
+pub mod pipeline;
 pub mod registry;
 pub mod report;
 pub mod results;

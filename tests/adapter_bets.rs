@@ -6,11 +6,22 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bets::criteria::{self, Verdict};
-use bets::experiments::Env;
-use bets::runner::{self, CellCache, CellEvent, RunOptions};
+use bets::criteria::Verdict;
+use bets::pipeline::{self, Decided, Settings};
+use bets::runner::{CellCache, CellEvent};
 use bets::services::{Paths, Silent};
-use bets::table;
+
+/// Settings for a run at tiny with caches under `dir`.
+fn settings(dir: &Path, jobs: usize) -> Settings {
+    Settings {
+        paths: Paths::new(dir, Some(dir.to_path_buf()), None, None),
+        jobs,
+        threads: 1,
+        shard: None,
+        cells: CellCache::new(&dir.join("cells")),
+        progress: Arc::new(Silent),
+    }
+}
 
 const ADAPTER_BETS: &[&str] = &[
     "10_specialist_per_person.toml",
@@ -26,18 +37,10 @@ const ADAPTER_BETS: &[&str] = &[
 #[test]
 fn every_adapter_bet_runs_at_tiny_and_is_decided() {
     let work = tempfile::tempdir().unwrap();
-    let env = Env {
-        paths: Paths::new(work.path(), Some(work.path().to_path_buf()), None, None),
-        profile: "tiny".into(),
-        threads: 1,
-        progress: Arc::new(Silent),
-    };
-    let cache = CellCache::new(&work.path().join("cells"));
-    let opts = RunOptions { jobs: 2, shard: None, progress: Arc::new(Silent) };
+    let settings = settings(work.path(), 2);
     for name in ADAPTER_BETS {
         let bet = bets::spec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bets").join(name)).unwrap();
-        let plan = bet.plan("tiny").unwrap();
-        let exec = runner::execute(bet.experiment, &plan, &env, &opts, &cache).unwrap();
+        let Decided { plan, exec, record, .. } = pipeline::run(&bet, "tiny", &settings).unwrap();
         assert_eq!(exec.counts.ok, plan.points.len(), "{name}: every cell finishes: {:?}", exec.rows);
         for row in &exec.rows {
             for m in bet.experiment.metrics() {
@@ -46,8 +49,6 @@ fn every_adapter_bet_runs_at_tiny_and_is_decided() {
             let ppl = row["ppl"].as_f64().unwrap();
             assert!(ppl.is_finite() && ppl > 1.0 && ppl < 256.0, "{name}: ppl {ppl} is a per-byte perplexity");
         }
-        let df = table::Table::from_rows(&bet.columns(), &exec.rows).unwrap();
-        let record = criteria::decide(&bet.criteria_set(), &df, exec.counts);
         assert_ne!(record.verdict, Verdict::Inconclusive, "{name}: {}", record.reason);
     }
 }
@@ -57,22 +58,8 @@ fn a_norm_only_adapter_leaves_the_base_perplexity_column_unchanged_across_arms()
     // base_ppl is the bare base on the same text: identical for every arm of
     // one (user, slice), which is what makes `gain` comparable across arms.
     let work = tempfile::tempdir().unwrap();
-    let env = Env {
-        paths: Paths::new(work.path(), Some(work.path().to_path_buf()), None, None),
-        profile: "tiny".into(),
-        threads: 1,
-        progress: Arc::new(Silent),
-    };
     let bet = bets::spec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bets/46_norm_replication.toml")).unwrap();
-    let plan = bet.plan("tiny").unwrap();
-    let exec = runner::execute(
-        bet.experiment,
-        &plan,
-        &env,
-        &RunOptions { jobs: 1, shard: None, progress: Arc::new(Silent) },
-        &CellCache::new(&work.path().join("cells")),
-    )
-    .unwrap();
+    let exec = pipeline::run(&bet, "tiny", &settings(work.path(), 1)).unwrap().exec;
     let base: Vec<f64> = exec.rows.iter().map(|r| r["base_ppl"].as_f64().unwrap()).collect();
     assert!(base.windows(2).all(|w| w[0] == w[1]), "{base:?}");
     let bytes: Vec<i64> = exec
@@ -92,20 +79,13 @@ fn a_rerun_of_a_finished_adapter_bet_recomputes_no_cell() {
     // Float metrics (ppl, bpb, gain) must read back from the cache bit for
     // bit, or a resumed sweep silently recomputes finished cells.
     let work = tempfile::tempdir().unwrap();
-    let env = Env {
-        paths: Paths::new(work.path(), Some(work.path().to_path_buf()), None, None),
-        profile: "tiny".into(),
-        threads: 1,
-        progress: Arc::new(Silent),
-    };
-    let cache = CellCache::new(&work.path().join("cells"));
-    let opts = RunOptions { jobs: 2, shard: None, progress: Arc::new(Silent) };
+    let settings = settings(work.path(), 2);
     for name in ["49_adapter_shootout.toml", "61_confusion_matrix.toml"] {
         let bet = bets::spec::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("bets").join(name)).unwrap();
-        let plan = bet.plan("tiny").unwrap();
-        let first = runner::execute(bet.experiment, &plan, &env, &opts, &cache).unwrap();
+        let first = pipeline::run(&bet, "tiny", &settings).unwrap();
+        let (plan, first) = (first.plan, first.exec);
         assert!(first.events.iter().all(|e| matches!(e, CellEvent::Computed(_))), "{name}: {:?}", first.events);
-        let again = runner::execute(bet.experiment, &plan, &env, &opts, &cache).unwrap();
+        let again = pipeline::run(&bet, "tiny", &settings).unwrap().exec;
         let recomputed: Vec<_> = again.events.iter().filter(|e| !matches!(e, CellEvent::Cached(_))).collect();
         assert_eq!(recomputed, Vec::<&CellEvent>::new(), "{name}: every finished cell is reused");
         assert_eq!(again.events.len(), plan.points.len());

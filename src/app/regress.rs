@@ -15,10 +15,9 @@ use anyhow::Context;
 
 use super::Repo;
 use crate::error::{ExitKind, classified};
-use crate::experiments::Env;
 use crate::report::baseline::{self, Baseline, CI_PROFILE, Drift};
 use crate::results;
-use crate::runner::{self, CellCache, RunOptions};
+use crate::runner::CellCache;
 use crate::spec::Bet;
 
 /// Options of `bets regress`, resolved from the CLI.
@@ -152,13 +151,15 @@ fn rerun(
     opts: &RegressOptions,
     cells: &std::path::Path,
 ) -> anyhow::Result<(Baseline, Vec<String>)> {
-    let plan = bet.plan(CI_PROFILE)?;
-    let reporter: std::sync::Arc<dyn crate::services::Progress> =
-        std::sync::Arc::new(super::reporter::Reporter { enabled: opts.progress });
-    let env = Env { paths: repo.paths.clone(), profile: plan.profile.clone(), threads: 1, progress: reporter.clone() };
-    let run_opts = RunOptions { jobs: opts.jobs, shard: None, progress: reporter };
-    let exec = runner::execute(bet.experiment, &plan, &env, &run_opts, &CellCache::new(cells))?;
-    let record = super::run::decide(bet, &exec.rows, exec.counts)?;
+    let settings = crate::pipeline::Settings {
+        paths: repo.paths.clone(),
+        jobs: opts.jobs,
+        threads: 1,
+        shard: None,
+        cells: CellCache::new(cells),
+        progress: std::sync::Arc::new(super::reporter::Reporter { enabled: opts.progress }),
+    };
+    let crate::pipeline::Decided { plan, record, .. } = crate::pipeline::run(bet, CI_PROFILE, &settings)?;
     let mut decisive: Vec<String> = record.criteria.iter().flat_map(|c| c.uses.keys().cloned()).collect();
     decisive.sort();
     decisive.dedup();

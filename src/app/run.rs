@@ -9,16 +9,15 @@ use anyhow::Context;
 use super::Repo;
 use super::register::short;
 use crate::cli::RunArgs;
-use crate::criteria::{self, CellCounts, Verdict, VerdictRecord};
+use crate::criteria::{CellCounts, Verdict};
 use crate::error::{ExitKind, classified, usage};
-use crate::experiments::Env;
+use crate::pipeline;
 use crate::registry::{Ledger, Registration};
 use crate::results::{
     self, BundleContents, ExperimentRef, GitInfo, LedgerRef, MANIFEST_FORMAT, Manifest, Threads, VerdictFile,
 };
-use crate::runner::{self, CellCache, RunOptions, Shard};
-use crate::spec::{Bet, Plan};
-use crate::table::{self, Row};
+use crate::runner::{CellCache, Shard};
+use crate::table::Row;
 
 /// `bets run SPEC`.
 pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
@@ -65,14 +64,14 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
     let started = now();
     let reporter: std::sync::Arc<dyn crate::services::Progress> =
         std::sync::Arc::new(super::reporter::Reporter { enabled: progress });
-    let env = Env {
+    let settings = pipeline::Settings {
         paths: repo.paths.clone(),
-        profile: plan.profile.clone(),
+        jobs: args.jobs,
         threads: args.threads,
-        progress: reporter.clone(),
+        shard: args.shard,
+        cells: CellCache::new(&repo.paths.cells_dir()),
+        progress: reporter,
     };
-    let opts = RunOptions { jobs: args.jobs, shard: args.shard, progress: reporter };
-    let cache = CellCache::new(&repo.paths.cells_dir());
     eprintln!(
         "bet {} `{}` profile {}: {} cells{}",
         bet.spec.number,
@@ -81,8 +80,7 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
         plan.points.len(),
         args.shard.map(|s| format!(" (shard {s})")).unwrap_or_default()
     );
-    let exec = runner::execute(bet.experiment, &plan, &env, &opts, &cache)?;
-    let record = decide(&bet, &exec.rows, exec.counts)?;
+    let pipeline::Decided { plan, exec, record, table } = pipeline::run(&bet, &args.profile, &settings)?;
     let run_id = new_run_id(&bet_dir, &plan.profile, args.shard);
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
@@ -98,7 +96,7 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
         ledger: ledger_ref,
         ledger_head: ledger.head(),
         git: git_info(&repo.root),
-        cargo_lock_sha256: crate::fsutil::sha256_file(&repo.root.join("Cargo.lock")).ok(),
+        cargo_lock_sha256: crate::fsutil::sha256_file(&repo.paths.cargo_lock()).ok(),
         experiment: ExperimentRef { kind: bet.experiment.kind().into(), version: bet.experiment.version() },
         params: plan.params.canonical().clone(),
         grid: plan.grid.clone(),
@@ -112,10 +110,11 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
         finished: now(),
         signer: signer.key_id.clone(),
     };
-    let dir = write(&bet, &plan, manifest, record, &exec.rows, &bet_dir, &signer)?;
+    let contents = pipeline::bundle_contents(&bet, &plan, manifest, record, &table, &exec.rows)?;
+    let dir = results::write_bundle(&bet_dir, &contents, &signer)?;
     let recorded =
         if !args.exploratory && args.shard.is_none() { Some(put_on_record(repo, &dir, &signer)?) } else { None };
-    report_written(repo, &dir, recorded, expect)
+    report_written(repo, &dir, &contents, recorded, expect)
 }
 
 /// Append the ledger run entry that makes a counted bundle part of the
@@ -195,7 +194,7 @@ pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
         merged_from.push(m.run_id.clone());
     }
     rows.sort_by_key(|r| r.get("cell").and_then(|v| v.as_i64()).unwrap_or(i64::MAX));
-    let record = decide(&bet, &rows, counts)?;
+    let (record, table) = pipeline::decide(&bet, &rows, counts)?;
     let ledger = Ledger::open(&repo.ledger)?;
     ledger.verify(&keys)?;
     let signer = repo.signer()?;
@@ -215,55 +214,30 @@ pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
         ledger_head: ledger.head(),
         ..last.clone()
     };
-    let dir = write(&bet, &plan, manifest, record, &rows, &bet_dir, &signer)?;
+    let contents = pipeline::bundle_contents(&bet, &plan, manifest, record, &table, &rows)?;
+    let dir = results::write_bundle(&bet_dir, &contents, &signer)?;
     let seq = put_on_record(repo, &dir, &signer)?;
-    report_written(repo, &dir, Some(seq), None)
+    report_written(repo, &dir, &contents, Some(seq), None)
 }
 
-pub(super) fn decide(bet: &Bet, rows: &[Row], counts: CellCounts) -> anyhow::Result<VerdictRecord> {
-    let df = table::Table::from_rows(&bet.columns(), rows)?;
-    Ok(criteria::decide(&bet.criteria_set(), &df, counts))
-}
-
-fn write(
-    bet: &Bet,
-    plan: &Plan,
-    manifest: Manifest,
-    record: VerdictRecord,
-    rows: &[Row],
-    bet_dir: &Path,
-    signer: &crate::signing::Signer,
-) -> anyhow::Result<PathBuf> {
-    let df = table::Table::from_rows(&bet.columns(), rows)?;
-    let verdict = VerdictFile {
-        format: MANIFEST_FORMAT,
-        bet: bet.spec.number,
-        run_id: manifest.run_id.clone(),
-        profile: manifest.profile.clone(),
-        exploratory: manifest.exploratory,
-        counted: !manifest.exploratory && manifest.shard.is_none(),
-        record,
-    };
-    let plots = crate::report::bundle_plots(bet, plan, rows)?;
-    let contents =
-        BundleContents { manifest, verdict, cells_csv: df.to_csv()?, cells_parquet: df.to_parquet()?, plots };
-    results::write_bundle(bet_dir, &contents, signer)
-}
-
-fn report_written(repo: &Repo, dir: &Path, recorded: Option<u64>, expect: Option<Verdict>) -> anyhow::Result<()> {
-    let v = results::read_verdict(dir)?;
-    let m = results::read_manifest(dir)?;
-    println!("{}", render_verdict(&v));
+/// Print what was written, from the values computed (nothing is read back).
+fn report_written(
+    repo: &Repo,
+    dir: &Path,
+    contents: &BundleContents,
+    recorded: Option<u64>,
+    expect: Option<Verdict>,
+) -> anyhow::Result<()> {
+    let (v, m) = (&contents.verdict, &contents.manifest);
+    println!("{}", render_verdict(v));
     println!("bundle: {}", repo.relative(dir));
-    for f in ["cells.csv", "cells.parquet", "verdict.json", "manifest.json", "SHA256SUMS.minisig"] {
+    for f in [results::CELLS_CSV, results::CELLS_PARQUET, results::VERDICT, results::MANIFEST, results::SUMS_SIG] {
         println!("  {}", repo.relative(&dir.join(f)));
     }
-    if let Ok(entries) = std::fs::read_dir(dir.join("plots")) {
-        let mut plots: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-        plots.sort();
-        for p in plots {
-            println!("  {}", repo.relative(&p));
-        }
+    let mut plots: Vec<_> = contents.plots.iter().map(|(name, _)| results::plot_path(dir, name)).collect();
+    plots.sort();
+    for p in plots {
+        println!("  {}", repo.relative(&p));
     }
     if let Some(seq) = recorded {
         println!("on the record: {} seq {seq}", repo.relative(&repo.ledger));

@@ -160,3 +160,8 @@ fn pretty<T: Serialize>(v: &T) -> anyhow::Result<Vec<u8>> {
     bytes.push(b'\n');
     Ok(bytes)
 }
+
+/// The file of plot `name` in the bundle at `bundle`.
+pub fn plot_path(bundle: &Path, name: &str) -> PathBuf {
+    bundle.join("plots").join(name)
+}

@@ -11,7 +11,7 @@ mod verify;
 
 pub use bundle::{
     BundleContents, CELLS_CSV, CELLS_PARQUET, ExperimentRef, GitInfo, LedgerRef, MANIFEST, MANIFEST_FORMAT, Manifest,
-    SUMS, SUMS_SIG, Threads, VERDICT, VerdictFile, write_bundle,
+    SUMS, SUMS_SIG, Threads, VERDICT, VerdictFile, plot_path, write_bundle,
 };
 pub use verify::{
     BundleCheck, bundle_facts, find_bundles, find_bundles_in, read_manifest, read_rows, read_verdict, run_record,
