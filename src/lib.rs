@@ -14,30 +14,44 @@
 //! - **Integrity**: result bundles carry SHA-256 sums signed in the minisign
 //!   format ([`results`]); `bets verify` checks digests, signatures and ledger.
 //!
+//! The architecture, top to bottom (a module only uses those below it):
+//!
+//! ```text
+//! main -> cli (clap) -> app            the IO shell: builds Paths and the progress
+//!                        |             reporter, prints, maps errors to exit codes
+//!                     pipeline         plan -> execute -> decide -> bundle contents
+//!        /        |        |        //!     spec     runner   criteria   results, report, registry, tlog, signing
+//!       |         |        |  //!     kinds  (Kind impls)  stats  table (the only module that names polars)
+//!     /    //!  engine   sim            engine, data and sim never import spec, results,
+//!  data     services       kinds or app; services hands down Paths, stores
+//!                          (base models, adapters) and the Progress trait
+//! ```
+//!
 //! Data flow, one path for every bet:
 //!
 //! ```text
-//! spec (TOML) -> spec::load -> Bet -> registry (ledger entry)
-//!   -> runner::plan -> cells -> experiments (engine / sim) -> rows
-//!   -> criteria -> Verdict -> results::store -> signed bundle -> report
+//! spec (TOML) -> spec::load -> Bet (typed params per profile) -> registry (ledger entry)
+//!   -> pipeline::run: Plan -> runner (cell keys, cache, -j, shards) -> kinds -> rows
+//!   -> criteria -> Verdict -> pipeline::bundle_contents -> results (signed bundle) -> report
 //! ```
 //!
-//! File map: [`spec`] parses and validates specs, [`criteria`] decides
-//! verdicts, [`registry`] keeps the ledger (and checks that the record of
-//! counted runs is complete), [`runner`] executes plans,
-//! [`experiments`] turns cells into engine or simulation calls, [`engine`] is
-//! the candle model (no IO of its own), [`data`] fetches and splits the
-//! pinned corpus, [`bench`] compares the engine with PyTorch, [`services`]
-//! holds paths, progress and the model and adapter stores, [`sim`] holds
-//! model-free simulations, [`results`] writes
-//! and verifies bundles, [`report`] renders plots, pages, confirmations and
-//! retractions, [`stats`] says how much weight a verdict bears (bootstrap
-//! intervals, sign tests, Holm), [`table`] is the
-//! tidy table (sandboxed SQL, CSV, Parquet), [`seed`] derives named seeds, [`progress`] shows long
-//! work, [`signing`] holds minisign keys and
-//! signatures, [`tlog`] is the RFC 6962 Merkle log and its signed
-//! checkpoints, [`app`] is the IO shell behind the CLI ([`cli`],
-//! [`cli_engine`]), and [`error`] maps failures to the documented exit codes.
+//! File map: [`spec`] parses and validates specs, [`kinds`] declares every
+//! experiment kind (typed `Params`, `Factors`, `Metrics`; one file or folder
+//! and one registry line each), [`pipeline`] is the one path of a run,
+//! [`runner`] executes plans, [`criteria`] decides verdicts, [`registry`]
+//! keeps the ledger (and checks that the record of counted runs is
+//! complete), [`engine`] is the candle model (a library of parts with no IO
+//! of its own), [`data`] fetches and splits the pinned corpus, [`sim`] holds
+//! model-free simulations, [`services`] holds paths, progress and the model
+//! and adapter stores, [`results`] writes and verifies bundles, [`report`]
+//! renders plots, pages, confirmations and retractions, [`stats`] says how
+//! much weight a verdict bears (bootstrap intervals, sign tests, Holm),
+//! [`table`] is the tidy table (sandboxed SQL, CSV, Parquet), [`seed`]
+//! derives named seeds, [`signing`] holds minisign keys and signatures,
+//! [`tlog`] is the RFC 6962 Merkle log and its signed checkpoints, [`bench`]
+//! compares the engine with PyTorch, [`app`] is the IO shell behind the CLI
+//! ([`cli`], [`cli_engine`]), and [`error`] maps failures to the documented
+//! exit codes.
 
 pub mod app;
 pub mod bench;
@@ -47,8 +61,8 @@ pub mod criteria;
 pub mod data;
 pub mod engine;
 pub mod error;
-pub mod experiments;
 pub mod fsutil;
+pub mod kinds;
 pub mod pipeline;
 pub mod registry;
 pub mod report;

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::criteria::{self, CellCounts, VerdictRecord};
-use crate::experiments::Env;
+use crate::kinds::Env;
 use crate::results::{BundleContents, MANIFEST_FORMAT, Manifest, VerdictFile};
 use crate::runner::{self, CellCache, Execution, RunOptions, Shard};
 use crate::services::{Paths, Progress};

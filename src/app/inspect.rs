@@ -65,7 +65,7 @@ struct ExperimentLine {
 /// `bets list`: the bets (or experiment kinds).
 pub fn list(repo: &Repo, json: bool, experiments: bool) -> anyhow::Result<()> {
     if experiments {
-        let lines: Vec<ExperimentLine> = crate::experiments::all()
+        let lines: Vec<ExperimentLine> = crate::kinds::all()
             .into_iter()
             .map(|e| ExperimentLine {
                 kind: e.kind(),

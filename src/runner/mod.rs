@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::criteria::CellCounts;
-use crate::experiments::{Cell, Env, Experiment};
+use crate::kinds::{Cell, Env, Experiment};
 use crate::spec::Plan;
 use crate::table::{Row, Value};
 

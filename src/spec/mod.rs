@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::experiments::{Experiment, Parameters};
+use crate::kinds::{Experiment, Parameters};
 use crate::table::{Column, ColumnType, Value};
 
 /// The profile `bets run` uses when none is given.

@@ -6,12 +6,11 @@
 use serde_json::{Value, json};
 
 use super::SpecFile;
-use crate::experiments;
 
 /// The schema `bets schema` prints.
 pub fn json_schema() -> Value {
     let mut root = schemars::schema_for!(SpecFile).to_value();
-    let kinds: Vec<Value> = experiments::all()
+    let kinds: Vec<Value> = crate::kinds::all()
         .into_iter()
         .map(|e| {
             let mut s = e.params_schema().to_value();
@@ -49,7 +48,7 @@ mod tests {
         let schema = json_schema();
         assert_eq!(schema["properties"]["procedure"]["$ref"], "#/$defs/Procedure");
         let kinds = schema["$defs"]["Procedure"]["oneOf"].as_array().unwrap();
-        assert_eq!(kinds.len(), experiments::all().len());
+        assert_eq!(kinds.len(), crate::kinds::all().len());
         let gossip = kinds.iter().find(|k| k["properties"]["experiment"]["const"] == "gossip-directory").unwrap();
         assert_eq!(gossip["additionalProperties"], json!(false));
         assert!(gossip["properties"]["fanout"].is_object());

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::raw::{PROFILES, SpecFile, TOP_LEVEL_KEYS};
 use super::{Bet, Claim, Problem, SpecErrors, table_columns};
-use crate::experiments::{self, Experiment, Parameters};
+use crate::kinds::{self, Experiment, Parameters};
 use crate::table::{self, Column, ColumnType, Row, Value, sandbox};
 
 /// Read and validate a spec file.
@@ -88,8 +88,8 @@ impl Checker {
                 self.push(&format!("depends_on[{i}]"), "a bet cannot depend on itself".into(), None);
             }
         }
-        let Some(exp) = experiments::find(&s.procedure.experiment) else {
-            let known: Vec<_> = experiments::all().iter().map(|e| e.kind()).collect();
+        let Some(exp) = kinds::find(&s.procedure.experiment) else {
+            let known: Vec<_> = kinds::all().iter().map(|e| e.kind()).collect();
             self.push(
                 "procedure.experiment",
                 format!("unknown experiment kind `{}`", s.procedure.experiment),

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::{Arm, Budget, Data, Slice, Workbench};
 use crate::engine::eval::evaluate;
-use crate::experiments::{Cell, Env, Kind, ParamProblem};
+use crate::kinds::{Cell, Env, Kind, ParamProblem};
 
 /// The `adapter-train-eval` kind.
 pub struct AdapterTrainEval;

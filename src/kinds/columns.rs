@@ -106,12 +106,12 @@ macro_rules! metrics {
             $( $(#[doc = $doc])+ $fvis $field: $ty ),*
         }
 
-        impl $crate::experiments::Metrics for $name {
-            fn columns() -> Vec<$crate::experiments::Metric> {
+        impl $crate::kinds::Metrics for $name {
+            fn columns() -> Vec<$crate::kinds::Metric> {
                 vec![$(
-                    $crate::experiments::Metric {
+                    $crate::kinds::Metric {
                         name: stringify!($field),
-                        kind: <$ty as $crate::experiments::MetricValue>::KIND,
+                        kind: <$ty as $crate::kinds::MetricValue>::KIND,
                         doc: concat!($($doc),+).trim_ascii(),
                     }
                 ),*]
@@ -121,7 +121,7 @@ macro_rules! metrics {
                 let mut row = $crate::table::Row::new();
                 $( row.insert(
                     stringify!($field).to_string(),
-                    $crate::experiments::MetricValue::into_value(self.$field),
+                    $crate::kinds::MetricValue::into_value(self.$field),
                 ); )*
                 row
             }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{Budget, Slice, Workbench};
 use crate::engine::adapter::Adapter;
 use crate::engine::eval::evaluate;
-use crate::experiments::{Cell, Env, Kind, ParamProblem};
+use crate::kinds::{Cell, Env, Kind, ParamProblem};
 
 /// The `adapter-average` kind.
 pub struct AdapterAverage;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Budget, Slice, Workbench};
 use crate::engine::eval::evaluate_mixture;
-use crate::experiments::{Cell, Env, Kind, ParamProblem};
+use crate::kinds::{Cell, Env, Kind, ParamProblem};
 
 /// The `adapter-mixture` kind.
 pub struct AdapterMixture;

@@ -120,8 +120,8 @@ impl Kind for RoyaltyMath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::experiments::testing::{cell, check, env, prepare};
-    use crate::experiments::{Metrics, find};
+    use crate::kinds::testing::{cell, check, env, prepare};
+    use crate::kinds::{Metrics, find};
     use crate::table::Value;
 
     #[test]
