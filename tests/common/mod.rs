@@ -25,6 +25,12 @@ impl TestRepo {
         TestRepo { dir }
     }
 
+    /// Copy another catalogue spec (e.g. `bets/15_gossip_directory.toml`) into the repo.
+    pub fn add_spec(&self, rel: &str) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+        std::fs::copy(src, self.path(rel)).unwrap();
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
