@@ -154,7 +154,7 @@ fn load_run(repo: &Repo, dir: &Path, keys: &TrustedKeys, number: u32) -> anyhow:
             manifest.run_id
         )));
     }
-    let mut plots: Vec<String> = std::fs::read_dir(dir.join("plots"))
+    let mut plots: Vec<String> = std::fs::read_dir(crate::services::Paths::bundle_plots(dir))
         .into_iter()
         .flatten()
         .flatten()
@@ -177,7 +177,7 @@ fn signature(
     comment: &str,
 ) -> anyhow::Result<String> {
     let path = repo.reports_dir.join(name);
-    let sig_path = repo.reports_dir.join(format!("{name}.minisig"));
+    let sig_path = crate::services::Paths::signature_of(&path);
     if std::fs::read(&path).ok().as_deref() == Some(bytes)
         && let Ok(old) = std::fs::read_to_string(&sig_path)
         && keys.verify(bytes, &old, name).is_ok()

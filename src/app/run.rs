@@ -288,7 +288,7 @@ pub fn render_verdict(v: &VerdictFile) -> String {
 /// A per-bet lock so two runs of the same bet never interleave their files.
 fn lock_bet(bet_dir: &Path, number: u32) -> anyhow::Result<File> {
     std::fs::create_dir_all(bet_dir).with_context(|| format!("creating {}", bet_dir.display()))?;
-    let path = bet_dir.join(".run.lock");
+    let path = crate::services::Paths::bet_lock(bet_dir);
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

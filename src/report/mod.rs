@@ -22,9 +22,9 @@ pub use render::{HTML_DIR, Rendered, render};
 /// The ledger heads recorded in a report tree (SUMMARY.json and the JSON of
 /// every confirmation and retraction), for `bets verify`.
 pub fn recorded_heads(reports_dir: &std::path::Path) -> Vec<(std::path::PathBuf, crate::registry::LedgerHead)> {
-    let mut files = vec![reports_dir.join("SUMMARY.json")];
-    for sub in ["confirmations", "retractions"] {
-        let mut found: Vec<_> = std::fs::read_dir(reports_dir.join(sub))
+    let mut files = vec![crate::services::Paths::summary_json(reports_dir)];
+    for sub in crate::services::Paths::report_record_dirs(reports_dir) {
+        let mut found: Vec<_> = std::fs::read_dir(sub)
             .into_iter()
             .flatten()
             .flatten()

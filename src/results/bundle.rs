@@ -163,5 +163,5 @@ fn pretty<T: Serialize>(v: &T) -> anyhow::Result<Vec<u8>> {
 
 /// The file of plot `name` in the bundle at `bundle`.
 pub fn plot_path(bundle: &Path, name: &str) -> PathBuf {
-    bundle.join("plots").join(name)
+    crate::services::Paths::bundle_plots(bundle).join(name)
 }

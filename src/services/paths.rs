@@ -169,6 +169,33 @@ impl Paths {
     pub fn crates_in(data_dir: &Path) -> PathBuf {
         data_dir.join("crates")
     }
+
+    /// The lock file that keeps two runs of one bet apart, in its results folder.
+    pub fn bet_lock(bet_results: &Path) -> PathBuf {
+        bet_results.join(".run.lock")
+    }
+
+    /// The detached minisign signature beside `file`.
+    pub fn signature_of(file: &Path) -> PathBuf {
+        let mut name = file.as_os_str().to_os_string();
+        name.push(".minisig");
+        PathBuf::from(name)
+    }
+
+    /// `reports/SUMMARY.json`: the machine-readable summary.
+    pub fn summary_json(reports_dir: &Path) -> PathBuf {
+        reports_dir.join("SUMMARY.json")
+    }
+
+    /// The folders of `reports/` holding confirmations and retractions.
+    pub fn report_record_dirs(reports_dir: &Path) -> [PathBuf; 2] {
+        [reports_dir.join("confirmations"), reports_dir.join("retractions")]
+    }
+
+    /// The `plots/` folder of a bundle.
+    pub fn bundle_plots(bundle: &Path) -> PathBuf {
+        bundle.join("plots")
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +211,14 @@ mod tests {
         assert_eq!(p.bet_results("46-x"), Path::new("/r/results/46-x"));
         assert_eq!(p.secret_key(), Path::new("/home/u/.config/bets/bets.key"));
         assert!(!p.secret_key_explicit());
+    }
+
+    #[test]
+    fn sidecars_sit_beside_their_files() {
+        assert_eq!(Paths::signature_of(Path::new("/r/reports/SUMMARY.md")), Path::new("/r/reports/SUMMARY.md.minisig"));
+        assert_eq!(Paths::bet_lock(Path::new("/r/results/14-x")), Path::new("/r/results/14-x/.run.lock"));
+        assert_eq!(Paths::bundle_plots(Path::new("/b")), Path::new("/b/plots"));
+        assert_eq!(Paths::summary_json(Path::new("/r/reports")), Path::new("/r/reports/SUMMARY.json"));
     }
 
     #[test]
