@@ -14,17 +14,20 @@
 //! - **Integrity**: result bundles carry SHA-256 sums signed in the minisign
 //!   format ([`results`]); `bets verify` checks digests, signatures and ledger.
 //!
-//! The architecture, top to bottom (a module only uses those below it):
+//! The architecture, top to bottom (a layer uses the layers below it, never above):
 //!
 //! ```text
-//! main -> cli (clap) -> app            the IO shell: builds Paths and the progress
-//!                        |             reporter, prints, maps errors to exit codes
-//!                     pipeline         plan -> execute -> decide -> bundle contents
-//!        /        |        |        //!     spec     runner   criteria   results, report, registry, tlog, signing
-//!       |         |        |  //!     kinds  (Kind impls)  stats  table (the only module that names polars)
-//!     /    //!  engine   sim            engine, data and sim never import spec, results,
-//!  data     services       kinds or app; services hands down Paths, stores
-//!                          (base models, adapters) and the Progress trait
+//! main -> cli (clap) -> app     the IO shell: builds Paths and the progress
+//!                        |      reporter, prints, maps errors to exit codes
+//!                     pipeline  plan -> execute -> decide -> bundle contents
+//!                        |
+//!   spec, runner, criteria, results, report, registry, tlog, signing
+//!     |                     |
+//!   kinds (Kind impls)      stats, table (table alone holds the dataframe crate)
+//!     |
+//!   engine, data, sim       never import spec, results, kinds or app;
+//!   services                Paths, the stores (base models, adapters) and the
+//!                           Progress trait, handed down by the app
 //! ```
 //!
 //! Data flow, one path for every bet:

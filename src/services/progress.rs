@@ -1,7 +1,7 @@
 //! How long work says how far it is, without knowing where it is shown.
 //!
 //! Pre-training, a sweep's cells and (later) pipelines report through
-//! [`Progress`]; the app hands down its one implementation (an indicatif bar
+//! [`Progress`]; the app hands down its one implementation (a bar
 //! on a terminal, plain lines in logs: `app::reporter`), and tests and
 //! libraries pass [`Silent`].
 

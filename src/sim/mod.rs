@@ -4,7 +4,7 @@
 //!
 //! Every simulation here is pure: parameters and a seed in, an outcome struct
 //! out, no IO and no knowledge of specs, results or the CLI. The experiment
-//! kinds in [`crate::kinds`] wrap them into table rows.
+//! kinds wrap them into table rows.
 
 pub mod gossip;
 pub mod royalty;
