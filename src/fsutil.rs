@@ -7,35 +7,49 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Context;
 use sha2::{Digest, Sha256};
 
+/// A file operation that failed: what was being done to which path, and
+/// the IO error (the message is `{context}: {error}`).
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {error}")]
+pub struct FsError {
+    /// What was being done, with the path (`writing results/x/cells.csv`).
+    pub context: String,
+    /// The IO error.
+    pub error: std::io::Error,
+}
+
+fn fs_err(context: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> FsError {
+    move |error| FsError { context: context(), error }
+}
+
 /// Write `bytes` to `path` atomically, creating parent folders.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(fs_err(|| format!("creating folder {}", dir.display())))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    tmp.as_file().sync_all().with_context(|| format!("flushing {}", path.display()))?;
-    tmp.persist(path).with_context(|| format!("renaming into {}", path.display()))?;
+        .map_err(fs_err(|| format!("creating a temporary file in {}", dir.display())))?;
+    tmp.write_all(bytes).map_err(fs_err(|| format!("writing {}", path.display())))?;
+    tmp.as_file().sync_all().map_err(fs_err(|| format!("flushing {}", path.display())))?;
+    tmp.persist(path).map_err(|e| fs_err(|| format!("renaming into {}", path.display()))(e.error))?;
     Ok(())
 }
 
 /// Append one line to `path` and flush it to disk (for append-only logs).
-pub fn append_line(path: &Path, line: &str) -> anyhow::Result<()> {
+pub fn append_line(path: &Path, line: &str) -> Result<(), FsError> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(fs_err(|| format!("creating folder {}", dir.display())))?;
     }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .with_context(|| format!("opening {} for append", path.display()))?;
-    f.write_all(format!("{line}\n").as_bytes()).with_context(|| format!("appending to {}", path.display()))?;
-    f.sync_all()?;
+        .map_err(fs_err(|| format!("opening {} for append", path.display())))?;
+    f.write_all(format!("{line}\n").as_bytes()).map_err(fs_err(|| format!("appending to {}", path.display())))?;
+    f.sync_all().map_err(fs_err(|| format!("flushing {}", path.display())))?;
     Ok(())
 }
 
@@ -45,7 +59,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Lower-case hex SHA-256 of a file's contents.
-pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn sha256_file(path: &Path) -> Result<String, FsError> {
+    let bytes = std::fs::read(path).map_err(fs_err(|| format!("reading {}", path.display())))?;
     Ok(sha256_hex(&bytes))
 }

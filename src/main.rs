@@ -9,6 +9,13 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`bets list | head`)
+    // would panic; a command-line tool should just stop, as `ls | head` does.
+    #[cfg(unix)]
+    // SAFETY: called first in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // Before any thread starts: candle's own CPU pool would spin beside rayon's.
     bets::engine::configure_cpu_threads();
     let cli = bets::cli::Cli::parse();

@@ -9,11 +9,87 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use minisign::{PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
 
-use crate::error::{ExitKind, classified, integrity};
-use crate::tlog::checkpoint::{NoteSigner, NoteVerifier};
+use crate::error::{ExitKind, HasExitKind};
+use crate::fsutil::FsError;
+use crate::tlog::checkpoint::{CheckpointError, NoteSigner, NoteVerifier};
+
+/// What making, loading or using keys and signatures can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    /// `keygen` without `--force` over an existing secret key.
+    #[error("a secret key already exists at {} (use --force to replace it)", path.display())]
+    KeyExists { path: PathBuf },
+    /// No readable secret key where one is expected.
+    #[error("no signing key at {} ({error}); run `bets keygen` or set BETS_KEY", path.display())]
+    NoKey { path: PathBuf, error: std::io::Error },
+    /// The secret key file is not a minisign secret key.
+    #[error("{} is not a minisign secret key: {detail}", path.display())]
+    NotASecretKey { path: PathBuf, detail: String },
+    /// A minisign secret key that cannot be used (encrypted, damaged).
+    #[error("cannot use the secret key {}: {detail}", path.display())]
+    UnusableKey { path: PathBuf, detail: String },
+    /// A trusted key file that is not a minisign public key.
+    #[error("{} is not a minisign public key: {detail}", path.display())]
+    NotAPublicKey { path: PathBuf, detail: String },
+    /// A trusted key file that cannot be read.
+    #[error("reading {}: {error}", path.display())]
+    ReadKey { path: PathBuf, error: std::io::Error },
+    /// A minisign operation failed (`what`: generating, encoding, signing).
+    #[error("{what}: {detail}")]
+    Minisign { what: &'static str, detail: String },
+    /// The secret key's bytes are too short to hold an Ed25519 seed.
+    #[error("secret key too short")]
+    SecretTooShort,
+    /// The note (checkpoint) form of a key could not be built.
+    #[error(transparent)]
+    Note(#[from] CheckpointError),
+    /// The note key derived from a secret key is not its public key.
+    #[error("the note key derived from {key_id} does not match its public key")]
+    NoteKeyMismatch { key_id: String },
+    /// A signature (`what` names the file) that is not minisign's format.
+    #[error("{what}: malformed signature: {detail}")]
+    MalformedSignature { what: String, detail: String },
+    /// A signature by a key that is not in `bets/keys/`.
+    #[error("{what}: signed by key {key_id}, which is not trusted (no bets/keys/{key_id}.pub)")]
+    UntrustedKey { what: String, key_id: String },
+    /// A signature that does not verify under its (trusted) key.
+    #[error("{what}: bad signature by key {key_id}: {detail}")]
+    BadSignature { what: String, key_id: String, detail: String },
+    /// Setting a secret key's permissions failed.
+    #[error("setting the permissions of {}: {error}", path.display())]
+    Permissions { path: PathBuf, error: std::io::Error },
+    /// Writing a key file failed.
+    #[error(transparent)]
+    Write(#[from] FsError),
+}
+
+impl HasExitKind for SigningError {
+    fn exit_kind(&self) -> ExitKind {
+        use SigningError::*;
+        match self {
+            KeyExists { .. } | NoKey { .. } | NotASecretKey { .. } | UnusableKey { .. } => ExitKind::Usage,
+            NotAPublicKey { .. } | MalformedSignature { .. } | UntrustedKey { .. } | BadSignature { .. } => {
+                ExitKind::Integrity
+            }
+            ReadKey { .. }
+            | Minisign { .. }
+            | SecretTooShort
+            | Note(_)
+            | NoteKeyMismatch { .. }
+            | Permissions { .. }
+            | Write(_) => ExitKind::Other,
+        }
+    }
+}
+
+/// The signing module's result type.
+pub type Result<T> = std::result::Result<T, SigningError>;
+
+fn minisign_err(what: &'static str) -> impl FnOnce(minisign::PError) -> SigningError {
+    move |e| SigningError::Minisign { what, detail: e.to_string() }
+}
 
 /// A secret key ready to sign, with its public half.
 pub struct Signer {
@@ -37,22 +113,20 @@ fn key_id(keynum: &[u8]) -> String {
 
 /// Generate a key pair: the secret key goes to `secret_path` (mode 0600),
 /// the public key into `keys_dir/<KEYID>.pub` so the repo trusts it.
-pub fn keygen(secret_path: &Path, keys_dir: &Path, force: bool) -> anyhow::Result<(String, PathBuf)> {
+pub fn keygen(secret_path: &Path, keys_dir: &Path, force: bool) -> Result<(String, PathBuf)> {
     if secret_path.exists() && !force {
-        return Err(classified(
-            ExitKind::Usage,
-            format!("a secret key already exists at {} (use --force to replace it)", secret_path.display()),
-        ));
+        return Err(SigningError::KeyExists { path: secret_path.to_path_buf() });
     }
-    let kp = minisign::KeyPair::generate_unencrypted_keypair().context("generating a key pair")?;
+    let kp = minisign::KeyPair::generate_unencrypted_keypair().map_err(minisign_err("generating a key pair"))?;
     let id = key_id(kp.pk.keynum());
-    let sk_box = kp.sk.to_box(Some("bets secret key")).context("encoding the secret key")?;
-    let pk_box = kp.pk.to_box().context("encoding the public key")?;
+    let sk_box = kp.sk.to_box(Some("bets secret key")).map_err(minisign_err("encoding the secret key"))?;
+    let pk_box = kp.pk.to_box().map_err(minisign_err("encoding the public key"))?;
     crate::fsutil::write_atomic(secret_path, sk_box.to_string().as_bytes())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(secret_path, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(secret_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|error| SigningError::Permissions { path: secret_path.to_path_buf(), error })?;
     }
     let pub_path = crate::services::Paths::public_key_in(keys_dir, &id);
     crate::fsutil::write_atomic(&pub_path, pk_box.to_string().as_bytes())?;
@@ -62,27 +136,22 @@ pub fn keygen(secret_path: &Path, keys_dir: &Path, force: bool) -> anyhow::Resul
 impl Signer {
     /// Load the secret key at `path`; a missing or unreadable key is a
     /// named error that says how to make one.
-    pub fn load(path: &Path) -> anyhow::Result<Signer> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            classified(
-                ExitKind::Usage,
-                format!("no signing key at {} ({e}); run `bets keygen` or set BETS_KEY", path.display()),
-            )
-        })?;
-        let sk_box = SecretKeyBox::from_string(&text).map_err(|e| {
-            classified(ExitKind::Usage, format!("{} is not a minisign secret key: {e}", path.display()))
-        })?;
+    pub fn load(path: &Path) -> Result<Signer> {
+        let text =
+            std::fs::read_to_string(path).map_err(|error| SigningError::NoKey { path: path.to_path_buf(), error })?;
+        let sk_box = SecretKeyBox::from_string(&text)
+            .map_err(|e| SigningError::NotASecretKey { path: path.to_path_buf(), detail: e.to_string() })?;
         let secret = sk_box
             .into_unencrypted_secret_key()
-            .map_err(|e| classified(ExitKind::Usage, format!("cannot use the secret key {}: {e}", path.display())))?;
-        let public = PublicKey::from_secret_key(&secret).context("deriving the public key")?;
+            .map_err(|e| SigningError::UnusableKey { path: path.to_path_buf(), detail: e.to_string() })?;
+        let public = PublicKey::from_secret_key(&secret).map_err(minisign_err("deriving the public key"))?;
         Ok(Signer { key_id: key_id(public.keynum()), secret, public })
     }
 
     /// A minisign signature (the `.minisig` text) of `data`.
-    pub fn sign(&self, data: &[u8], trusted_comment: &str) -> anyhow::Result<String> {
+    pub fn sign(&self, data: &[u8], trusted_comment: &str) -> Result<String> {
         let sig = minisign::sign(Some(&self.public), &self.secret, Cursor::new(data), Some(trusted_comment), None)
-            .context("signing")?;
+            .map_err(minisign_err("signing"))?;
         Ok(sig.to_string())
     }
 }
@@ -98,12 +167,12 @@ impl Signer {
     /// The seed is the first half of minisign's 64-byte secret key, which
     /// sits after the 62-byte header of the serialised key (algorithm ids,
     /// KDF salt and limits, key number).
-    pub fn note_signer(&self) -> anyhow::Result<NoteSigner> {
+    pub fn note_signer(&self) -> Result<NoteSigner> {
         let bytes = self.secret.to_bytes();
-        let seed: [u8; 32] = bytes.get(62..94).and_then(|s| s.try_into().ok()).context("secret key too short")?;
+        let seed: [u8; 32] = bytes.get(62..94).and_then(|s| s.try_into().ok()).ok_or(SigningError::SecretTooShort)?;
         let signer = NoteSigner::from_seed(&note_key_name(&self.key_id), &seed)?;
         if signer.public_key()[..] != self.public.to_bytes()[10..42] {
-            anyhow::bail!("the note key derived from {} does not match its public key", self.key_id);
+            return Err(SigningError::NoteKeyMismatch { key_id: self.key_id.clone() });
         }
         Ok(signer)
     }
@@ -122,16 +191,16 @@ impl TrustedKeys {
     }
 
     /// Every `*.pub` in `dir` (a missing folder trusts nobody).
-    pub fn load(dir: &Path) -> anyhow::Result<TrustedKeys> {
+    pub fn load(dir: &Path) -> Result<TrustedKeys> {
         let mut keys = BTreeMap::new();
         let Ok(entries) = std::fs::read_dir(dir) else { return Ok(TrustedKeys { keys }) };
         let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "pub")) {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let text = std::fs::read_to_string(&p).map_err(|error| SigningError::ReadKey { path: p.clone(), error })?;
             let pk = PublicKeyBox::from_string(&text)
                 .and_then(|b| b.into_public_key())
-                .map_err(|e| integrity(format!("{} is not a minisign public key: {e}", p.display())))?;
+                .map_err(|e| SigningError::NotAPublicKey { path: p.clone(), detail: e.to_string() })?;
             keys.insert(key_id(pk.keynum()), pk);
         }
         Ok(TrustedKeys { keys })
@@ -139,15 +208,18 @@ impl TrustedKeys {
 
     /// Check a minisign signature of `data` against the trusted keys;
     /// returns the signer's key id. `what` names the file in errors.
-    pub fn verify(&self, data: &[u8], signature: &str, what: &str) -> anyhow::Result<String> {
-        let sig =
-            SignatureBox::from_string(signature).map_err(|e| integrity(format!("{what}: malformed signature: {e}")))?;
+    pub fn verify(&self, data: &[u8], signature: &str, what: &str) -> Result<String> {
+        let sig = SignatureBox::from_string(signature)
+            .map_err(|e| SigningError::MalformedSignature { what: what.to_string(), detail: e.to_string() })?;
         let id = key_id(sig.keynum());
-        let pk = self.keys.get(&id).ok_or_else(|| {
-            integrity(format!("{what}: signed by key {id}, which is not trusted (no bets/keys/{id}.pub)"))
+        let Some(pk) = self.keys.get(&id) else {
+            return Err(SigningError::UntrustedKey { what: what.to_string(), key_id: id });
+        };
+        minisign::verify(pk, &sig, Cursor::new(data), true, false, false).map_err(|e| SigningError::BadSignature {
+            what: what.to_string(),
+            key_id: id.clone(),
+            detail: e.to_string(),
         })?;
-        minisign::verify(pk, &sig, Cursor::new(data), true, false, false)
-            .map_err(|e| integrity(format!("{what}: bad signature by key {id}: {e}")))?;
         Ok(id)
     }
 }

@@ -264,7 +264,14 @@ pub fn verify(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
 /// The ledger heads the committed reports saw must still be in the chain.
 fn report_heads(repo: &Repo, ledger: &Ledger) -> Vec<String> {
     let mut problems = Vec::new();
-    for (path, head) in crate::report::recorded_heads(&repo.reports_dir) {
+    for recorded in crate::report::recorded_heads(&repo.reports_dir) {
+        let (path, head) = match recorded {
+            Ok(found) => found,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
         if !ledger.contains(&head) {
             problems.push(format!(
                 "{}: was generated when {} ended at seq {}, which is no longer in the chain (the ledger was \

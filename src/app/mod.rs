@@ -89,7 +89,7 @@ impl Repo {
 
     /// The trusted keys of this repo.
     pub fn trusted_keys(&self) -> anyhow::Result<TrustedKeys> {
-        TrustedKeys::load(&self.keys_dir)
+        Ok(TrustedKeys::load(&self.keys_dir)?)
     }
 
     /// The signer: `$BETS_KEY` if set (it must exist), else the default key,
@@ -104,7 +104,7 @@ impl Repo {
                 self.relative(&pub_path)
             );
         }
-        Signer::load(path)
+        Ok(Signer::load(path)?)
     }
 }
 

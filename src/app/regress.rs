@@ -61,13 +61,7 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
     for bet in &published {
         let (now, decisive) = rerun(repo, bet, opts, &scratch.path().join(bet.id()))?;
         let path = baseline_path(repo, bet);
-        let old: Option<Baseline> = match std::fs::read(&path) {
-            Ok(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| {
-                format!("{} is not a baseline (format {})", path.display(), baseline::BASELINE_FORMAT)
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
+        let old: Option<Baseline> = baseline::read(&path)?;
         if opts.accept {
             let mut new = now.clone();
             new.tolerance = opts.tolerance.or(old.as_ref().map(|o| o.tolerance)).unwrap_or(0.0);

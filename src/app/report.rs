@@ -187,7 +187,7 @@ fn signature(
     if signer.is_none() {
         *signer = Some(repo.signer()?);
     }
-    signer.as_ref().expect("just loaded").sign(bytes, comment)
+    Ok(signer.as_ref().expect("just loaded").sign(bytes, comment)?)
 }
 
 /// Make the managed part of `root` hold exactly `files` (relative paths):

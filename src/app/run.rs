@@ -111,7 +111,7 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
         signer: signer.key_id.clone(),
     };
     let contents = pipeline::bundle_contents(&bet, &plan, manifest, record, &table, &exec.rows)?;
-    let dir = results::write_bundle(&bet_dir, &contents, &signer)?;
+    let dir = results::write(&bet_dir, &contents, &signer)?;
     let recorded =
         if !args.exploratory && args.shard.is_none() { Some(put_on_record(repo, &dir, &signer)?) } else { None };
     report_written(repo, &dir, &contents, recorded, expect)
@@ -215,7 +215,7 @@ pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
         ..last.clone()
     };
     let contents = pipeline::bundle_contents(&bet, &plan, manifest, record, &table, &rows)?;
-    let dir = results::write_bundle(&bet_dir, &contents, &signer)?;
+    let dir = results::write(&bet_dir, &contents, &signer)?;
     let seq = put_on_record(repo, &dir, &signer)?;
     report_written(repo, &dir, &contents, Some(seq), None)
 }

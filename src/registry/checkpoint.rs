@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Ledger;
+use super::{Ledger, LedgerError, Result};
 use crate::signing::{Signer, TrustedKeys};
 use crate::tlog::checkpoint::{Checkpoint, SignedNote};
 use crate::tlog::{self, Hash, Tree};
@@ -95,9 +95,9 @@ impl Ledger {
 }
 
 /// Sign the ledger's current checkpoint and write it beside the ledger.
-pub fn write_checkpoint(ledger: &Ledger, signer: &Signer) -> anyhow::Result<PathBuf> {
-    let cp = ledger.checkpoint().ok_or_else(|| anyhow::anyhow!("an empty ledger has no checkpoint"))?;
-    let note = signer.note_signer()?.sign_checkpoint(&cp)?;
+pub fn write_checkpoint(ledger: &Ledger, signer: &Signer) -> Result<PathBuf> {
+    let cp = ledger.checkpoint().ok_or(LedgerError::EmptyLedger)?;
+    let note = signer.note_signer()?.sign_checkpoint(&cp).map_err(LedgerError::Note)?;
     let path = checkpoint_path(&ledger.path);
     crate::fsutil::write_atomic(&path, note.as_bytes())?;
     Ok(path)
@@ -105,16 +105,18 @@ pub fn write_checkpoint(ledger: &Ledger, signer: &Signer) -> anyhow::Result<Path
 
 /// Open a signed checkpoint (a note signed by one of the trusted keys);
 /// returns it with the name of the key that signed it.
-pub fn open_checkpoint(note: &str, keys: &TrustedKeys) -> Result<(Checkpoint, String), String> {
-    let parsed = SignedNote::parse(note).map_err(|e| format!("not a signed checkpoint: {e}"))?;
-    let mut last = String::from("it carries no signature by a trusted key (bets/keys/)");
+pub fn open_checkpoint(note: &str, keys: &TrustedKeys) -> Result<(Checkpoint, String)> {
+    let parsed = SignedNote::parse(note).map_err(LedgerError::NotASignedNote)?;
+    let mut last = LedgerError::NoTrustedSignature;
     for v in keys.note_verifiers() {
         match v.verify(&parsed) {
             Ok(()) => {
-                let cp = Checkpoint::parse_text(&parsed.text).map_err(|e| format!("not a checkpoint: {e}"))?;
+                let cp = Checkpoint::parse_text(&parsed.text).map_err(LedgerError::NotACheckpoint)?;
                 return Ok((cp, v.name));
             }
-            Err(e @ crate::tlog::checkpoint::CheckpointError::BadSignature { .. }) => last = e.to_string(),
+            Err(e @ crate::tlog::checkpoint::CheckpointError::BadSignature { .. }) => {
+                last = LedgerError::BadCheckpointSignature(e)
+            }
             Err(_) => {}
         }
     }

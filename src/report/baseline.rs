@@ -9,14 +9,58 @@
 //! baseline file.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::criteria::{CellCounts, Verdict, VerdictRecord};
+use crate::error::{ExitKind, FormatError, HasExitKind};
 use crate::table::Value;
 
 /// Version of a baseline file.
 pub const BASELINE_FORMAT: u32 = 1;
+
+/// The baseline formats this build reads.
+pub const BASELINE_FORMATS: &[u32] = &[BASELINE_FORMAT];
+
+/// What reading a baseline file can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    /// The file exists but cannot be read.
+    #[error("reading {}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+    /// A baseline of a format version this build does not read (written by
+    /// another harness: run that one, or accept new baselines on purpose).
+    #[error(transparent)]
+    Format(FormatError),
+    /// The file is not a baseline.
+    #[error("{} is not a baseline (format {BASELINE_FORMAT}): {detail}", path.display())]
+    Malformed { path: PathBuf, detail: String },
+}
+
+impl HasExitKind for BaselineError {
+    fn exit_kind(&self) -> ExitKind {
+        match self {
+            BaselineError::Io { .. } | BaselineError::Malformed { .. } => ExitKind::Other,
+            BaselineError::Format(e) => e.exit_kind(),
+        }
+    }
+}
+
+/// Read the baseline at `path` (`None` when there is none): its format
+/// version first, then its shape.
+pub fn read(path: &Path) -> Result<Option<Baseline>, BaselineError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(BaselineError::Io { path: path.to_path_buf(), error }),
+    };
+    crate::error::check_json_format("baseline", path.display(), &bytes, BASELINE_FORMATS)
+        .map_err(BaselineError::Format)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| BaselineError::Malformed { path: path.to_path_buf(), detail: e.to_string() })
+}
 
 /// The profile CI reruns published bets at.
 pub const CI_PROFILE: &str = "tiny";

@@ -23,6 +23,9 @@ use crate::table::Value;
 /// Version of the documents' JSON form.
 pub const DOCUMENT_FORMAT: u32 = 1;
 
+/// The confirmation and retraction formats this build reads.
+pub const DOCUMENT_FORMATS: &[u32] = &[DOCUMENT_FORMAT];
+
 /// Which way a document goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

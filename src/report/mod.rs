@@ -20,9 +20,15 @@ mod tests;
 pub use render::{HTML_DIR, Rendered, render};
 
 /// The ledger heads recorded in a report tree (SUMMARY.json and the JSON of
-/// every confirmation and retraction), for `bets verify`.
-pub fn recorded_heads(reports_dir: &std::path::Path) -> Vec<(std::path::PathBuf, crate::registry::LedgerHead)> {
-    let mut files = vec![crate::services::Paths::summary_json(reports_dir)];
+/// every confirmation and retraction), for `bets verify`. A file whose
+/// format version this build does not read is an error naming it (its head
+/// cannot be trusted to mean what this build reads); a file that is not
+/// JSON or records no head is skipped.
+pub fn recorded_heads(
+    reports_dir: &std::path::Path,
+) -> Vec<Result<(std::path::PathBuf, crate::registry::LedgerHead), crate::error::FormatError>> {
+    let summary = crate::services::Paths::summary_json(reports_dir);
+    let mut files = vec![(summary, "SUMMARY.json", pages::SUMMARY_FORMATS)];
     for sub in crate::services::Paths::report_record_dirs(reports_dir) {
         let mut found: Vec<_> = std::fs::read_dir(sub)
             .into_iter()
@@ -32,14 +38,18 @@ pub fn recorded_heads(reports_dir: &std::path::Path) -> Vec<(std::path::PathBuf,
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .collect();
         found.sort();
-        files.extend(found);
+        files.extend(found.into_iter().map(|p| (p, "report document", history::DOCUMENT_FORMATS)));
     }
     files
         .into_iter()
-        .filter_map(|p| {
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).ok()?).ok()?;
+        .filter_map(|(p, what, supported)| {
+            let bytes = std::fs::read(&p).ok()?;
+            if let Err(e) = crate::error::check_json_format(what, p.display(), &bytes, supported) {
+                return Some(Err(e));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
             let head = serde_json::from_value(v.get("ledger_head")?.clone()).ok()?;
-            Some((p, head))
+            Some(Ok((p, head)))
         })
         .collect()
 }

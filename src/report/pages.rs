@@ -15,6 +15,10 @@ use crate::table::Value;
 /// Version of SUMMARY.json.
 pub const SUMMARY_FORMAT: u32 = 2;
 
+/// The SUMMARY.json formats this build reads (for the ledger head `bets
+/// verify` checks; 2 added it).
+pub const SUMMARY_FORMATS: &[u32] = &[1, 2];
+
 /// A cells table longer than this is summarised on the page (the full
 /// table is in the bundle's cells.csv).
 pub const MAX_CELL_ROWS: usize = 40;

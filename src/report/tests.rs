@@ -468,3 +468,52 @@ fn a_changed_verdict_or_decisive_number_is_a_drift_in_the_table() {
         "bet  what     baseline now  decisive\n46   verdict  STRICT   FAIL yes\n46   wins     4        2    yes\n"
     );
 }
+
+#[test]
+fn a_baseline_reads_back_and_one_of_an_unknown_version_is_a_named_error() {
+    use crate::error::{ExitKind, FormatError, HasExitKind, Versions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(baseline::file_name("tiny"));
+    assert!(baseline::read(&path).unwrap().is_none(), "no file: no baseline");
+    let b = base();
+    let text = serde_json::to_string_pretty(&b).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(baseline::read(&path).unwrap(), Some(b));
+    let newer = text.replacen("\"format\": 1", "\"format\": 999", 1);
+    assert_ne!(newer, text);
+    std::fs::write(&path, newer).unwrap();
+    let err = baseline::read(&path).unwrap_err();
+    match &err {
+        baseline::BaselineError::Format(FormatError::UnknownVersion { what, found, supported, .. }) => {
+            assert_eq!((*what, *found, *supported), ("baseline", 999, Versions(baseline::BASELINE_FORMATS)));
+        }
+        other => panic!("expected an unknown version, got {other:?}"),
+    }
+    assert!(err.to_string().starts_with(&path.display().to_string()), "{err}");
+    assert_eq!(err.exit_kind(), ExitKind::Usage);
+    std::fs::write(&path, "{\"format\": 1}").unwrap();
+    let err = baseline::read(&path).unwrap_err();
+    assert!(err.to_string().contains("is not a baseline (format 1): missing field"), "{err}");
+    assert_eq!(err.exit_kind(), ExitKind::Other);
+}
+
+#[test]
+fn recorded_heads_name_a_report_file_of_an_unknown_version() {
+    use crate::error::FormatError;
+    let dir = tempfile::tempdir().unwrap();
+    let head = r#""ledger_head": {"seq": 3, "entry_hash": "ab"}"#;
+    std::fs::write(dir.path().join("SUMMARY.json"), format!("{{\"format\": 2, {head}}}")).unwrap();
+    std::fs::create_dir_all(dir.path().join("confirmations")).unwrap();
+    std::fs::create_dir_all(dir.path().join("retractions")).unwrap();
+    let confirmation = dir.path().join("confirmations/46-x--r1.json");
+    std::fs::write(&confirmation, format!("{{\"format\": 1, {head}}}")).unwrap();
+    std::fs::write(dir.path().join("retractions/46-x--r2.json"), format!("{{\"format\": 999, {head}}}")).unwrap();
+    let heads = super::recorded_heads(dir.path());
+    assert_eq!(heads.len(), 3);
+    assert_eq!(heads[0].as_ref().unwrap().1.seq, 3);
+    assert_eq!(heads[1].as_ref().unwrap().0, confirmation);
+    match &heads[2] {
+        Err(FormatError::UnknownVersion { what: "report document", found: 999, .. }) => {}
+        other => panic!("expected an unknown version, got {other:?}"),
+    }
+}

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::error::{BundleError, Result};
 use crate::criteria::{CellCounts, VerdictRecord};
 use crate::runner::Shard;
 use crate::signing::Signer;
@@ -13,6 +13,9 @@ use crate::table::Value;
 
 /// Version of `manifest.json` and `verdict.json` (2 adds `ledger_head`).
 pub const MANIFEST_FORMAT: u32 = 2;
+/// The manifest and verdict formats this build reads; a file of any other
+/// version is an integrity error naming it (this build cannot verify it).
+pub const MANIFEST_FORMATS: &[u32] = &[1, 2];
 pub const MANIFEST: &str = "manifest.json";
 pub const CELLS_CSV: &str = "cells.csv";
 pub const CELLS_PARQUET: &str = "cells.parquet";
@@ -120,22 +123,27 @@ pub struct BundleContents {
 
 /// Write a bundle into `bet_dir/<run id>/`: staged in a hidden folder,
 /// checksummed, signed, then renamed into place. Returns the final path.
-pub fn write_bundle(bet_dir: &Path, contents: &BundleContents, signer: &Signer) -> anyhow::Result<PathBuf> {
+pub fn write(bet_dir: &Path, contents: &BundleContents, signer: &Signer) -> Result<PathBuf> {
     let run_id = &contents.manifest.run_id;
     let final_dir = bet_dir.join(run_id);
     if final_dir.exists() {
-        anyhow::bail!("{} already exists: bundles are never rewritten", final_dir.display());
+        return Err(BundleError::Exists { dir: final_dir });
     }
     let staging = bet_dir.join(format!(".staging-{run_id}"));
     if staging.exists() {
-        std::fs::remove_dir_all(&staging).with_context(|| format!("clearing {}", staging.display()))?;
+        std::fs::remove_dir_all(&staging).map_err(|error| BundleError::Io {
+            action: "clearing",
+            path: staging.clone(),
+            error,
+        })?;
     }
-    std::fs::create_dir_all(staging.join("plots"))?;
+    let plots = staging.join("plots");
+    std::fs::create_dir_all(&plots).map_err(|error| BundleError::Io { action: "creating", path: plots, error })?;
     let mut files: Vec<(String, Vec<u8>)> = vec![
-        (MANIFEST.into(), pretty(&contents.manifest)?),
+        (MANIFEST.into(), pretty(MANIFEST, &contents.manifest)?),
         (CELLS_CSV.into(), contents.cells_csv.clone()),
         (CELLS_PARQUET.into(), contents.cells_parquet.clone()),
-        (VERDICT.into(), pretty(&contents.verdict)?),
+        (VERDICT.into(), pretty(VERDICT, &contents.verdict)?),
     ];
     for (name, svg) in &contents.plots {
         files.push((format!("plots/{name}"), svg.clone().into_bytes()));
@@ -150,13 +158,17 @@ pub fn write_bundle(bet_dir: &Path, contents: &BundleContents, signer: &Signer) 
     let comment = format!("bets bet {} run {run_id} spec {}", contents.manifest.bet, contents.manifest.spec_hash);
     let sig = signer.sign(sums.as_bytes(), &comment)?;
     crate::fsutil::write_atomic(&staging.join(SUMS_SIG), sig.as_bytes())?;
-    std::fs::rename(&staging, &final_dir)
-        .with_context(|| format!("moving {} into {}", staging.display(), final_dir.display()))?;
+    std::fs::rename(&staging, &final_dir).map_err(|error| BundleError::Move {
+        from: staging.clone(),
+        to: final_dir.clone(),
+        error,
+    })?;
     Ok(final_dir)
 }
 
-fn pretty<T: Serialize>(v: &T) -> anyhow::Result<Vec<u8>> {
-    let mut bytes = serde_json::to_vec_pretty(v)?;
+/// Pretty JSON with a final newline.
+fn pretty<T: Serialize>(file: &'static str, v: &T) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(v).map_err(|e| BundleError::Serialise { file, detail: e.to_string() })?;
     bytes.push(b'\n');
     Ok(bytes)
 }

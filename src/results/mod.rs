@@ -7,12 +7,14 @@
 //! exists whole or not at all; bundles are never rewritten.
 
 mod bundle;
+mod error;
 mod verify;
 
 pub use bundle::{
-    BundleContents, CELLS_CSV, CELLS_PARQUET, ExperimentRef, GitInfo, LedgerRef, MANIFEST, MANIFEST_FORMAT, Manifest,
-    SUMS, SUMS_SIG, Threads, VERDICT, VerdictFile, plot_path, write_bundle,
+    BundleContents, CELLS_CSV, CELLS_PARQUET, ExperimentRef, GitInfo, LedgerRef, MANIFEST, MANIFEST_FORMAT,
+    MANIFEST_FORMATS, Manifest, SUMS, SUMS_SIG, Threads, VERDICT, VerdictFile, plot_path, write,
 };
+pub use error::{BundleError, Result};
 pub use verify::{
     BundleCheck, bundle_facts, find_bundles, find_bundles_in, read_manifest, read_rows, read_verdict, run_record,
     verify_bundle,

@@ -3,10 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
-use super::bundle::{CELLS_PARQUET, MANIFEST, Manifest, SUMS, SUMS_SIG, VERDICT, VerdictFile};
-use crate::error::integrity;
+use super::bundle::{CELLS_PARQUET, MANIFEST, MANIFEST_FORMATS, Manifest, SUMS, SUMS_SIG, VERDICT, VerdictFile};
+use super::error::{BundleError, Result};
 use crate::signing::TrustedKeys;
 use crate::table::Row;
 
@@ -31,44 +29,46 @@ pub fn find_bundles(results_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Verify one bundle; any mismatch is an integrity error naming the file.
-pub fn verify_bundle(dir: &Path, keys: &TrustedKeys) -> anyhow::Result<BundleCheck> {
+pub fn verify_bundle(dir: &Path, keys: &TrustedKeys) -> Result<BundleCheck> {
     let sums_path = dir.join(SUMS);
     let sums =
-        std::fs::read(&sums_path).map_err(|e| integrity(format!("{}: cannot read: {e}", sums_path.display())))?;
+        std::fs::read(&sums_path).map_err(|error| BundleError::UnreadableSums { path: sums_path.clone(), error })?;
     let sig_path = dir.join(SUMS_SIG);
     let sig = std::fs::read_to_string(&sig_path)
-        .map_err(|e| integrity(format!("{}: missing signature: {e}", sig_path.display())))?;
+        .map_err(|error| BundleError::MissingSignature { path: sig_path.clone(), error })?;
     let signer = keys.verify(&sums, &sig, &sig_path.display().to_string())?;
-    let text = String::from_utf8(sums).map_err(|_| integrity(format!("{}: not UTF-8", sums_path.display())))?;
+    let text = String::from_utf8(sums).map_err(|_| BundleError::SumsNotUtf8 { path: sums_path.clone() })?;
     let mut listed = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let (digest, name) = line
-            .split_once("  ")
-            .ok_or_else(|| integrity(format!("{} line {}: malformed", sums_path.display(), i + 1)))?;
+        let (digest, name) =
+            line.split_once("  ").ok_or_else(|| BundleError::MalformedSums { path: sums_path.clone(), line: i + 1 })?;
         if name.contains("..") || name.starts_with('/') {
-            return Err(integrity(format!("{} line {}: path escapes the bundle", sums_path.display(), i + 1)));
+            return Err(BundleError::EscapingPath { path: sums_path.clone(), line: i + 1 });
         }
         let path = dir.join(name);
-        let bytes =
-            std::fs::read(&path).map_err(|e| integrity(format!("{}: listed but unreadable: {e}", path.display())))?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(error) => return Err(BundleError::ListedUnreadable { path, error }),
+        };
         if crate::fsutil::sha256_hex(&bytes) != digest {
-            return Err(integrity(format!("{}: SHA-256 does not match SHA256SUMS", path.display())));
+            return Err(BundleError::DigestMismatch { path });
         }
         listed.push(name.to_string());
     }
     for extra in walk(dir)? {
         let rel = extra.strip_prefix(dir).unwrap_or(&extra).to_string_lossy().replace('\\', "/");
         if rel != SUMS && rel != SUMS_SIG && !listed.contains(&rel) {
-            return Err(integrity(format!("{}: not listed in SHA256SUMS", extra.display())));
+            return Err(BundleError::Unlisted { path: extra });
         }
     }
     Ok(BundleCheck { dir: dir.to_path_buf(), signer, files: listed.len() })
 }
 
-fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let listing = |error| BundleError::Io { action: "listing", path: dir.to_path_buf(), error };
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let p = e?.path();
+    for e in std::fs::read_dir(dir).map_err(listing)? {
+        let p = e.map_err(listing)?.path();
         if p.is_dir() {
             out.extend(walk(&p)?);
         } else {
@@ -78,37 +78,48 @@ fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Read a bundle's manifest.
-pub fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
-    let p = dir.join(MANIFEST);
-    let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a bundle manifest", p.display()))
+/// Read a bundle's manifest; a manifest of a format version this build
+/// does not read is a [`FormatError`](crate::error::FormatError) naming it.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    read_json(&dir.join(MANIFEST), MANIFEST, "a bundle manifest")
 }
 
-/// Read a bundle's verdict.
-pub fn read_verdict(dir: &Path) -> anyhow::Result<VerdictFile> {
-    let p = dir.join(VERDICT);
-    let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a verdict file", p.display()))
+/// Read a bundle's verdict (its format version checked like the manifest's).
+pub fn read_verdict(dir: &Path) -> Result<VerdictFile> {
+    read_json(&dir.join(VERDICT), VERDICT, "a verdict file")
+}
+
+/// Read a versioned JSON file of a bundle: its format first, then its shape.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, file: &'static str, what: &'static str) -> Result<T> {
+    let bytes = read(path)?;
+    crate::error::check_json_format(file, path.display(), &bytes, MANIFEST_FORMATS).map_err(BundleError::Format)?;
+    serde_json::from_slice(&bytes).map_err(|e| BundleError::Malformed {
+        what,
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| BundleError::Io { action: "reading", path: path.to_path_buf(), error })
 }
 
 /// Read a bundle's rows back from its Parquet table (types preserved).
-pub fn read_rows(dir: &Path) -> anyhow::Result<Vec<Row>> {
+pub fn read_rows(dir: &Path) -> Result<Vec<Row>> {
     let p = dir.join(CELLS_PARQUET);
-    let table = crate::table::Table::read_parquet(&p).with_context(|| format!("reading {}", p.display()))?;
+    let table = crate::table::Table::read_parquet(&p).map_err(|error| BundleError::Table { path: p.clone(), error })?;
     Ok(table.rows())
 }
 
 /// A bundle's manifest, verdict and the SHA-256 of its SHA256SUMS: what
 /// the record is made of.
-fn record_parts(dir: &Path) -> anyhow::Result<(Manifest, VerdictFile, String)> {
-    let sums = dir.join(SUMS);
-    let bytes = std::fs::read(&sums).with_context(|| format!("reading {}", sums.display()))?;
+fn record_parts(dir: &Path) -> Result<(Manifest, VerdictFile, String)> {
+    let bytes = read(&dir.join(SUMS))?;
     Ok((read_manifest(dir)?, read_verdict(dir)?, crate::fsutil::sha256_hex(&bytes)))
 }
 
 /// What a bundle says about itself for the record check.
-pub fn bundle_facts(dir: &Path, shown: &str) -> anyhow::Result<crate::registry::BundleFacts> {
+pub fn bundle_facts(dir: &Path, shown: &str) -> Result<crate::registry::BundleFacts> {
     let (m, v, sums_sha256) = record_parts(dir)?;
     Ok(crate::registry::BundleFacts {
         shown: shown.to_string(),
@@ -123,7 +134,7 @@ pub fn bundle_facts(dir: &Path, shown: &str) -> anyhow::Result<crate::registry::
 }
 
 /// The ledger run record of a bundle (just written, or being back-filled).
-pub fn run_record(dir: &Path) -> anyhow::Result<crate::registry::RunRecord> {
+pub fn run_record(dir: &Path) -> Result<crate::registry::RunRecord> {
     let (m, v, sums_sha256) = record_parts(dir)?;
     Ok(crate::registry::RunRecord {
         bet: m.bet,
@@ -150,4 +161,39 @@ pub fn find_bundles_in(bet_dir: &Path) -> Vec<PathBuf> {
         .collect();
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ExitKind, FormatError, HasExitKind, Versions};
+
+    #[test]
+    fn a_manifest_or_verdict_of_an_unknown_version_is_a_named_integrity_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |file: &str, d: &Path| match file {
+            MANIFEST => read_manifest(d).map(|_| ()),
+            _ => read_verdict(d).map(|_| ()),
+        };
+        for file in [MANIFEST, VERDICT] {
+            std::fs::write(dir.path().join(file), r#"{"format": 999, "a_field_of_the_future": true}"#).unwrap();
+            let err = read(file, dir.path()).unwrap_err();
+            match &err {
+                BundleError::Format(FormatError::UnknownVersion { what, path, found, supported }) => {
+                    assert_eq!((*what, *found, *supported), (file, 999, Versions(MANIFEST_FORMATS)));
+                    assert_eq!(*path, dir.path().join(file).display().to_string());
+                }
+                other => panic!("{file}: expected an unknown version, got {other:?}"),
+            }
+            assert!(err.to_string().contains("format version 999"), "{err}");
+            assert!(err.to_string().contains("versions 1 and 2"), "{err}");
+            assert_eq!(err.exit_kind(), ExitKind::Integrity);
+            std::fs::write(dir.path().join(file), r#"{"bet": 1}"#).unwrap();
+            assert!(matches!(read(file, dir.path()), Err(BundleError::Format(FormatError::MissingVersion { .. }))));
+            std::fs::write(dir.path().join(file), r#"{"format": 2}"#).unwrap();
+            let err = read(file, dir.path()).unwrap_err();
+            assert!(matches!(err, BundleError::Malformed { .. }), "a known version of the wrong shape: {err:?}");
+            assert_eq!(err.exit_kind(), ExitKind::Other);
+        }
+    }
 }

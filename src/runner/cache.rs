@@ -14,9 +14,37 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{ExitKind, FormatError, HasExitKind};
+use crate::fsutil::FsError;
 use crate::table::{Row, Value};
 
 const CACHE_FORMAT: u32 = 2;
+
+/// What a cache lookup or store can come to instead of a row: a lookup's
+/// errors are misses (the cell is recomputed), a store's are reported.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// No entry for the key.
+    #[error("{}: no cache entry", path.display())]
+    Absent { path: PathBuf },
+    /// An entry of another format version (an older or newer harness wrote
+    /// it): never trusted, kept for the harness that reads it.
+    #[error(transparent)]
+    Format(FormatError),
+    /// An entry that does not parse, belongs to another key, or whose
+    /// digest does not match its row.
+    #[error("corrupted cache entry {} (digest mismatch)", path.display())]
+    Corrupted { path: PathBuf },
+    /// Writing an entry failed.
+    #[error(transparent)]
+    Write(#[from] FsError),
+}
+
+impl HasExitKind for CacheError {
+    fn exit_kind(&self) -> ExitKind {
+        ExitKind::Other
+    }
+}
 
 /// Finished cells by key, under `<cache dir>/cells/`.
 #[derive(Debug, Clone)]
@@ -89,32 +117,48 @@ impl CellCache {
     }
 
     /// A cached row, if present and intact. A corrupted entry is reported,
-    /// removed and treated as absent (the cell is then recomputed).
+    /// removed and treated as absent (the cell is then recomputed); an entry
+    /// of another format version is a miss too, but kept.
     pub fn get(&self, key: &str) -> Option<Row> {
-        let path = self.path(key);
-        let bytes = std::fs::read(&path).ok()?;
-        let entry = serde_json::from_slice::<Entry>(&bytes).ok();
-        if let Some(e) = &entry
-            && e.format != CACHE_FORMAT
-        {
-            tracing::info!("cache entry {} has format {}: recomputing the cell", path.display(), e.format);
-            return None;
-        }
-        match entry.filter(|e| e.key == key && e.row_sha256 == digest(&e.row)).and_then(|e| load(&e.row)) {
-            Some(row) => Some(row),
-            None => {
-                tracing::warn!("corrupted cache entry {} (digest mismatch): recomputing the cell", path.display());
-                let _ = std::fs::remove_file(&path);
+        match self.lookup(key) {
+            Ok(row) => Some(row),
+            Err(CacheError::Format(e)) => {
+                tracing::info!("{e}: recomputing the cell");
                 None
             }
+            Err(e @ CacheError::Corrupted { .. }) => {
+                tracing::warn!("{e}: recomputing the cell");
+                let _ = std::fs::remove_file(self.path(key));
+                None
+            }
+            Err(_) => None,
         }
     }
 
+    /// A cached row, or why there is none (no side effects; [`Self::get`]
+    /// logs and removes corrupted entries). The format is checked before
+    /// the entry's shape: another version may have other fields.
+    pub fn lookup(&self, key: &str) -> Result<Row, CacheError> {
+        let path = self.path(key);
+        let Ok(bytes) = std::fs::read(&path) else { return Err(CacheError::Absent { path }) };
+        let found = crate::error::json_format(&bytes);
+        if found != crate::error::FoundFormat::Absent {
+            crate::error::check_version("cell cache entry", path.display(), found, &[CACHE_FORMAT])
+                .map_err(CacheError::Format)?;
+        }
+        serde_json::from_slice::<Entry>(&bytes)
+            .ok()
+            .filter(|e| e.key == key && e.row_sha256 == digest(&e.row))
+            .and_then(|e| load(&e.row))
+            .ok_or(CacheError::Corrupted { path })
+    }
+
     /// Store a finished cell atomically.
-    pub fn put(&self, key: &str, row: &Row) -> anyhow::Result<()> {
+    pub fn put(&self, key: &str, row: &Row) -> Result<(), CacheError> {
         let stored = store(row);
         let entry = Entry { format: CACHE_FORMAT, key: key.to_string(), row_sha256: digest(&stored), row: stored };
-        crate::fsutil::write_atomic(&self.path(key), &serde_json::to_vec_pretty(&entry)?)
+        let bytes = serde_json::to_vec_pretty(&entry).expect("cache entries have string keys and serialise");
+        Ok(crate::fsutil::write_atomic(&self.path(key), &bytes)?)
     }
 }
 
@@ -186,5 +230,31 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, r#"{"format":1,"key":"oldkey","row_sha256":"x","row":{"ppl":3.25}}"#).unwrap();
         assert_eq!(cache.get("oldkey"), None);
+        assert!(path.exists(), "an entry of another format is not corrupted, only not ours");
+    }
+
+    #[test]
+    fn an_entry_of_an_unknown_version_is_a_named_miss_and_never_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CellCache::new(dir.path());
+        let mut row = Row::new();
+        row.insert("ppl".into(), Value::Float(3.25));
+        cache.put("newkey", &row).unwrap();
+        let path = cache.path("newkey");
+        // A well-formed entry in every other respect: only the version differs.
+        let text = std::fs::read_to_string(&path).unwrap().replace("\"format\": 2", "\"format\": 999");
+        assert!(text.contains("999"), "{text}");
+        std::fs::write(&path, &text).unwrap();
+        match cache.lookup("newkey") {
+            Err(CacheError::Format(FormatError::UnknownVersion { what, found, supported, .. })) => {
+                assert_eq!((what, found, supported.0), ("cell cache entry", 999, &[CACHE_FORMAT][..]));
+            }
+            other => panic!("expected an unknown version, got {other:?}"),
+        }
+        assert_eq!(cache.get("newkey"), None, "a miss: the cell is recomputed");
+        assert!(path.exists(), "and the entry is kept for the harness that wrote it");
+        assert!(matches!(cache.lookup("absent"), Err(CacheError::Absent { .. })));
+        std::fs::write(&path, r#"{"key":"newkey"}"#).unwrap();
+        assert!(matches!(cache.lookup("newkey"), Err(CacheError::Corrupted { .. })), "no version: not an entry");
     }
 }

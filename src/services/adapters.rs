@@ -14,6 +14,18 @@ pub const ADAPTER_FILE: &str = "adapter.safetensors";
 /// File of an adapter's training statistics inside its entry.
 pub const STATS_FILE: &str = "stats.json";
 
+/// Version of `stats.json` (the statistics with a `format` field). Entries
+/// written before the field existed have no `format` and are this version.
+pub const STATS_FORMAT: u32 = 1;
+
+/// `stats.json` as written: the format, then the statistics.
+#[derive(serde::Serialize)]
+struct StoredStats<'a> {
+    format: u32,
+    #[serde(flatten)]
+    stats: &'a TrainStats,
+}
+
 /// A stored adapter: the adapter, how its training went, its size in bytes.
 #[derive(Debug, Clone)]
 pub struct StoredAdapter {
@@ -40,11 +52,22 @@ impl Adapters {
         self.dir.join(key)
     }
 
-    /// The entry `key`, if complete and loadable on `base` (anything else
-    /// reads as absent, so it is trained again and overwritten).
+    /// The entry `key`, if complete and loadable on `base` (anything else,
+    /// an entry of another format version included, reads as absent, so it
+    /// is trained again and overwritten).
     pub fn load(&self, key: &str, base: &BaseModel) -> Option<StoredAdapter> {
         let dir = self.entry(key);
-        let stats: TrainStats = serde_json::from_slice(&std::fs::read(dir.join(STATS_FILE)).ok()?).ok()?;
+        let spath = dir.join(STATS_FILE);
+        let sbytes = std::fs::read(&spath).ok()?;
+        let found = match crate::error::json_format(&sbytes) {
+            crate::error::FoundFormat::Absent => crate::error::FoundFormat::Version(STATS_FORMAT.into()),
+            found => found,
+        };
+        if let Err(e) = crate::error::check_version("adapter stats", spath.display(), found, &[STATS_FORMAT]) {
+            tracing::info!("{e}: training the adapter again");
+            return None;
+        }
+        let stats: TrainStats = serde_json::from_slice(&sbytes).ok()?;
         let bytes = std::fs::read(dir.join(ADAPTER_FILE)).ok()?;
         let adapter = Adapter::from_bytes(&bytes, base).ok()?;
         Some(StoredAdapter { adapter, stats, bytes: bytes.len() as u64 })
@@ -56,7 +79,8 @@ impl Adapters {
         let bytes = adapter.to_bytes()?;
         crate::fsutil::write_atomic(&dir.join(ADAPTER_FILE), &bytes)?;
         // The stats are written last: their presence marks a complete entry.
-        crate::fsutil::write_atomic(&dir.join(STATS_FILE), &serde_json::to_vec(stats)?)?;
+        let stored = StoredStats { format: STATS_FORMAT, stats };
+        crate::fsutil::write_atomic(&dir.join(STATS_FILE), &serde_json::to_vec(&stored)?)?;
         Ok(bytes.len() as u64)
     }
 }
@@ -86,6 +110,16 @@ mod tests {
         assert_eq!(back.stats, stats);
         let other = BaseModel::random(&tiny(), 2, &Device::Cpu).unwrap();
         assert!(store.load("k", &other).is_none(), "an adapter of another base is not returned");
+        let spath = store.entry("k").join(STATS_FILE);
+        let written = std::fs::read_to_string(&spath).unwrap();
+        assert!(written.starts_with(&format!("{{\"format\":{STATS_FORMAT},")), "{written}");
+        // Stats written before the format field existed read as format 1.
+        let unversioned = written.replacen(&format!("\"format\":{STATS_FORMAT},"), "", 1);
+        std::fs::write(&spath, &unversioned).unwrap();
+        assert_eq!(store.load("k", &base).unwrap().stats, stats);
+        // A newer format is a miss (trained again), never trusted.
+        std::fs::write(&spath, written.replacen(&format!("\"format\":{STATS_FORMAT}"), "\"format\":999", 1)).unwrap();
+        assert!(store.load("k", &base).is_none(), "an entry of an unknown version reads as absent");
         std::fs::remove_file(store.entry("k").join(STATS_FILE)).unwrap();
         assert!(store.load("k", &base).is_none(), "no stats: an incomplete entry");
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::Progress;
-use crate::engine::pretrain::{BaseManifest, base_hash, pretrain};
+use crate::engine::pretrain::{BASE_FORMAT, BaseManifest, base_hash, pretrain};
 use crate::engine::{BaseModel, EngineError, Profile, default_device};
 
 /// File of a base's manifest inside its folder.
@@ -30,6 +30,9 @@ pub enum StoreError {
     /// Stored weights whose digest differs from the manifest's.
     #[error("integrity mismatch for {what}: expected {expected}, got {actual}; the download was discarded")]
     Integrity { what: String, expected: String, actual: String },
+    /// A stored manifest of a format version this build does not read.
+    #[error(transparent)]
+    Format(crate::error::FormatError),
     /// Training, or decoding stored bytes, failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -80,7 +83,11 @@ impl BaseModels {
         let hash = base_hash(profile, text, seed, threads);
         let dir = self.entry(&hash);
         if dir.join(MANIFEST_FILE).is_file() {
-            return self.load(&hash);
+            match self.load(&hash) {
+                // A cached base of another format is a miss: trained again, never trusted.
+                Err(StoreError::Format(e)) => tracing::info!("{e}: pre-training the base again"),
+                loaded => return loaded,
+            }
         }
         let made = pretrain(profile, text, eval_text, seed, threads, &default_device(), progress)?;
         write(&dir.join(WEIGHTS_FILE), &made.weights)?;
@@ -94,7 +101,10 @@ impl BaseModels {
     pub fn load(&self, hash: &str) -> Result<(BaseModel, BaseManifest)> {
         let dir = self.entry(hash);
         let mpath = dir.join(MANIFEST_FILE);
-        let manifest: BaseManifest = serde_json::from_slice(&read(&mpath)?)
+        let mbytes = read(&mpath)?;
+        crate::error::check_json_format("base-model manifest", mpath.display(), &mbytes, &[BASE_FORMAT])
+            .map_err(StoreError::Format)?;
+        let manifest: BaseManifest = serde_json::from_slice(&mbytes)
             .map_err(|e| StoreError::Malformed { what: mpath.display().to_string(), detail: e.to_string() })?;
         let wpath = dir.join(WEIGHTS_FILE);
         let bytes = read(&wpath)?;
@@ -132,6 +142,20 @@ mod tests {
         let (again, m2) = store.get_or_pretrain(&profile, &text, &text, 0, 1, &Silent).unwrap();
         assert_eq!(m2, manifest, "the second call loads what the first stored");
         assert_eq!(again.weights_bytes().unwrap(), made.weights_bytes().unwrap());
+        // A manifest of an unknown version: a named error, and a miss for get_or_pretrain.
+        let mpath = entry.join(MANIFEST_FILE);
+        let mtext = std::fs::read_to_string(&mpath).unwrap();
+        let newer = mtext.replacen(&format!("\"format\": {BASE_FORMAT}"), "\"format\": 999", 1);
+        assert_ne!(newer, mtext);
+        std::fs::write(&mpath, newer).unwrap();
+        match store.load(&made.hash) {
+            Err(StoreError::Format(crate::error::FormatError::UnknownVersion { found: 999, .. })) => {}
+            other => panic!("expected an unknown version, got {:?}", other.map(|(_, m)| m)),
+        }
+        let (retrained, m3) = store.get_or_pretrain(&profile, &text, &text, 0, 1, &Silent).unwrap();
+        assert_eq!(m3.format, BASE_FORMAT, "pre-trained again and stored in this build's format");
+        assert_eq!(retrained.weights_bytes().unwrap(), made.weights_bytes().unwrap());
+        assert!(store.load(&made.hash).is_ok());
         std::fs::write(entry.join(WEIGHTS_FILE), b"other bytes").unwrap();
         assert!(matches!(store.load(&made.hash), Err(StoreError::Integrity { .. })));
     }
