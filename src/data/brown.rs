@@ -21,7 +21,7 @@ const PACKAGE: &str = "package";
 
 /// Folder of the unpacked package inside the data folder.
 pub fn package_dir(data_dir: &Path, lock: &DataLock) -> PathBuf {
-    data_dir.join(format!("{}-{}", lock.brown.package, lock.brown.version))
+    crate::services::Paths::package_in(data_dir, &lock.brown.package, &lock.brown.version)
 }
 
 /// Make sure the pinned corpus is in the cache and return its unpacked

@@ -49,9 +49,7 @@ pub struct CrateSource {
 impl CrateSource {
     /// Cargo's own settings: `$CARGO_HOME` (else `~/.cargo`) and `$CARGO` (else `cargo`).
     pub fn from_env() -> CrateSource {
-        let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| {
-            std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cargo")
-        });
+        let cargo_home = Paths::cargo_home_from_env();
         CrateSource { cargo_home, cargo: std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()) }
     }
 }
@@ -92,7 +90,7 @@ fn unpack_missing(root: &Path, missing: &[&PinnedCrate], source: &CrateSource) -
             detail: format!(
                 "{}.crate is not in {} after the download; the programmer corpus needs it",
                 c.stem(),
-                source.cargo_home.join("registry/cache").display()
+                Paths::cargo_archive_cache(&source.cargo_home).display()
             ),
         })?;
         let bytes =
@@ -112,7 +110,7 @@ fn unpack_missing(root: &Path, missing: &[&PinnedCrate], source: &CrateSource) -
 
 /// The archive in cargo's download cache, if any index folder holds it.
 fn find_archive(cargo_home: &Path, c: &PinnedCrate) -> Option<PathBuf> {
-    let cache = cargo_home.join("registry").join("cache");
+    let cache = Paths::cargo_archive_cache(cargo_home);
     let mut found: Vec<PathBuf> = std::fs::read_dir(cache)
         .ok()?
         .flatten()

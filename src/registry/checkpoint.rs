@@ -18,7 +18,7 @@ use crate::tlog::{self, Hash, Tree};
 
 /// Where the signed checkpoint of a ledger lives (`ledger.checkpoint` beside it).
 pub fn checkpoint_path(ledger: &Path) -> PathBuf {
-    ledger.with_extension("checkpoint")
+    crate::services::Paths::checkpoint_of(ledger)
 }
 
 /// How a checkpoint stands against the ledger.

@@ -266,7 +266,7 @@ impl Ledger {
     /// are filled in here), holding a lock so two writers never interleave,
     /// then publish the new signed checkpoint.
     pub fn append(&mut self, mut entry: Entry, signer: &Signer) -> Result<Entry> {
-        let lock_path = self.path.with_file_name(".ledger.lock");
+        let lock_path = crate::services::Paths::ledger_lock(&self.path);
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

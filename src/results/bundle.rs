@@ -129,7 +129,7 @@ pub fn write(bet_dir: &Path, contents: &BundleContents, signer: &Signer) -> Resu
     if final_dir.exists() {
         return Err(BundleError::Exists { dir: final_dir });
     }
-    let staging = bet_dir.join(format!(".staging-{run_id}"));
+    let staging = crate::services::Paths::bundle_staging(bet_dir, run_id);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|error| BundleError::Io {
             action: "clearing",
@@ -137,7 +137,7 @@ pub fn write(bet_dir: &Path, contents: &BundleContents, signer: &Signer) -> Resu
             error,
         })?;
     }
-    let plots = staging.join("plots");
+    let plots = crate::services::Paths::bundle_plots(&staging);
     std::fs::create_dir_all(&plots).map_err(|error| BundleError::Io { action: "creating", path: plots, error })?;
     let mut files: Vec<(String, Vec<u8>)> = vec![
         (MANIFEST.into(), pretty(MANIFEST, &contents.manifest)?),

@@ -113,7 +113,7 @@ impl CellCache {
 
     /// The file a key is stored in.
     pub fn path(&self, key: &str) -> PathBuf {
-        self.dir.join(&key[..2.min(key.len())]).join(format!("{key}.json"))
+        crate::services::Paths::cell_file(&self.dir, key)
     }
 
     /// A cached row, if present and intact. A corrupted entry is reported,

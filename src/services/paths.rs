@@ -192,6 +192,44 @@ impl Paths {
         [reports_dir.join("confirmations"), reports_dir.join("retractions")]
     }
 
+    /// The file of the finished cell `key` in `cells_dir` (fanned out by
+    /// the key's first two hex digits).
+    pub fn cell_file(cells_dir: &Path, key: &str) -> PathBuf {
+        cells_dir.join(&key[..2.min(key.len())]).join(format!("{key}.json"))
+    }
+
+    /// The hidden folder a bundle is built in before it is renamed into place.
+    pub fn bundle_staging(bet_results: &Path, run_id: &str) -> PathBuf {
+        bet_results.join(format!(".staging-{run_id}"))
+    }
+
+    /// The lock file that serialises appends to `ledger`.
+    pub fn ledger_lock(ledger: &Path) -> PathBuf {
+        ledger.with_file_name(".ledger.lock")
+    }
+
+    /// The signed checkpoint beside `ledger` (`ledger.checkpoint`).
+    pub fn checkpoint_of(ledger: &Path) -> PathBuf {
+        ledger.with_extension("checkpoint")
+    }
+
+    /// The unpacked npm package `name@version` in the data folder.
+    pub fn package_in(data_dir: &Path, name: &str, version: &str) -> PathBuf {
+        data_dir.join(format!("{name}-{version}"))
+    }
+
+    /// Cargo's home as cargo finds it: `$CARGO_HOME`, else `$HOME/.cargo`.
+    pub fn cargo_home_from_env() -> PathBuf {
+        std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cargo")
+        })
+    }
+
+    /// Cargo's download cache of `.crate` archives (one folder per index).
+    pub fn cargo_archive_cache(cargo_home: &Path) -> PathBuf {
+        cargo_home.join("registry").join("cache")
+    }
+
     /// The `plots/` folder of a bundle.
     pub fn bundle_plots(bundle: &Path) -> PathBuf {
         bundle.join("plots")
