@@ -134,7 +134,7 @@ fn the_spec_reference_documents_exactly_the_schema_keys() {
 
 /// A foreign validator (Python's `jsonschema`, draft 2020-12) accepts every
 /// catalogue spec against `bets schema` and refuses an unknown procedure
-/// parameter, as `bets check` does.
+/// parameter, at the top level and in a profile's overrides, as `bets check` does.
 const JSONSCHEMA_SCRIPT: &str = r#"
 import glob, json, sys, tomllib
 import jsonschema
@@ -144,7 +144,10 @@ good = sorted(glob.glob(sys.argv[2] + "/[0-9]*.toml"))
 bad = [f for f in good if list(validator.iter_errors(tomllib.load(open(f, "rb"))))]
 spec = tomllib.load(open(good[0], "rb"))
 spec["procedure"]["stepz"] = 3
-print(json.dumps({"checked": len(good), "refused_good": bad, "stepz_refused": not validator.is_valid(spec)}))
+over = tomllib.load(open(good[0], "rb"))
+over.setdefault("profiles", {}).setdefault("tiny", {}).setdefault("procedure", {})["stepz"] = 3
+print(json.dumps({"checked": len(good), "refused_good": bad, "stepz_refused": not validator.is_valid(spec),
+                  "profile_stepz_refused": not validator.is_valid(over)}))
 "#;
 
 #[test]
@@ -172,4 +175,5 @@ fn a_foreign_json_schema_validator_agrees_with_bets_check() {
     assert!(result["checked"].as_u64().unwrap() >= 10, "{result}");
     assert_eq!(result["refused_good"], serde_json::json!([]), "{result}");
     assert_eq!(result["stepz_refused"], true, "{result}");
+    assert_eq!(result["profile_stepz_refused"], true, "{result}");
 }

@@ -10,6 +10,23 @@ use super::SpecFile;
 /// The schema `bets schema` prints.
 pub fn json_schema() -> Value {
     let mut root = schemars::schema_for!(SpecFile).to_value();
+    // A profile's `procedure` overrides some of its kind's parameters: for
+    // each kind, when `procedure.experiment` names it, every profile's
+    // overrides may only use that kind's parameter names.
+    let overrides: Vec<Value> = crate::kinds::all()
+        .into_iter()
+        .map(|e| {
+            let params = e.params_schema().to_value();
+            let props = params.get("properties").cloned().unwrap_or_else(|| json!({}));
+            json!({
+                "if": { "properties": { "procedure": { "properties": { "experiment": { "const": e.kind() } } } } },
+                "then": { "properties": { "profiles": { "additionalProperties": {
+                    "properties": { "procedure": { "properties": props, "additionalProperties": false } }
+                } } } }
+            })
+        })
+        .collect();
+    root["allOf"] = json!(overrides);
     let kinds: Vec<Value> = crate::kinds::all()
         .into_iter()
         .map(|e| {
@@ -53,5 +70,9 @@ mod tests {
         assert_eq!(gossip["additionalProperties"], json!(false));
         assert!(gossip["properties"]["fanout"].is_object());
         assert!(gossip["required"].as_array().unwrap().contains(&json!("experiment")));
+        let overrides = schema["allOf"].as_array().unwrap();
+        assert_eq!(overrides.len(), kinds.len());
+        let then = &overrides[0]["then"]["properties"]["profiles"]["additionalProperties"]["properties"]["procedure"];
+        assert_eq!(then["additionalProperties"], json!(false));
     }
 }
