@@ -143,7 +143,7 @@ pub fn status(repo: &Repo, json: bool) -> anyhow::Result<()> {
             Registration::Deviates { .. } => "deviates",
         };
         let amendments = ledger.history(bet.spec.number).len().saturating_sub(1);
-        let bundles = results::find_bundles_in(&repo.results_dir.join(bet.id()));
+        let bundles = results::find_bundles_in(&repo.paths.bet_results(&bet.id()));
         // The last verdict comes from the record, which deleting a bundle cannot change.
         let recorded: Vec<_> = ledger.run_records().filter(|(_, r)| r.bet == bet.spec.number).collect();
         let missing = recorded
@@ -210,7 +210,7 @@ pub fn verify(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
         if problems.is_empty() && !l.entries.is_empty() {
             println!(
                 "ok  {} (signed, covers all {} entries)",
-                repo.relative(&crate::registry::checkpoint::checkpoint_path(&repo.ledger)),
+                repo.relative(&repo.paths.ledger_checkpoint()),
                 l.entries.len()
             );
         }

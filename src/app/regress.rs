@@ -46,7 +46,7 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
         .all_bets()?
         .into_iter()
         .filter(|b| {
-            results::find_bundles_in(&repo.results_dir.join(b.id()))
+            results::find_bundles_in(&repo.paths.bet_results(&b.id()))
                 .iter()
                 .any(|d| results::verify_bundle(d, &keys).is_ok() && results::read_verdict(d).is_ok_and(|v| v.counted))
         })
@@ -134,7 +134,7 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
 
 /// Where a bet's CI baseline lives: beside its bundles.
 pub fn baseline_path(repo: &Repo, bet: &Bet) -> PathBuf {
-    repo.results_dir.join(bet.id()).join(baseline::file_name(CI_PROFILE))
+    repo.paths.bet_results(&bet.id()).join(baseline::file_name(CI_PROFILE))
 }
 
 /// Rerun a bet at the CI profile with a fresh cell cache; returns the

@@ -85,7 +85,7 @@ pub fn load_catalogue(
     let mut reports = Vec::new();
     for bet in bets {
         let mut runs = Vec::new();
-        for dir in results::find_bundles_in(&repo.results_dir.join(bet.id())) {
+        for dir in results::find_bundles_in(&repo.paths.bet_results(&bet.id())) {
             match load_run(repo, &dir, keys, bet.spec.number) {
                 Ok(run) => runs.push(run),
                 Err(e) => rejected.push(Rejected { path: repo.relative(&dir), error: format!("{e:#}") }),

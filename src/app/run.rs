@@ -58,7 +58,7 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
         }
     };
     let signer = repo.signer()?;
-    let bet_dir = repo.results_dir.join(bet.id());
+    let bet_dir = repo.paths.bet_results(&bet.id());
     let _lock = lock_bet(&bet_dir, bet.spec.number)?;
 
     let started = now();
@@ -198,7 +198,7 @@ pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
     let ledger = Ledger::open(&repo.ledger)?;
     ledger.verify(&keys)?;
     let signer = repo.signer()?;
-    let bet_dir = repo.results_dir.join(bet.id());
+    let bet_dir = repo.paths.bet_results(&bet.id());
     let _lock = lock_bet(&bet_dir, bet.spec.number)?;
     let run_id = new_run_id(&bet_dir, &plan.profile, None);
     let last = &by_index.values().last().expect("at least one shard").1;

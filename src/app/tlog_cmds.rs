@@ -97,7 +97,7 @@ fn open_ledger(repo: &super::Repo) -> anyhow::Result<(Ledger, crate::signing::Tr
 /// `bets tlog checkpoint [--write]`.
 fn checkpoint(repo: &super::Repo, write: bool) -> anyhow::Result<()> {
     let (ledger, keys) = open_ledger(repo)?;
-    let path = checkpoint::checkpoint_path(&repo.ledger);
+    let path = repo.paths.ledger_checkpoint();
     if write {
         checkpoint::write_checkpoint(&ledger, &repo.signer()?)?;
     }

@@ -72,7 +72,7 @@ impl Paths {
 
     /// `bets/ledger.checkpoint`: the signed head of the ledger as a log.
     pub fn ledger_checkpoint(&self) -> PathBuf {
-        self.bets_dir().join("ledger.checkpoint")
+        Paths::checkpoint_of(&self.ledger())
     }
 
     /// `bets/keys/`: trusted public keys.
@@ -150,18 +150,18 @@ impl Paths {
         self.adapters_dir().join(format!("{stem}.safetensors"))
     }
 
-    /// [`Paths::data_dir`] of the cache root `cache` (for parts handed only the cache root).
-    pub fn data_in(cache: &Path) -> PathBuf {
+    /// [`Paths::data_dir`] of the cache root `cache`.
+    fn data_in(cache: &Path) -> PathBuf {
         cache.join("data")
     }
 
     /// [`Paths::models_dir`] of the cache root `cache`.
-    pub fn models_in(cache: &Path) -> PathBuf {
+    fn models_in(cache: &Path) -> PathBuf {
         cache.join("models")
     }
 
     /// [`Paths::adapters_dir`] of the cache root `cache`.
-    pub fn adapters_in(cache: &Path) -> PathBuf {
+    fn adapters_in(cache: &Path) -> PathBuf {
         cache.join("adapters")
     }
 
