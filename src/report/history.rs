@@ -345,7 +345,14 @@ pub fn differences(a: &Manifest, b: &Manifest) -> Vec<Difference> {
     );
     push("profile", a.profile.clone(), b.profile.clone());
     push("grid (seeds and factors)", compact(&a.grid), compact(&b.grid));
-    push("procedure parameters", compact(&a.params), compact(&b.params));
+    match defaults_recorded(&a.params, &b.params) {
+        Some(added) => push(
+            "procedure parameters",
+            compact(&a.params),
+            format!("the same values, now recorded with the defaults {added}"),
+        ),
+        None => push("procedure parameters", compact(&a.params), compact(&b.params)),
+    }
     let keys: std::collections::BTreeSet<&String> = a.inputs.keys().chain(b.inputs.keys()).collect();
     for k in keys {
         push(&format!("input `{k}`"), opt(&a.inputs.get(k).cloned()), opt(&b.inputs.get(k).cloned()));
@@ -372,6 +379,36 @@ fn cells(m: &Manifest) -> String {
 }
 
 /// Compact JSON of a value, for difference rows.
+/// Since parameters are typed (issue 9 of the redesign), a manifest records
+/// every parameter with its default filled in; an older one records the
+/// spec's table as written. When the newer record only adds keys and agrees
+/// on every key both have, the run used the same parameters: say so, with
+/// the added defaults, instead of showing two different objects.
+fn defaults_recorded(old: &serde_json::Value, new: &serde_json::Value) -> Option<String> {
+    let (old, new) = (old.as_object()?, new.as_object()?);
+    let agree = old.iter().all(|(k, v)| new.get(k) == Some(v));
+    let added: serde_json::Map<String, serde_json::Value> =
+        new.iter().filter(|(k, _)| !old.contains_key(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    (agree && !added.is_empty()).then(|| compact(&added))
+}
+
 fn compact<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod defaults_tests {
+    use serde_json::json;
+
+    use super::defaults_recorded;
+
+    #[test]
+    fn a_record_that_only_adds_defaults_is_the_same_parameters() {
+        let old = json!({"requests": 10000, "fee_max": 1000});
+        let new = json!({"requests": 10000, "fee_max": 1000, "tamper_fraction": 0.0});
+        assert_eq!(defaults_recorded(&old, &new).as_deref(), Some(r#"{"tamper_fraction":0.0}"#));
+        assert_eq!(defaults_recorded(&old, &old), None, "nothing added: compared as before");
+        let changed = json!({"requests": 20000, "fee_max": 1000, "tamper_fraction": 0.0});
+        assert_eq!(defaults_recorded(&old, &changed), None, "a changed value is a real difference");
+    }
 }
