@@ -133,8 +133,7 @@ macro_rules! metrics {
 /// a property is a factor; `required` lists the factors a grid must have;
 /// an `enum` of strings lists the allowed values; the doc comment is the doc.
 pub fn factors_of<F: JsonSchema>() -> Vec<Factor> {
-    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true);
-    let schema = settings.into_generator().into_root_schema_for::<F>();
+    let schema = inline_schema::<F>();
     let root = schema.as_value();
     let required: Vec<&str> =
         root.get("required").and_then(Json::as_array).into_iter().flatten().filter_map(Json::as_str).collect();
@@ -149,6 +148,13 @@ pub fn factors_of<F: JsonSchema>() -> Vec<Factor> {
             doc: p.get("description").and_then(Json::as_str).unwrap_or_default().to_string(),
         })
         .collect()
+}
+
+/// The JSON Schema of `T` with every subschema inlined (no `$defs`), so it
+/// can be read field by field and embedded in another schema as it stands.
+pub fn inline_schema<T: JsonSchema>() -> schemars::Schema {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true);
+    settings.into_generator().into_root_schema_for::<T>()
 }
 
 /// The column type of a JSON Schema (nullable types and `anyOf` with null

@@ -119,7 +119,7 @@ impl Kind for GossipDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::testing::{cell, check, env, prepare};
+    use crate::kinds::testing::{cell, check, prepare};
     use crate::kinds::{Metrics, find};
     use crate::table::Value;
 
@@ -185,23 +185,6 @@ mod tests {
 
     #[test]
     fn the_catalogue_spec_validates_runs_at_tiny_and_plots() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bets/15_gossip_directory.toml");
-        let bet = crate::spec::load(&path).unwrap();
-        assert_eq!(bet.experiment.kind(), "gossip-directory");
-        let plan = bet.plan("tiny").unwrap();
-        let ready = bet.experiment.prepare(&plan.params, &env()).unwrap();
-        let mut rows = Vec::new();
-        for (index, point) in plan.points.iter().enumerate() {
-            let c = Cell { index, factors: point.clone(), key: format!("tiny-{index}") };
-            let mut row = ready.run_cell(&c).unwrap();
-            row.extend(point.clone());
-            rows.push(row);
-        }
-        for p in &bet.spec.plots {
-            let opts = crate::report::plot::PlotOptions { log_y: p.log_y, ..Default::default() };
-            let svg =
-                crate::report::plot::metric_by_condition(&rows, &p.x, &p.y, p.series.as_deref(), "t", &opts).unwrap();
-            assert_eq!(svg.matches("<circle").count(), rows.len(), "{} by {}", p.y, p.x);
-        }
+        crate::kinds::testing::catalogue_spec_runs_at_tiny_and_plots("15_gossip_directory.toml", "gossip-directory");
     }
 }

@@ -158,8 +158,7 @@ impl<K: Kind> Experiment for Registered<K> {
     }
 
     fn params_schema(&self) -> schemars::Schema {
-        let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| s.inline_subschemas = true);
-        settings.into_generator().into_root_schema_for::<K::Params>()
+        columns::inline_schema::<K::Params>()
     }
 
     fn parse_params(&self, raw: &toml::Table) -> Result<Parameters, ParamProblem> {
@@ -243,6 +242,29 @@ pub(crate) mod testing {
             .parse_params(&toml.parse().unwrap())
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Run the catalogue spec `file` (under bets/) at tiny and draw each of
+    /// its plots from the rows; every plot must show one point per cell.
+    pub fn catalogue_spec_runs_at_tiny_and_plots(file: &str, kind: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bets").join(file);
+        let bet = crate::spec::load(&path).unwrap();
+        assert_eq!(bet.experiment.kind(), kind);
+        let plan = bet.plan("tiny").unwrap();
+        let ready = bet.experiment.prepare(&plan.params, &env()).unwrap();
+        let mut rows = Vec::new();
+        for (index, point) in plan.points.iter().enumerate() {
+            let c = Cell { index, factors: point.clone(), key: format!("tiny-{index}") };
+            let mut row = ready.run_cell(&c).unwrap();
+            row.extend(point.clone());
+            rows.push(row);
+        }
+        for p in &bet.spec.plots {
+            let opts = crate::report::plot::PlotOptions { log_y: p.log_y, ..Default::default() };
+            let svg =
+                crate::report::plot::metric_by_condition(&rows, &p.x, &p.y, p.series.as_deref(), "t", &opts).unwrap();
+            assert_eq!(svg.matches("<circle").count(), rows.len(), "{} by {}", p.y, p.x);
+        }
     }
 
     /// A cell with the given factors.
