@@ -59,6 +59,21 @@ fn a_quantity_on_an_unknown_metric_fails_at_check() {
 }
 
 #[test]
+fn a_reference_line_must_be_drawable_on_its_plot() {
+    assert_names(
+        "89_bad_reference.toml",
+        &[
+            "plots[0].reference",
+            "0 cannot be drawn on this axis",
+            "plots[1].reference",
+            "belongs to a `points` plot",
+            "plots[2].reference_label",
+            "a label needs `reference`",
+        ],
+    );
+}
+
+#[test]
 fn a_criterion_on_an_unknown_quantity_fails_at_check() {
     assert_names("96_unknown_quantity.toml", &["criteria.strict", "criteria name quantities: violations"]);
 }

@@ -76,6 +76,8 @@ pub fn bundle_plots(bet: &Bet, plan: &Plan, rows: &[Row]) -> anyhow::Result<Vec<
                 y: m.name.to_string(),
                 series: None,
                 log_y: false,
+                reference: None,
+                reference_label: None,
                 title: None,
             })
             .collect()
@@ -97,7 +99,7 @@ pub fn bundle_plots(bet: &Bet, plan: &Plan, rows: &[Row]) -> anyhow::Result<Vec<
         let series = p.series.as_deref().unwrap_or_default();
         let (name, svg) = match p.kind {
             PlotKind::Points => {
-                let opts = plot::PlotOptions { log_y: p.log_y, ..Default::default() };
+                let opts = points_options(&p);
                 (
                     format!("{}_by_{}.svg", p.y, p.x),
                     plot::metric_by_condition(&ok, &p.x, &p.y, p.series.as_deref(), &title, &opts)?,
@@ -119,6 +121,14 @@ pub fn bundle_plots(bet: &Bet, plan: &Plan, rows: &[Row]) -> anyhow::Result<Vec<
         out.push((name, svg));
     }
     Ok(out)
+}
+
+/// How a `points` plot spec is drawn: its axis and its reference line.
+pub fn points_options(p: &PlotSpec) -> plot::PlotOptions {
+    let reference = p
+        .reference
+        .map(|r| (r, p.reference_label.clone().unwrap_or_else(|| format!("reference = {}", plot::fmt_num(r)))));
+    plot::PlotOptions { log_y: p.log_y, reference, ..Default::default() }
 }
 
 /// Rows of `y(reference) - y(challenger)` for every pair of cells that agree

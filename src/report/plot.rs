@@ -28,11 +28,14 @@ pub struct PlotOptions {
     pub width: u32,
     /// Picture height in pixels.
     pub height: u32,
+    /// A labelled horizontal line at this value (a threshold the cells are
+    /// judged by), and its label.
+    pub reference: Option<(f64, String)>,
 }
 
 impl Default for PlotOptions {
     fn default() -> Self {
-        PlotOptions { log_y: false, width: 800, height: 500 }
+        PlotOptions { log_y: false, width: 800, height: 500, reference: None }
     }
 }
 
@@ -139,7 +142,7 @@ fn categories(rows: &[Row], name: &str) -> anyhow::Result<(Vec<String>, Vec<usiz
 }
 
 /// A short, stable rendering of a number for axis labels and cell text.
-fn fmt_num(v: f64) -> String {
+pub(crate) fn fmt_num(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
         return format!("{v}");
     }
@@ -211,7 +214,13 @@ pub fn metric_by_condition(
         };
         groups.entry((xpos[i], spos[i])).or_default().push(val);
     }
-    let all: Vec<f64> = groups.values().flatten().copied().collect();
+    let reference = match &opts.reference {
+        Some((r, _)) if opts.log_y && *r <= 0.0 => bail!("a log axis cannot draw the reference line at {r}"),
+        Some((r, label)) => Some((if opts.log_y { r.log10() } else { *r }, label.as_str())),
+        None => None,
+    };
+    // The reference line is part of the range, so it is always in view.
+    let all: Vec<f64> = groups.values().flatten().copied().chain(reference.map(|(r, _)| r)).collect();
     let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
     let (lo, hi) = if all.is_empty() {
         (0.0, 1.0)
@@ -290,6 +299,12 @@ pub fn metric_by_condition(
             chart.draw_series(medians.into_iter().map(|(c, m)| {
                 PathElement::new(vec![(c - slot * 0.4, m), (c + slot * 0.4, m)], colour.stroke_width(3))
             }))?;
+        }
+        if let Some((r, label)) = reference {
+            let (x0, x1) = (-0.5, nx as f64 - 0.5);
+            chart.draw_series(DashedLineSeries::new([(x0, r), (x1, r)], 8, 5, BLACK.stroke_width(1)))?;
+            let style = ("sans-serif", 13).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Bottom));
+            chart.draw_series(std::iter::once(Text::new(label.to_string(), (x0 + 0.02, r), style)))?;
         }
         if series.is_some() {
             chart
@@ -615,6 +630,24 @@ mod tests {
         let e = metric_by_condition(&rows, "arm", "ppl", None, "t", &PlotOptions { log_y: true, ..Default::default() })
             .unwrap_err();
         assert!(e.to_string().contains("row 0"), "{e}");
+    }
+
+    #[test]
+    fn a_reference_line_is_drawn_labelled_and_kept_in_view() {
+        let rows = seeds_by_arm();
+        let plain = plot(&rows, "arm", "ppl", None, "t").unwrap();
+        let opts = PlotOptions { reference: Some((1000.0, "quorum = 1000".into())), ..Default::default() };
+        let svg = metric_by_condition(&rows, "arm", "ppl", None, "t", &opts).unwrap();
+        assert!(has_text(&svg, "quorum = 1000"), "the label is written");
+        assert!(
+            svg.contains("stroke-dasharray") || svg.matches("<polyline").count() > plain.matches("<polyline").count()
+        );
+        // Every ppl is below 20: the axis stretches up to the line.
+        assert!(has_text(&svg, "1000") && !has_text(&plain, "1000"));
+        assert_eq!(svg.matches("<circle").count(), rows.len());
+        let log = PlotOptions { log_y: true, reference: Some((0.0, "zero".into())), ..Default::default() };
+        let e = metric_by_condition(&rows, "arm", "ppl", None, "t", &log).unwrap_err().to_string();
+        assert!(e.contains("reference line at 0"), "{e}");
     }
 
     #[test]

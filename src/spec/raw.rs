@@ -158,6 +158,14 @@ pub struct PlotSpec {
     /// Logarithmic vertical axis.
     #[serde(default)]
     pub log_y: bool,
+    /// For `points`: a labelled horizontal line at this value of `y` (a
+    /// criterion's threshold, a quorum), so a reader sees each cell against
+    /// the line it is judged by.
+    #[serde(default)]
+    pub reference: Option<f64>,
+    /// The reference line's label (default: "reference = <value>").
+    #[serde(default)]
+    pub reference_label: Option<String>,
     /// Plot title (default: "<y> by <x>").
     #[serde(default)]
     pub title: Option<String>,

@@ -258,6 +258,23 @@ impl Checker {
                     Some("e.g. by = \"arm\", arms = [\"norm-only\", \"full\"]".into()),
                 );
             }
+            if let Some(r) = p.reference {
+                if p.kind != super::PlotKind::Points {
+                    self.push(
+                        &format!("plots[{i}].reference"),
+                        "a reference line belongs to a `points` plot".into(),
+                        None,
+                    );
+                } else if !r.is_finite() || (p.log_y && r <= 0.0) {
+                    self.push(
+                        &format!("plots[{i}].reference"),
+                        format!("{r} cannot be drawn on this axis"),
+                        Some(if p.log_y { "a positive number on a log axis" } else { "a finite number" }.into()),
+                    );
+                }
+            } else if p.reference_label.is_some() {
+                self.push(&format!("plots[{i}].reference_label"), "a label needs `reference`".into(), None);
+            }
             for (k, name) in
                 [("x", Some(&p.x)), ("y", Some(&p.y)), ("series", p.series.as_ref()), ("by", p.by.as_ref())]
             {
