@@ -13,6 +13,7 @@
 //! [`REGISTRY`].
 
 pub mod adapters;
+pub mod audit_log;
 mod columns;
 pub mod gossip_directory;
 mod params;
@@ -198,6 +199,7 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<adapters::AdapterTrainEval>::boxed(),
         Registered::<adapters::AdapterAverage>::boxed(),
         Registered::<adapters::AdapterMixture>::boxed(),
+        Registered::<audit_log::AuditLog>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
         Registered::<royalty_math::RoyaltyMath>::boxed(),
     ]
@@ -260,10 +262,14 @@ pub(crate) mod testing {
             rows.push(row);
         }
         for p in &bet.spec.plots {
-            let opts = crate::report::plot::PlotOptions { log_y: p.log_y, ..Default::default() };
+            let opts = crate::report::points_options(p);
             let svg =
                 crate::report::plot::metric_by_condition(&rows, &p.x, &p.y, p.series.as_deref(), "t", &opts).unwrap();
-            assert_eq!(svg.matches("<circle").count(), rows.len(), "{} by {}", p.y, p.x);
+            // One circle per cell, plus one legend marker per series value.
+            let legend = p.series.as_ref().map_or(0, |s| {
+                rows.iter().map(|r| format!("{:?}", r[s])).collect::<std::collections::BTreeSet<_>>().len()
+            });
+            assert_eq!(svg.matches("<circle").count(), rows.len() + legend, "{} by {}", p.y, p.x);
         }
     }
 
