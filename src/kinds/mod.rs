@@ -17,6 +17,7 @@ mod columns;
 pub mod gossip_directory;
 mod params;
 pub mod royalty_math;
+pub mod royalty_scale;
 
 pub use columns::{Factor, Metric, MetricValue, Metrics, factors_of};
 pub use params::{ParamProblem, Parameters, parse_params};
@@ -200,6 +201,7 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<adapters::AdapterMixture>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
         Registered::<royalty_math::RoyaltyMath>::boxed(),
+        Registered::<royalty_scale::RoyaltyScale>::boxed(),
     ]
 });
 
