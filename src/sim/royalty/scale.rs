@@ -8,8 +8,10 @@
 //! own trainer account and content-addressed by its manifest hash (a trainer
 //! with several specialists holds several accounts). `servers` servers and
 //! `clients` clients have accounts too. Each of `operations` operations is a
-//! client (uniform) asking for a specialist (uniform over the registered
-//! catalogue) and routed to a server (uniform) that serves it, for a fee
+//! client (uniform) asking for a specialist (uniform over those
+//! `specialists`; ghosts are never asked for) and routed to a server
+//! (uniform; a hosting registry would not help, since a server could declare
+//! hosting anything) that serves it, for a fee
 //! (uniform in `fee_min..=fee_max`). The server writes a receipt naming the
 //! request, the manifest hash served, itself, the fee and the client; the
 //! ledger charges the client the fee and splits it between the specialist's
