@@ -18,6 +18,7 @@ mod columns;
 pub mod gossip_directory;
 mod params;
 pub mod royalty_math;
+pub mod royalty_scale;
 
 pub use columns::{Factor, Metric, MetricValue, Metrics, factors_of};
 pub use params::{ParamProblem, Parameters, parse_params};
@@ -202,6 +203,7 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<audit_log::AuditLog>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
         Registered::<royalty_math::RoyaltyMath>::boxed(),
+        Registered::<royalty_scale::RoyaltyScale>::boxed(),
     ]
 });
 

@@ -21,6 +21,17 @@
 //! the id no longer matches the contents). The simulation audits the ledger
 //! against its own ground truth: which receipts were genuine, and what every
 //! account should hold.
+//!
+//! Bet 68 ([`scale`]) extends the same receipt and ledger rather than
+//! copying them: a receipt may name the client who was served and is charged
+//! the fee, and may carry that client's Ed25519 signature over its id
+//! ([`signed`]); a ledger may keep client accounts, require the signature,
+//! and accept new registrations. A receipt that names no client hashes
+//! exactly as bet 14's did, and a ledger built with [`Ledger::new`] alone
+//! behaves exactly as bet 14's did.
+
+pub mod scale;
+pub mod signed;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -34,6 +45,9 @@ use super::InvalidParam;
 
 /// A SHA-256 digest: manifest hashes and receipt ids.
 pub type Hash = [u8; 32];
+
+/// An Ed25519 signature over a receipt id (see [`signed::signing_message`]).
+pub type Signature = [u8; 64];
 
 /// Parameters of one royalty simulation.
 ///
@@ -131,25 +145,47 @@ pub struct Receipt {
     pub server: u32,
     /// Fee paid by the client, in integer units.
     pub fee: u64,
+    /// The client who was served and is charged the fee (bet 68); `None` for
+    /// bet 14's receipts, which name no client.
+    pub client: Option<u32>,
+    /// The client's signature over the id (client-signed receipts, bet 68);
+    /// not part of the id, which it signs.
+    pub signature: Option<Signature>,
 }
 
 impl Receipt {
     /// A receipt whose id matches its contents.
     pub fn new(request: u64, manifest: Hash, server: u32, fee: u64) -> Self {
-        let mut r = Receipt { id: [0; 32], request, manifest, server, fee };
+        let mut r = Receipt { id: [0; 32], request, manifest, server, fee, client: None, signature: None };
+        r.id = r.content_hash();
+        r
+    }
+
+    /// An unsigned receipt naming the client served and charged, whose id
+    /// matches its contents.
+    pub fn for_client(request: u64, manifest: Hash, server: u32, fee: u64, client: u32) -> Self {
+        let mut r = Receipt { client: Some(client), ..Receipt::new(request, manifest, server, fee) };
         r.id = r.content_hash();
         r
     }
 
     /// SHA-256 over a domain tag and the fixed-width little-endian fields, so
-    /// that no two different receipts share an encoding.
+    /// that no two different receipts share an encoding. A receipt that names
+    /// no client is encoded as in bet 14 (`v1`); one that names a client is
+    /// tagged `v2` and appends the client, so neither can pass for the other.
     pub fn content_hash(&self) -> Hash {
         let mut h = Sha256::new();
-        h.update(b"bets/royalty-receipt/v1\0");
+        h.update(match self.client {
+            None => b"bets/royalty-receipt/v1\0",
+            Some(_) => b"bets/royalty-receipt/v2\0",
+        });
         h.update(self.request.to_le_bytes());
         h.update(self.manifest);
         h.update(self.server.to_le_bytes());
         h.update(self.fee.to_le_bytes());
+        if let Some(client) = self.client {
+            h.update(client.to_le_bytes());
+        }
         h.finalize().into()
     }
 }
@@ -169,7 +205,23 @@ pub enum Rejection {
     /// No registered server has this index.
     #[error("unknown server")]
     UnknownServer,
+    /// The ledger charges clients and the receipt names no registered one.
+    #[error("receipt names no registered client")]
+    UnknownClient,
+    /// The ledger requires the client's signature and the receipt has none.
+    #[error("receipt is not signed by its client")]
+    MissingSignature,
+    /// The signature does not verify, under the named client's registered
+    /// key, over the receipt's id.
+    #[error("client signature does not verify over the receipt")]
+    BadSignature,
 }
+
+/// A registration refused because the manifest hash already has a trainer:
+/// a content-addressed id belongs to whoever registered it first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("manifest already registered")]
+pub struct AlreadyRegistered;
 
 /// Where the units of one accepted receipt went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +253,11 @@ pub trait Settle {
     fn trainer_balances(&self) -> &[u64];
     /// Units held by each server account, by server index.
     fn server_balances(&self) -> &[u64];
+    /// Units charged to each client account, by client index (bet 68);
+    /// empty for a ledger that charges no client, as bet 14's.
+    fn client_charges(&self) -> &[u64] {
+        &[]
+    }
 }
 
 /// The settlement ledger: registered specialists and servers, settled receipt
@@ -213,6 +270,17 @@ pub struct Ledger {
     settled: HashSet<Hash>,
     trainer_balance: Vec<u64>,
     server_balance: Vec<u64>,
+    clients: Option<ClientAccounts>,
+}
+
+/// The client side of a ledger that charges clients (bet 68).
+#[derive(Debug, Clone)]
+struct ClientAccounts {
+    /// Units charged so far, by client index.
+    charged: Vec<u64>,
+    /// Registered public keys, by client index, when every receipt must
+    /// carry its client's signature; `None` for unsigned receipts.
+    keys: Option<Vec<signed::PublicKey>>,
 }
 
 impl Ledger {
@@ -226,7 +294,38 @@ impl Ledger {
             settled: HashSet::new(),
             trainer_balance: vec![0; manifests.len()],
             server_balance: vec![0; servers],
+            clients: None,
         }
+    }
+
+    /// This ledger, also keeping `clients` client accounts: every receipt
+    /// must name one of them, who is charged its fee. Nothing proves the
+    /// client agreed: the server alone wrote the receipt (bet 68's unsigned
+    /// arm).
+    pub fn charging_clients(mut self, clients: usize) -> Self {
+        self.clients = Some(ClientAccounts { charged: vec![0; clients], keys: None });
+        self
+    }
+
+    /// This ledger, also keeping one client account per registered key:
+    /// every receipt must name a client and carry that client's signature
+    /// over its id (bet 68's client-signed arm).
+    pub fn requiring_client_signatures(mut self, keys: Vec<signed::PublicKey>) -> Self {
+        self.clients = Some(ClientAccounts { charged: vec![0; keys.len()], keys: Some(keys) });
+        self
+    }
+
+    /// Register a new specialist with a fresh trainer account; returns the
+    /// account's index. Anyone may register (a specialist is published by
+    /// its trainer), so registration proves nothing about being served.
+    pub fn register(&mut self, manifest: Hash) -> Result<usize, AlreadyRegistered> {
+        if self.trainer_of.contains_key(&manifest) {
+            return Err(AlreadyRegistered);
+        }
+        let account = self.trainer_balance.len();
+        self.trainer_of.insert(manifest, account);
+        self.trainer_balance.push(0);
+        Ok(account)
     }
 
     /// Receipts settled so far.
@@ -238,7 +337,9 @@ impl Ledger {
 impl Settle for Ledger {
     /// Verify a receipt and credit its fee, or refuse it without touching any
     /// balance. Checks, in order: id matches contents, not yet settled, known
-    /// manifest, known server.
+    /// manifest, known server; then, for a ledger that charges clients, a
+    /// registered client and, where signatures are required, the client's
+    /// signature over the id (last, as the only costly check).
     fn settle(&mut self, r: &Receipt) -> Result<Settlement, Rejection> {
         if r.content_hash() != r.id {
             return Err(Rejection::IdMismatch);
@@ -251,10 +352,27 @@ impl Settle for Ledger {
         if server >= self.servers {
             return Err(Rejection::UnknownServer);
         }
+        let client = match &self.clients {
+            None => None,
+            Some(accounts) => {
+                let client = r.client.map(|c| c as usize).filter(|c| *c < accounts.charged.len());
+                let client = client.ok_or(Rejection::UnknownClient)?;
+                if let Some(keys) = &accounts.keys {
+                    let signature = r.signature.as_ref().ok_or(Rejection::MissingSignature)?;
+                    if !signed::verify(&keys[client], &r.id, signature) {
+                        return Err(Rejection::BadSignature);
+                    }
+                }
+                Some(client)
+            }
+        };
         let (trainer_units, server_units) = split_fee(r.fee, self.trainer_percent);
         self.settled.insert(r.id);
         self.trainer_balance[trainer] += trainer_units;
         self.server_balance[server] += server_units;
+        if let (Some(client), Some(accounts)) = (client, self.clients.as_mut()) {
+            accounts.charged[client] += r.fee;
+        }
         Ok(Settlement { trainer, trainer_units, server, server_units })
     }
 
@@ -264,6 +382,10 @@ impl Settle for Ledger {
 
     fn server_balances(&self) -> &[u64] {
         &self.server_balance
+    }
+
+    fn client_charges(&self) -> &[u64] {
+        self.clients.as_ref().map_or(&[], |c| &c.charged)
     }
 }
 
