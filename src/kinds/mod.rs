@@ -13,6 +13,7 @@
 //! [`REGISTRY`].
 
 pub mod adapters;
+pub mod bandwidth_ledger;
 mod columns;
 pub mod gossip_directory;
 mod params;
@@ -198,6 +199,7 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<adapters::AdapterTrainEval>::boxed(),
         Registered::<adapters::AdapterAverage>::boxed(),
         Registered::<adapters::AdapterMixture>::boxed(),
+        Registered::<bandwidth_ledger::BandwidthLedger>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
         Registered::<royalty_math::RoyaltyMath>::boxed(),
     ]

@@ -6,6 +6,7 @@
 //! out, no IO and no knowledge of specs, results or the CLI. The experiment
 //! kinds wrap them into table rows.
 
+pub mod bandwidth;
 pub mod gossip;
 pub mod royalty;
 
