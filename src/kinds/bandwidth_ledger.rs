@@ -62,9 +62,9 @@ crate::metrics! {
         pub bytes_served: u64,
         /// Sum of the nodes' settled credits (bytes).
         pub bytes_settled: u64,
-        /// Duplicate claims byzantine nodes sent at least once (count).
+        /// Duplicate claims byzantine nodes sent at least once; those of claims acknowledged only in the closing round are never sent (count).
         pub duplicates_submitted: u64,
-        /// Duplicate claims delivered and refused by every keeper (count).
+        /// Duplicate claims delivered and credited by no keeper (count).
         pub duplicates_rejected: u64,
         /// Duplicate claims credited by some keeper; must be 0 (count).
         pub duplicates_accepted: u64,

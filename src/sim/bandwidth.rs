@@ -68,7 +68,9 @@
 //! different id); a genuine final receipt of the same client from the
 //! previous epoch; and the final receipt relayed to an accomplice (another
 //! byzantine node with a different home keeper) to submit there. Each is
-//! retransmitted until acknowledged or the epoch closes. Out of scope:
+//! retransmitted until acknowledged or the epoch closes (duplicates of a
+//! claim acknowledged only in the closing round are never sent, and not
+//! counted as submitted). Out of scope:
 //! colluding byzantine nodes signing receipts for transfers that never
 //! happened (no receipt scheme can tell them from real ones), and clients
 //! that withhold receipts.
@@ -564,7 +566,7 @@ pub struct BandwidthOutcome {
     pub bytes_settled: u64,
     /// Duplicate claims sent at least once.
     pub duplicates_submitted: u64,
-    /// Of those, delivered and refused by every keeper that saw them.
+    /// Of those, delivered and credited by no keeper.
     pub duplicates_rejected: u64,
     /// Of those, credited by some keeper.
     pub duplicates_accepted: u64,
@@ -722,10 +724,12 @@ pub fn simulate_with<L: Keep>(
     let mut origin: Vec<Origin> = Vec::new();
     let mut claims: Vec<Claim> = Vec::new();
     let mut dups: Vec<Dup> = Vec::new();
-    let mut by_round: Vec<Vec<u32>> = vec![Vec::new(); p.rounds + 1];
+    // The claims of traffic round `r` are `claims[by_round[r - 1]]`.
+    let mut by_round: Vec<Range<u32>> = Vec::with_capacity(p.rounds);
     let chunks = |bytes: u64| bytes.div_ceil(p.chunk_bytes) as u32;
     let size = |rng: &mut ChaCha8Rng| bounded_pareto(rng.random(), p.size_min, p.size_max, p.size_alpha);
     for round in 1..=p.rounds {
+        let first_claim = claims.len() as u32;
         for c in 0..n {
             for _ in 0..p.sessions_per_round {
                 let other = traffic.random_range(0..n - 1);
@@ -801,9 +805,9 @@ pub fn simulate_with<L: Keep>(
                     acked: false,
                     rejected: false,
                 });
-                by_round[round].push(ci);
             }
         }
+        by_round.push(first_claim..claims.len() as u32);
     }
 
     let mut out = BandwidthOutcome { byzantine_nodes: byz.len(), ..Default::default() };
@@ -857,10 +861,8 @@ pub fn simulate_with<L: Keep>(
         }
 
         // This round's sessions.
-        if round <= p.rounds {
-            for &c in &by_round[round] {
-                pending[claims[c as usize].server as usize].push(Item::Claim(c));
-            }
+        for c in by_round.get(round - 1).cloned().unwrap_or_default() {
+            pending[claims[c as usize].server as usize].push(Item::Claim(c));
         }
 
         // Claims: one batch per server to its home keeper, acknowledged.
