@@ -14,6 +14,7 @@
 
 pub mod adapters;
 pub mod audit_log;
+pub mod bandwidth_ledger;
 mod columns;
 pub mod gossip_directory;
 mod params;
@@ -201,6 +202,7 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<adapters::AdapterAverage>::boxed(),
         Registered::<adapters::AdapterMixture>::boxed(),
         Registered::<audit_log::AuditLog>::boxed(),
+        Registered::<bandwidth_ledger::BandwidthLedger>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
         Registered::<royalty_math::RoyaltyMath>::boxed(),
         Registered::<royalty_scale::RoyaltyScale>::boxed(),

@@ -7,6 +7,7 @@
 //! kinds wrap them into table rows.
 
 pub mod audit_log;
+pub mod bandwidth;
 pub mod gossip;
 pub mod royalty;
 
