@@ -16,6 +16,7 @@ pub mod adapters;
 mod columns;
 pub mod gossip_directory;
 mod params;
+pub mod revocation_vote;
 pub mod royalty_math;
 
 pub use columns::{Factor, Metric, MetricValue, Metrics, factors_of};
@@ -199,6 +200,7 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<adapters::AdapterAverage>::boxed(),
         Registered::<adapters::AdapterMixture>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
+        Registered::<revocation_vote::RevocationVote>::boxed(),
         Registered::<royalty_math::RoyaltyMath>::boxed(),
     ]
 });

@@ -7,6 +7,7 @@
 //! kinds wrap them into table rows.
 
 pub mod gossip;
+pub mod revocation;
 pub mod royalty;
 
 use thiserror::Error;
