@@ -247,7 +247,8 @@ pub(crate) mod testing {
     }
 
     /// Run the catalogue spec `file` (under bets/) at tiny and draw each of
-    /// its plots from the rows; every plot must show one point per cell.
+    /// its plots from the rows; every plot must show one point per cell
+    /// (plus one legend marker per value of its `series`, if any).
     pub fn catalogue_spec_runs_at_tiny_and_plots(file: &str, kind: &str) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bets").join(file);
         let bet = crate::spec::load(&path).unwrap();
@@ -265,7 +266,14 @@ pub(crate) mod testing {
             let opts = crate::report::plot::PlotOptions { log_y: p.log_y, ..Default::default() };
             let svg =
                 crate::report::plot::metric_by_condition(&rows, &p.x, &p.y, p.series.as_deref(), "t", &opts).unwrap();
-            assert_eq!(svg.matches("<circle").count(), rows.len(), "{} by {}", p.y, p.x);
+            let legend = p.series.as_ref().map_or(0, |s| {
+                rows.iter()
+                    .filter_map(|r| r.get(s))
+                    .map(|v| v.to_string())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
+            });
+            assert_eq!(svg.matches("<circle").count(), rows.len() + legend, "{} by {}", p.y, p.x);
         }
     }
 

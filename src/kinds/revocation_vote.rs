@@ -8,7 +8,12 @@
 //! `observe_round` picks the round whose state the per-round metrics
 //! (`revoked_fraction`, `votes_held_fraction`, `honest_votes_max_fraction`)
 //! report, so a grid of `observe_round` x `seed` draws the revocation curve;
-//! the run-level metrics are the same in every cell of one seed.
+//! the run-level metrics are the same in every cell of one seed. The cells
+//! of one seed share one simulation: it runs once per (parameters, seed) in
+//! a run, whichever cell asks first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -21,7 +26,7 @@ pub struct RevocationVote;
 
 /// The grid factors: a seed, the round to observe, and optional per-cell
 /// overrides of parameters.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Factors {
     /// Seeds membership (byzantine seats, churn), evidence, peer choice and message loss.
@@ -95,7 +100,7 @@ crate::metrics! {
 }
 
 impl RevocationMetrics {
-    fn new(o: RevocationOutcome, observe: usize) -> Self {
+    fn new(o: &RevocationOutcome, observe: usize) -> Self {
         let (at, last) = (o.curve[observe], o.curve[o.curve.len() - 1]);
         RevocationMetrics {
             revoked_fraction: at.revoked_fraction,
@@ -123,6 +128,23 @@ impl RevocationMetrics {
     }
 }
 
+/// What the cells of a run share: the parameters, and each simulation
+/// already run, by its parameters and seed.
+pub struct Simulations {
+    params: RevocationParams,
+    runs: Mutex<HashMap<String, Arc<OnceLock<Result<Arc<RevocationOutcome>, String>>>>>,
+}
+
+impl Simulations {
+    /// The outcome of `params` at `seed`, simulated on first use; a cell
+    /// asking while another simulates it waits for that result.
+    fn outcome(&self, params: &RevocationParams, seed: u64) -> Result<Arc<RevocationOutcome>, String> {
+        let key = format!("{}/{seed}", serde_json::to_string(params).expect("parameters serialise"));
+        let slot = self.runs.lock().expect("simulation cache lock").entry(key).or_default().clone();
+        slot.get_or_init(|| revocation::simulate(params, seed).map(Arc::new).map_err(|e| e.to_string())).clone()
+    }
+}
+
 impl Kind for RevocationVote {
     const NAME: &'static str = "revocation-vote";
     const VERSION: u32 = 1;
@@ -130,17 +152,18 @@ impl Kind for RevocationVote {
     type Params = RevocationParams;
     type Factors = Factors;
     type Metrics = RevocationMetrics;
-    type Ready = RevocationParams;
+    type Ready = Simulations;
 
     fn check(params: &RevocationParams) -> Result<(), ParamProblem> {
         Ok(params.validate()?)
     }
 
-    fn prepare(params: &RevocationParams, _env: &Env) -> anyhow::Result<RevocationParams> {
-        Ok(params.clone())
+    fn prepare(params: &RevocationParams, _env: &Env) -> anyhow::Result<Simulations> {
+        Ok(Simulations { params: params.clone(), runs: Mutex::new(HashMap::new()) })
     }
 
-    fn run(params: &RevocationParams, cell: &Cell, f: Factors) -> anyhow::Result<RevocationMetrics> {
+    fn run(ready: &Simulations, cell: &Cell, f: Factors) -> anyhow::Result<RevocationMetrics> {
+        let params = &ready.params;
         let p = RevocationParams {
             nodes: f.nodes.unwrap_or(params.nodes),
             churn: f.churn.unwrap_or(params.churn),
@@ -156,8 +179,8 @@ impl Kind for RevocationVote {
         if observe > p.max_rounds {
             anyhow::bail!("cell {}: `observe_round` {observe} is past max_rounds = {}", cell.index, p.max_rounds);
         }
-        let o = revocation::simulate(&p, f.seed).map_err(|e| anyhow::anyhow!("cell {}: {e}", cell.index))?;
-        Ok(RevocationMetrics::new(o, observe))
+        let o = ready.outcome(&p, f.seed).map_err(|e| anyhow::anyhow!("cell {}: {e}", cell.index))?;
+        Ok(RevocationMetrics::new(&o, observe))
     }
 }
 
@@ -224,6 +247,24 @@ mod tests {
         assert!(ready.run_cell(&bad).unwrap_err().to_string().contains("`fanout`"));
         let bad = cell(&[("seed", Value::Int(0)), ("equivocate", Value::from("sometimes"))]);
         assert!(ready.run_cell(&bad).unwrap_err().to_string().contains("`equivocate`"));
+    }
+
+    #[test]
+    fn the_cells_of_one_seed_share_one_simulation() {
+        let params = RevocationParams { nodes: 60, max_rounds: 6, ..RevocationParams::default() };
+        let ready = RevocationVote::prepare(&params, &crate::kinds::testing::env()).unwrap();
+        let at = |seed, round| Factors { seed, observe_round: Some(round), ..Factors::default() };
+        let c = cell(&[]);
+        for round in 0..=6 {
+            RevocationVote::run(&ready, &c, at(3, round)).unwrap();
+        }
+        RevocationVote::run(&ready, &c, at(4, 0)).unwrap();
+        assert_eq!(ready.runs.lock().unwrap().len(), 2);
+        let direct = revocation::simulate(&params, 3).unwrap();
+        assert_eq!(RevocationVote::run(&ready, &c, at(3, 2)).unwrap(), RevocationMetrics::new(&direct, 2));
+        let other = Factors { churn: Some(0.0), ..at(3, 2) };
+        RevocationVote::run(&ready, &c, other).unwrap();
+        assert_eq!(ready.runs.lock().unwrap().len(), 3, "another parameter is another simulation");
     }
 
     #[test]

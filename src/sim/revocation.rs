@@ -27,21 +27,25 @@
 //!   (More than 2/3 of *all* members would ask for 8/9 of the honest nodes.)
 //!   Revocation is final at that node.
 //! - **Membership and churn: departed voters' votes stay valid, but only
-//!   toward a quorum of one round.** Every node knows the membership of every
+//!   toward a quorum of one round.** A vote carries, under its signature,
+//!   the round it was signed in. Every node knows the membership of every
 //!   round (an idealised membership service, as bet 15's uniform peer
 //!   sampling; bet 15 measures how a directory gets there). The counted
 //!   voters must all have been members at one same round `t` (any `t` up to
-//!   now): the node counts, for each round, the voters it holds a valid vote
-//!   from that were members then, and takes the largest count. A departed
-//!   node's vote therefore still proves what it saw while it was a member,
-//!   so fresh nodes can verify a past quorum from the votes alone. Counting
+//!   now) and have signed by then: a snapshot of round `t` in which they all
+//!   stood accused together. The node counts, for each round, the voters it
+//!   holds such a valid vote from and takes the largest count. A departed
+//!   node's vote therefore still proves what it said while it was a member,
+//!   so a fresh node can verify a past quorum from the votes alone. Counting
 //!   every vote ever cast against today's membership instead would let the
 //!   adversary rotate identities through churn (each departing byzantine
 //!   node comes back as a fresh one and votes again) until byzantine votes
 //!   alone pass any threshold; the tests show the audit catching that rule.
 //!   With the one-round rule at most `b < threshold` byzantine voters count,
-//!   whatever they do, so an honest specialist is revoked only if more than
-//!   `threshold - b` honest nodes accused it at one round.
+//!   whatever they do (a byzantine voter may stamp its vote with any round at
+//!   which it is a member; the model stamps it at its first round, the most
+//!   it can get), so an honest specialist is revoked only if at least
+//!   `threshold - b` honest members of one round had accused it by then.
 //! - **Gossip.** Every round each live honest node picks `fanout` distinct
 //!   peers uniformly among the other members and pushes every vote it holds
 //!   (anti-entropy); an honest peer replies with every vote it holds (pull),
@@ -180,7 +184,8 @@ pub struct RevocationParams {
     pub churn: f64,
     /// A node revokes once it holds valid votes from more than this fraction
     /// of the presumed-honest membership (`nodes - round(byzantine * nodes)`),
-    /// all members at one same round; written `"num/den"`.
+    /// all members at one same round that had signed by then; written
+    /// `"num/den"`.
     pub quorum: Fraction,
     /// Misbehaving specialists (to be revoked).
     pub misbehaving: usize,
@@ -316,25 +321,27 @@ impl RevocationParams {
     }
 }
 
-/// Who was a member at each round so far: one bitset over voter ids per
-/// round (`at(t)` is the membership during round `t`, after its churn).
+/// For one specialist, who can count toward a quorum of each round so far:
+/// one bitset over voter ids per round, the members of that round (after its
+/// churn) whose vote on the specialist was signed by then. Round 0 has no
+/// votes, so the first bitset is round 1.
 #[derive(Debug, Clone, Default)]
-pub struct Membership {
+pub struct Eligible {
     rounds: Vec<Vec<u64>>,
 }
 
-impl Membership {
-    /// A history of the given per-round member bitsets, round 0 first.
+impl Eligible {
+    /// A history of per-round bitsets, round 1 first.
     pub fn new(rounds: Vec<Vec<u64>>) -> Self {
-        Membership { rounds }
+        Eligible { rounds }
     }
 
-    /// Members during round `t`.
+    /// Voters that can count toward a quorum of round `t` (1-based).
     pub fn at(&self, t: usize) -> &[u64] {
-        &self.rounds[t]
+        &self.rounds[t - 1]
     }
 
-    /// Rounds recorded (the current round is `len() - 1`).
+    /// Rounds recorded (the current round is `len()`).
     pub fn len(&self) -> usize {
         self.rounds.len()
     }
@@ -353,18 +360,18 @@ pub trait Tally {
     /// `first` and `second` are bitsets over voter ids: the node holds a
     /// first vote from voter `v`, and a second, different one. Honest voters
     /// only ever have a first vote.
-    fn count(&self, first: &[u64], second: &[u64], members: &Membership) -> usize;
+    fn count(&self, first: &[u64], second: &[u64], eligible: &Eligible) -> usize;
 }
 
 /// The protocol's rule: voters the node holds exactly one vote from (an
-/// equivocator counts for nothing), all members at one same round; the
-/// largest such set over the rounds so far.
+/// equivocator counts for nothing), all members at one same round that had
+/// signed by then; the largest such set over the rounds so far.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OneRoundQuorum;
 
 impl Tally for OneRoundQuorum {
-    fn count(&self, first: &[u64], second: &[u64], members: &Membership) -> usize {
-        members
+    fn count(&self, first: &[u64], second: &[u64], eligible: &Eligible) -> usize {
+        eligible
             .rounds
             .iter()
             .map(|m| first.iter().zip(second).zip(m).map(|((a, b), m)| ((a ^ b) & m).count_ones() as usize).sum())
@@ -497,7 +504,10 @@ pub fn simulate_with<T: Tally + ?Sized>(
             new_byz.push(seat);
         }
     }
-    let mut members = Membership::new(vec![live.clone()]);
+    // Per specialist: who has signed a vote on it so far, and who can count
+    // toward a quorum of each round.
+    let mut cast = vec![0u64; specs * words];
+    let mut eligible = vec![Eligible::default(); specs];
 
     let mut first = vec![0u64; n * block];
     let mut second = vec![0u64; n * block];
@@ -536,7 +546,6 @@ pub fn simulate_with<T: Tally + ?Sized>(
                 out.departed += 1;
             }
         }
-        members.rounds.push(live.clone());
         let active = next_id.div_ceil(64);
 
         // New byzantine identities sign their votes against every honest
@@ -545,6 +554,11 @@ pub fn simulate_with<T: Tally + ?Sized>(
         out.byzantine_votes_cast += (new_byz.len() * good * versions) as u64;
         if p.equivocate {
             out.equivocations_made += (new_byz.len() * good) as u64;
+        }
+        for s in bad..specs {
+            for &id in &new_byz {
+                set_bit(&mut cast[s * words..(s + 1) * words], id);
+            }
         }
         new_byz.clear();
 
@@ -563,6 +577,7 @@ pub fn simulate_with<T: Tally + ?Sized>(
                 if u < if misbehaving { p.detection } else { p.false_accusation } {
                     voted[k] = true;
                     set_bit(&mut first[row(seat, s)..row(seat, s) + words], occupant[seat]);
+                    set_bit(&mut cast[s * words..(s + 1) * words], occupant[seat]);
                     if misbehaving {
                         out.honest_votes_cast += 1;
                     } else {
@@ -570,6 +585,10 @@ pub fn simulate_with<T: Tally + ?Sized>(
                     }
                 }
             }
+        }
+
+        for (s, e) in eligible.iter_mut().enumerate() {
+            e.rounds.push(live.iter().zip(&cast[s * words..(s + 1) * words]).map(|(m, c)| m & c).collect());
         }
 
         // The byzantine flood: their own votes (each half of the nodes gets
@@ -645,7 +664,7 @@ pub fn simulate_with<T: Tally + ?Sized>(
             for s in 0..specs {
                 let r = row(seat, s);
                 let (a, z) = (&first[r..r + active], &second[r..r + active]);
-                let c = tally.count(a, z, &members);
+                let c = tally.count(a, z, &eligible[s]);
                 let k = seat * specs + s;
                 if s < bad {
                     held_sum += c;
@@ -737,26 +756,28 @@ mod tests {
 
     #[test]
     fn the_tally_counts_one_voter_once_and_an_equivocator_not_at_all() {
-        let members = Membership::new(vec![bits(&[0, 1, 2, 3, 70], 2)]);
+        let eligible = Eligible::new(vec![bits(&[0, 1, 2, 3, 70], 2)]);
         let first = bits(&[0, 1, 2, 70], 2);
-        assert_eq!(OneRoundQuorum.count(&first, &bits(&[], 2), &members), 4);
+        assert_eq!(OneRoundQuorum.count(&first, &bits(&[], 2), &eligible), 4);
         // Voter 2 signed two different votes: it counts for neither.
-        assert_eq!(OneRoundQuorum.count(&first, &bits(&[2], 2), &members), 3);
+        assert_eq!(OneRoundQuorum.count(&first, &bits(&[2], 2), &eligible), 3);
         // Holding only the second version still counts the voter once.
-        assert_eq!(OneRoundQuorum.count(&bits(&[0], 2), &bits(&[3], 2), &members), 2);
-        // A non-member's vote counts for nothing.
-        assert_eq!(OneRoundQuorum.count(&bits(&[5, 64], 2), &bits(&[], 2), &members), 0);
+        assert_eq!(OneRoundQuorum.count(&bits(&[0], 2), &bits(&[3], 2), &eligible), 2);
+        // A vote from a voter not eligible at any round counts for nothing.
+        assert_eq!(OneRoundQuorum.count(&bits(&[5, 64], 2), &bits(&[], 2), &eligible), 0);
     }
 
     #[test]
-    fn the_tally_needs_its_voters_to_be_members_at_one_same_round() {
-        // Round 0: voters 0..3 members; round 1: 0 and 1 left, 4 and 5 joined.
-        let members = Membership::new(vec![bits(&[0, 1, 2, 3], 1), bits(&[2, 3, 4, 5], 1)]);
+    fn the_tally_needs_its_voters_to_be_eligible_at_one_same_round() {
+        // Round 1: voters 0..3 members and signed; round 2: 0 and 1 left, 4
+        // and 5 joined and signed.
+        let eligible = Eligible::new(vec![bits(&[0, 1, 2, 3], 1), bits(&[2, 3, 4, 5], 1)]);
+        assert_eq!((eligible.len(), eligible.at(2)), (2, &[0b111100][..]));
         let all = bits(&[0, 1, 2, 3, 4, 5], 1);
         let none = bits(&[], 1);
-        assert_eq!(OneRoundQuorum.count(&all, &none, &members), 4);
-        assert_eq!(OneRoundQuorum.count(&bits(&[0, 1, 4, 5], 1), &none, &members), 2);
-        assert_eq!(OneRoundQuorum.count(&bits(&[0, 1, 2, 4], 1), &none, &members), 3);
+        assert_eq!(OneRoundQuorum.count(&all, &none, &eligible), 4);
+        assert_eq!(OneRoundQuorum.count(&bits(&[0, 1, 4, 5], 1), &none, &eligible), 2);
+        assert_eq!(OneRoundQuorum.count(&bits(&[0, 1, 2, 4], 1), &none, &eligible), 3);
     }
 
     #[test]
@@ -776,11 +797,11 @@ mod tests {
                     bits(&index::sample(&mut rng, ids, k).into_vec(), words)
                 })
                 .collect();
-            let members = Membership::new(rounds);
+            let eligible = Eligible::new(rounds);
             let (k1, k2) = (rng.random_range(0..ids), rng.random_range(0..ids));
             let first = bits(&index::sample(&mut rng, ids, k1).into_vec(), words);
             let second = bits(&index::sample(&mut rng, ids, k2).into_vec(), words);
-            let c = OneRoundQuorum.count(&first, &second, &members);
+            let c = OneRoundQuorum.count(&first, &second, &eligible);
             assert!(c <= b && c < tau, "{c}");
         }
     }
@@ -894,8 +915,8 @@ mod tests {
     struct CountsEveryVote;
 
     impl Tally for CountsEveryVote {
-        fn count(&self, first: &[u64], second: &[u64], members: &Membership) -> usize {
-            members
+        fn count(&self, first: &[u64], second: &[u64], eligible: &Eligible) -> usize {
+            eligible
                 .rounds
                 .iter()
                 .map(|m| {
@@ -913,7 +934,7 @@ mod tests {
     struct CountsDepartedVoters;
 
     impl Tally for CountsDepartedVoters {
-        fn count(&self, first: &[u64], second: &[u64], _: &Membership) -> usize {
+        fn count(&self, first: &[u64], second: &[u64], _: &Eligible) -> usize {
             first.iter().zip(second).map(|(a, b)| (a ^ b).count_ones() as usize).sum()
         }
     }
@@ -976,6 +997,21 @@ mod tests {
         let a = simulate(&p, 11).unwrap();
         assert_eq!(a, simulate(&p, 11).unwrap());
         assert_ne!(a.curve, simulate(&p, 12).unwrap().curve);
+    }
+
+    #[test]
+    fn byzantine_votes_never_touch_the_misbehaving_specialists_revocation() {
+        let p = RevocationParams { nodes: 100, ..RevocationParams::default() };
+        let q = RevocationParams { equivocate: false, ..p.clone() };
+        let (a, b) = (simulate(&p, 9).unwrap(), simulate(&q, 9).unwrap());
+        let revocation = |o: &RevocationOutcome| {
+            (
+                o.rounds_to_target,
+                o.curve.iter().map(|c| (c.revoked_fraction, c.votes_held_fraction)).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(revocation(&a), revocation(&b));
+        assert_eq!(b.peak_honest_votes.min(25), 25);
     }
 
     #[test]
