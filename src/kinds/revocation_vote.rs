@@ -56,7 +56,7 @@ crate::metrics! {
     pub struct RevocationMetrics {
         /// At observe_round: fraction of the live honest nodes that consider the misbehaving specialist revoked (the least-revoked one when several) (ratio).
         pub revoked_fraction: f64,
-        /// At observe_round: mean over live honest nodes of the votes counted toward revoking the misbehaving specialist, over the presumed-honest membership; the quorum is just above quorum (ratio).
+        /// At observe_round: mean over live honest nodes of the votes counted toward revoking the misbehaving specialist, over the presumed-honest membership; revoking needs just above the quorum fraction (ratio).
         pub votes_held_fraction: f64,
         /// At observe_round: largest count toward revoking an honest specialist at any live honest node, over the presumed-honest membership (ratio; 0 without honest specialists).
         pub honest_votes_max_fraction: f64,
@@ -128,11 +128,14 @@ impl RevocationMetrics {
     }
 }
 
+/// One simulation's outcome (or its error), computed once.
+type Slot = Arc<OnceLock<Result<Arc<RevocationOutcome>, String>>>;
+
 /// What the cells of a run share: the parameters, and each simulation
 /// already run, by its parameters and seed.
 pub struct Simulations {
     params: RevocationParams,
-    runs: Mutex<HashMap<String, Arc<OnceLock<Result<Arc<RevocationOutcome>, String>>>>>,
+    runs: Mutex<HashMap<String, Slot>>,
 }
 
 impl Simulations {
@@ -148,7 +151,7 @@ impl Simulations {
 impl Kind for RevocationVote {
     const NAME: &'static str = "revocation-vote";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str = "Revoke a misbehaving specialist by gossip vote among byzantine nodes and churn; measure rounds to a revoked majority and honest specialists revoked.";
+    const SUMMARY: &'static str = "Revoke a misbehaving specialist by gossip vote among byzantine nodes and churn; measure rounds until a target fraction of the honest nodes revoke it, and whether any honest specialist is.";
     type Params = RevocationParams;
     type Factors = Factors;
     type Metrics = RevocationMetrics;

@@ -497,9 +497,9 @@ pub fn simulate_with<T: Tally + ?Sized>(
     let mut live = vec![0u64; words];
     let mut byz_ever = vec![0u64; words];
     let mut new_byz: Vec<usize> = Vec::new();
-    for seat in 0..n {
+    for (seat, &bad_seat) in byz.iter().enumerate() {
         set_bit(&mut live, seat);
-        if byz[seat] {
+        if bad_seat {
             set_bit(&mut byz_ever, seat);
             new_byz.push(seat);
         }
@@ -657,10 +657,7 @@ pub fn simulate_with<T: Tally + ?Sized>(
         // Every live honest node tallies; the audit looks.
         revoked_count.fill(0);
         let (mut held_sum, mut honest_max) = (0usize, 0usize);
-        for seat in 0..n {
-            if byz[seat] {
-                continue;
-            }
+        for seat in (0..n).filter(|&seat| !byz[seat]) {
             for s in 0..specs {
                 let r = row(seat, s);
                 let (a, z) = (&first[r..r + active], &second[r..r + active]);
@@ -985,7 +982,7 @@ mod tests {
         assert_eq!(o.byzantine_nodes, 25);
         // Every byzantine identity, first or fresh, signs two votes on each
         // of the 20 honest specialists.
-        assert!(o.byzantine_votes_cast >= 25 * 20 * 2 && o.byzantine_votes_cast % 40 == 0, "{o:?}");
+        assert!(o.byzantine_votes_cast >= 25 * 20 * 2 && o.byzantine_votes_cast.is_multiple_of(40), "{o:?}");
         assert_eq!(o.equivocations_made * 2, o.byzantine_votes_cast);
         assert!(o.equivocations_detected > 0 && o.equivocations_detected <= o.equivocations_made);
         assert!(o.messages_to_byzantine > 0);
