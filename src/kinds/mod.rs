@@ -18,6 +18,7 @@ pub mod bandwidth_ledger;
 mod columns;
 pub mod gossip_directory;
 mod params;
+pub mod revocation_vote;
 pub mod royalty_math;
 pub mod royalty_scale;
 
@@ -204,6 +205,7 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<audit_log::AuditLog>::boxed(),
         Registered::<bandwidth_ledger::BandwidthLedger>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
+        Registered::<revocation_vote::RevocationVote>::boxed(),
         Registered::<royalty_math::RoyaltyMath>::boxed(),
         Registered::<royalty_scale::RoyaltyScale>::boxed(),
     ]
@@ -251,7 +253,8 @@ pub(crate) mod testing {
     }
 
     /// Run the catalogue spec `file` (under bets/) at tiny and draw each of
-    /// its plots from the rows; every plot must show one point per cell.
+    /// its plots from the rows; every plot must show one point per cell
+    /// (plus one legend marker per value of its `series`, if any).
     pub fn catalogue_spec_runs_at_tiny_and_plots(file: &str, kind: &str) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bets").join(file);
         let bet = crate::spec::load(&path).unwrap();

@@ -9,6 +9,7 @@
 pub mod audit_log;
 pub mod bandwidth;
 pub mod gossip;
+pub mod revocation;
 pub mod royalty;
 
 use thiserror::Error;
