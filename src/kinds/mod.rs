@@ -17,6 +17,7 @@ pub mod audit_log;
 pub mod bandwidth_ledger;
 mod columns;
 pub mod gossip_directory;
+mod memo;
 mod params;
 pub mod revocation_vote;
 pub mod royalty_math;

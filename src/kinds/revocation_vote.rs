@@ -13,11 +13,12 @@
 //! a run, whichever cell asks first.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::memo::{Memo, memo};
 use super::{Cell, Env, Kind, ParamProblem};
 use crate::sim::revocation::{self, RevocationOutcome, RevocationParams};
 
@@ -128,23 +129,19 @@ impl RevocationMetrics {
     }
 }
 
-/// One simulation's outcome (or its error), computed once.
-type Slot = Arc<OnceLock<Result<Arc<RevocationOutcome>, String>>>;
-
 /// What the cells of a run share: the parameters, and each simulation
 /// already run, by its parameters and seed.
 pub struct Simulations {
     params: RevocationParams,
-    runs: Mutex<HashMap<String, Slot>>,
+    runs: Memo<Arc<RevocationOutcome>>,
 }
 
 impl Simulations {
     /// The outcome of `params` at `seed`, simulated on first use; a cell
     /// asking while another simulates it waits for that result.
-    fn outcome(&self, params: &RevocationParams, seed: u64) -> Result<Arc<RevocationOutcome>, String> {
+    fn outcome(&self, params: &RevocationParams, seed: u64) -> anyhow::Result<Arc<RevocationOutcome>> {
         let key = format!("{}/{seed}", serde_json::to_string(params).expect("parameters serialise"));
-        let slot = self.runs.lock().expect("simulation cache lock").entry(key).or_default().clone();
-        slot.get_or_init(|| revocation::simulate(params, seed).map(Arc::new).map_err(|e| e.to_string())).clone()
+        memo(&self.runs, key, || Ok(Arc::new(revocation::simulate(params, seed)?)))
     }
 }
 

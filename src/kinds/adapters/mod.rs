@@ -17,12 +17,13 @@ pub use mixture::AdapterMixture;
 pub use train_eval::AdapterTrainEval;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use rand::{RngCore, SeedableRng};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::memo::{Memo, memo};
 use super::{Env, ParamProblem};
 use crate::data::{Corpus, LoadOptions, Split};
 use crate::engine::BaseModel;
@@ -92,14 +93,6 @@ impl Budget {
 /// Threads of the base model's pre-training: fixed, so that the base (and
 /// every cell's result) does not depend on `-j` or `--threads`.
 pub const PRETRAIN_THREADS: usize = 2;
-
-type Memo<T> = Mutex<HashMap<String, Arc<OnceLock<Result<T, String>>>>>;
-
-/// Compute `f` once per key, whichever thread asks first; others wait.
-fn memo<T: Clone>(m: &Memo<T>, key: String, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    let slot = m.lock().expect("memo lock").entry(key).or_default().clone();
-    slot.get_or_init(|| f().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow::anyhow!(e))
-}
 
 /// A trained adapter with its training statistics and its size on disk.
 #[derive(Clone)]
