@@ -202,6 +202,7 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<adapters::LayerSkip>::boxed(),
         Registered::<adapters::ExpertCollapse>::boxed(),
         Registered::<adapters::HiddenNoise>::boxed(),
+        Registered::<adapters::WeightSoup>::boxed(),
         Registered::<audit_log::AuditLog>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
         Registered::<royalty_math::RoyaltyMath>::boxed(),
