@@ -14,6 +14,7 @@
 
 pub mod adapters;
 pub mod audit_log;
+pub mod bet_results;
 mod columns;
 pub mod gossip_directory;
 mod params;
@@ -204,6 +205,7 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<adapters::HiddenNoise>::boxed(),
         Registered::<adapters::WeightSoup>::boxed(),
         Registered::<audit_log::AuditLog>::boxed(),
+        Registered::<bet_results::BetResults>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
         Registered::<royalty_math::RoyaltyMath>::boxed(),
     ]
