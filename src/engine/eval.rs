@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ablate::Intervention;
 use super::adapter::Adapter;
 use super::base::BaseModel;
 use super::error::{EngineError, Result};
@@ -59,9 +60,24 @@ pub fn log_mean_exp(logs: &[f64]) -> f64 {
     m + logs.iter().map(|x| (x - m).exp()).sum::<f64>().ln() - (logs.len() as f64).ln()
 }
 
+/// How a view turns a batch of windows into logits: `(view, tokens, batch
+/// index)`. [`plain_forward`] is every ordinary evaluation's.
+type ForwardFn<'f> = &'f (dyn Fn(&View, &candle_core::Tensor, u64) -> Result<candle_core::Tensor> + Sync);
+
+/// The ordinary forward pass.
+fn plain_forward(v: &View, xs: &candle_core::Tensor, _batch: u64) -> Result<candle_core::Tensor> {
+    Ok(v.forward(xs)?.logits)
+}
+
 /// Per-byte NLLs of `text` under each view, visited batch by batch:
 /// `sink(nlls)` gets one `Vec<f32>` per view, aligned byte for byte.
-fn for_each_batch(views: &[View], text: &[u8], cfg: &EvalConfig, sink: &mut dyn FnMut(&[Vec<f32>])) -> Result<()> {
+fn for_each_batch(
+    views: &[View],
+    text: &[u8],
+    cfg: &EvalConfig,
+    forward: ForwardFn,
+    sink: &mut dyn FnMut(&[Vec<f32>]),
+) -> Result<()> {
     let text = if cfg.max_bytes > 0 && text.len() > cfg.max_bytes { &text[..cfg.max_bytes] } else { text };
     if text.len() < 2 {
         return Err(EngineError::EmptyUser {
@@ -81,6 +97,7 @@ fn for_each_batch(views: &[View], text: &[u8], cfg: &EvalConfig, sink: &mut dyn 
         s += len;
     }
     let mut i = 0;
+    let mut batch_index = 0u64;
     while i < windows.len() {
         let len = windows[i].1;
         let mut j = i;
@@ -98,17 +115,42 @@ fn for_each_batch(views: &[View], text: &[u8], cfg: &EvalConfig, sink: &mut dyn 
         let ys = candle_core::Tensor::from_vec(ys, group.len() * len, &device)?;
         let mut out = Vec::with_capacity(views.len());
         for v in views {
-            let fwd = v.forward(&xs)?;
-            out.push(ops::cross_entropy(&fwd.logits, &ys)?.to_vec1::<f32>()?);
+            let logits = forward(v, &xs, batch_index)?;
+            out.push(ops::cross_entropy(&logits, &ys)?.to_vec1::<f32>()?);
         }
         sink(&out);
         i = j;
+        batch_index += 1;
     }
     Ok(())
 }
 
 /// Evaluate `base` (with `adapter` applied, if any) on held-out `text`.
 pub fn evaluate(base: &BaseModel, adapter: Option<&Adapter>, text: &[u8], cfg: &EvalConfig) -> Result<EvalStats> {
+    evaluate_by(base, adapter, text, cfg, &plain_forward)
+}
+
+/// [`evaluate`] with `iv` applied to every forward pass (batch `k` of the
+/// text is forward call `k`, so noise is reproducible); with
+/// [`Intervention::None`] it is [`evaluate`] bit for bit.
+pub fn evaluate_intervened(
+    base: &BaseModel,
+    adapter: Option<&Adapter>,
+    text: &[u8],
+    cfg: &EvalConfig,
+    iv: &Intervention,
+) -> Result<EvalStats> {
+    iv.check(base.config.layers)?;
+    evaluate_by(base, adapter, text, cfg, &|v, xs, k| v.forward_intervened(xs, iv, k))
+}
+
+fn evaluate_by(
+    base: &BaseModel,
+    adapter: Option<&Adapter>,
+    text: &[u8],
+    cfg: &EvalConfig,
+    forward: ForwardFn,
+) -> Result<EvalStats> {
     if let Some(a) = adapter {
         a.check_against(base)?;
     }
@@ -118,7 +160,7 @@ pub fn evaluate(base: &BaseModel, adapter: Option<&Adapter>, text: &[u8], cfg: &
             None => View::new(&base.config, &base.weights),
         };
         let (mut sum, mut n) = (0f64, 0u64);
-        for_each_batch(std::slice::from_ref(&view), text, cfg, &mut |nll| {
+        for_each_batch(std::slice::from_ref(&view), text, cfg, forward, &mut |nll| {
             sum += nll[0].iter().map(|&x| x as f64).sum::<f64>();
             n += nll[0].len() as u64;
         })?;
@@ -151,7 +193,7 @@ pub fn evaluate_mixture(
             .collect();
         let (mut sum, mut n) = (0f64, 0u64);
         let mut logs = vec![0f64; views.len()];
-        for_each_batch(&views, text, cfg, &mut |nll| {
+        for_each_batch(&views, text, cfg, &plain_forward, &mut |nll| {
             for k in 0..nll[0].len() {
                 for (l, m) in logs.iter_mut().zip(nll) {
                     *l = -(m[k] as f64);
@@ -176,6 +218,23 @@ mod tests {
         assert!((s.nll - 2.0 * ln2).abs() < 1e-12);
         assert!((s.ppl - 4.0).abs() < 1e-12, "ppl {}", s.ppl);
         assert!((s.bpb - 2.0).abs() < 1e-12, "bpb {}", s.bpb);
+    }
+
+    #[test]
+    fn evaluation_without_an_intervention_is_the_ordinary_evaluation_bit_for_bit() {
+        let cfg = crate::engine::config::Profile::from_name("tiny").unwrap().model;
+        let base = BaseModel::random(&cfg, 1, &candle_core::Device::Cpu).unwrap();
+        let text: Vec<u8> = (0..300u32).map(|i| b"abcdefgh \n"[(i * 7 % 10) as usize]).collect();
+        let ecfg = EvalConfig { batch: 4, ..Default::default() };
+        let plain = evaluate(&base, None, &text, &ecfg).unwrap();
+        let none = evaluate_intervened(&base, None, &text, &ecfg, &Intervention::None).unwrap();
+        assert_eq!(plain.nll.to_bits(), none.nll.to_bits());
+        let silent = Intervention::Noise { boundary: 1, sigma: 0.0, seed: 3 };
+        assert_eq!(evaluate_intervened(&base, None, &text, &ecfg, &silent).unwrap().nll.to_bits(), plain.nll.to_bits());
+        let skip = evaluate_intervened(&base, None, &text, &ecfg, &Intervention::SkipBlock(0)).unwrap();
+        assert_ne!(skip.nll, plain.nll);
+        assert_eq!(skip.bytes, plain.bytes);
+        assert!(evaluate_intervened(&base, None, &text, &ecfg, &Intervention::SkipBlock(2)).is_err());
     }
 
     #[test]

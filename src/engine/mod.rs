@@ -21,6 +21,9 @@
 //!   safetensors bytes apart from the base, checked on load.
 //! - [`optim`]: AdamW with its schedule and state, saved and loaded as bytes.
 //! - [`train`]: the training loop (clipping, seeded data order), resumable.
+//! - [`ablate`]: interventions for the falsification bets (skip a block,
+//!   noise at a boundary, collapse experts, interpolate two models), beside
+//!   the ordinary paths.
 //! - [`eval`]: held-out NLL, perplexity and bits per byte; output mixtures.
 //! - [`pretrain`]: the pre-training a profile implies, named by content hash.
 //!
@@ -38,6 +41,7 @@
 //! bits. All randomness is seeded ChaCha8, tensors are kept in name order, and
 //! reductions split rows into fixed-size blocks whatever the pool size.
 
+pub mod ablate;
 pub mod adapter;
 pub mod base;
 pub mod config;

@@ -15,6 +15,7 @@
 pub mod adapters;
 pub mod audit_log;
 pub mod bandwidth_ledger;
+pub mod bet_results;
 mod columns;
 pub mod gossip_directory;
 mod memo;
@@ -203,8 +204,13 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<adapters::AdapterTrainEval>::boxed(),
         Registered::<adapters::AdapterAverage>::boxed(),
         Registered::<adapters::AdapterMixture>::boxed(),
+        Registered::<adapters::LayerSkip>::boxed(),
+        Registered::<adapters::ExpertCollapse>::boxed(),
+        Registered::<adapters::HiddenNoise>::boxed(),
+        Registered::<adapters::WeightSoup>::boxed(),
         Registered::<audit_log::AuditLog>::boxed(),
         Registered::<bandwidth_ledger::BandwidthLedger>::boxed(),
+        Registered::<bet_results::BetResults>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
         Registered::<revocation_vote::RevocationVote>::boxed(),
         Registered::<royalty_math::RoyaltyMath>::boxed(),
@@ -238,9 +244,15 @@ pub(crate) mod testing {
         }
     }
 
+    /// Held while a test prepares a kind: the first preparation fetches the
+    /// corpus and pre-trains the tiny base into the shared test cache, which
+    /// two tests at once would race on.
+    static PREPARING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// Kind `kind` prepared with the `[procedure]` parameters in `toml`.
     pub fn prepare(kind: &str, toml: &str) -> Box<dyn Prepared> {
         let e = find(kind).expect("a registered kind");
+        let _one = PREPARING.lock().unwrap_or_else(|p| p.into_inner());
         e.prepare(&e.parse_params(&toml.parse().unwrap()).unwrap(), &env()).unwrap()
     }
 
@@ -261,7 +273,10 @@ pub(crate) mod testing {
         let bet = crate::spec::load(&path).unwrap();
         assert_eq!(bet.experiment.kind(), kind);
         let plan = bet.plan("tiny").unwrap();
-        let ready = bet.experiment.prepare(&plan.params, &env()).unwrap();
+        let ready = {
+            let _one = PREPARING.lock().unwrap_or_else(|p| p.into_inner());
+            bet.experiment.prepare(&plan.params, &env()).unwrap()
+        };
         let mut rows = Vec::new();
         for (index, point) in plan.points.iter().enumerate() {
             let c = Cell { index, factors: point.clone(), key: format!("tiny-{index}") };

@@ -1,5 +1,6 @@
 //! Per-user adapter experiments on the engine (bets 10, 37, 46, 49, 54, 55,
-//! 60, 61).
+//! 60, 61), and the falsifications and controls that share their base and budget (31, 38, 39,
+//! 40, 63).
 //!
 //! Every kind here shares one [`Workbench`]: the corpus, the base model of
 //! the run's profile, and memoised adapters and base evaluations, so an
@@ -9,11 +10,19 @@
 //! trainable.
 
 mod average;
+mod collapse;
+mod hidden_noise;
+mod layer_skip;
 mod mixture;
+mod soup;
 mod train_eval;
 
 pub use average::AdapterAverage;
+pub use collapse::ExpertCollapse;
+pub use hidden_noise::HiddenNoise;
+pub use layer_skip::LayerSkip;
 pub use mixture::AdapterMixture;
+pub use soup::WeightSoup;
 pub use train_eval::AdapterTrainEval;
 
 use std::collections::{BTreeMap, HashMap};
