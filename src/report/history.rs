@@ -170,6 +170,9 @@ pub struct HeadlineDoc {
     pub title: String,
     /// The meta bet's own latest counted run, which decides the kind.
     pub run: RunSide,
+    /// What that run recorded as its inputs (for a bet about bets: every
+    /// signed run it read, with the digest of its SHA256SUMS).
+    pub inputs: BTreeMap<String, String>,
     /// The bets whose headlines it tests, in the spec's order.
     pub tested: Vec<TestedBet>,
 }
@@ -299,6 +302,7 @@ pub fn headline_document(bet: &BetReport, catalogue: &Catalogue) -> Option<Headl
         slug: bet.slug.clone(),
         title: bet.title.clone(),
         run: RunSide::of(run),
+        inputs: run.manifest.inputs.clone(),
         tested: tested_bets(bet, catalogue),
     })
 }

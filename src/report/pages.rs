@@ -748,7 +748,15 @@ pub fn document_page(d: &Document, catalogue: &Catalogue) -> Doc {
                 header: SIDE_HEADER.map(String::from).to_vec(),
                 rows: vec![side_rows(&format!("bet {:02}", h.bet), &h.run)],
             }));
-            blocks.push(Block::Heading(2, "Signed results it reads".into()));
+            if !h.inputs.is_empty() {
+                blocks.push(Block::Heading(2, "Inputs the deciding run recorded".into()));
+                blocks.push(Block::Table(Table {
+                    id: Some("inputs".into()),
+                    header: ["Input", "Value"].map(String::from).to_vec(),
+                    rows: h.inputs.iter().map(|(k, v)| vec![vec![code(k)], vec![code(v)]]).collect(),
+                }));
+            }
+            blocks.push(Block::Heading(2, "Headlines it tests: their latest signed results".into()));
             blocks.push(Block::Table(Table {
                 id: Some("headlines".into()),
                 header: SIDE_HEADER.map(String::from).to_vec(),

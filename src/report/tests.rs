@@ -393,9 +393,11 @@ fn a_headline_test_reads_signed_results_and_says_which_are_missing() {
     let mut c = catalogue();
     let mut b62 = bet(62, "retraction", vec![run(62, "retraction", "20250105T000000Z-small", 2, "0.1.0")]);
     b62.tests_headline_of = vec![37, 46, 60];
+    b62.runs[0].manifest.inputs.insert("bet-46".into(), "20250102T000000Z-small 5ums".into());
     c.bets.push(b62);
     let h = headline_document(&c.bets[2], &c).expect("a FAIL issues a document");
     assert_eq!(h.kind, DocKind::Retraction);
+    assert_eq!(h.inputs["bet-46"], "20250102T000000Z-small 5ums", "the runs it read are on the document");
     assert_eq!(
         h.tested.iter().map(|t| (t.bet, t.latest.is_some())).collect::<Vec<_>>(),
         vec![(37, false), (46, true), (60, false)]
@@ -408,7 +410,12 @@ fn a_headline_test_reads_signed_results_and_says_which_are_missing() {
         "{page}"
     );
     assert!(page.contains("No signed result exists yet for bet(s) 37, 60"), "{page}");
-    assert!(rendered.files.contains_key("retractions/62-retraction--headlines--20250105T000000Z-small.md"));
+    let doc = &rendered.files["retractions/62-retraction--headlines--20250105T000000Z-small.md"];
+    assert!(
+        doc.contains("Inputs the deciding run recorded")
+            && doc.contains("| `bet-46` | `20250102T000000Z-small 5ums` |"),
+        "{doc}"
+    );
     assert!(rendered.files["SUMMARY.md"].contains("[Retraction](retractions/62-retraction--headlines--20250105T000000Z-small.md) of the headlines of bets 37, 46, 60 by bet 62"));
     // STRICT confirms; INCONCLUSIVE issues nothing.
     c.bets[2].runs[0].verdict.record.verdict = Verdict::Strict;
