@@ -30,13 +30,21 @@
 //!   for `o = 0, 1, .., rows - 1` in turn, with `coef = dy[i, o] * scale(o)`,
 //!   `dx[i, c] += coef` where code `(o, c)` is +1 and `-= coef` where it is -1.
 //!
-//! No fused multiply-add is used anywhere (Rust never contracts `a * b + c`).
+//! Rust never contracts `a * b + c` into a fused multiply-add, and the SIMD
+//! paths use one only as `fma(code, v, acc)` with `code` in {-1.0, 0.0, +1.0}:
+//! the product is exact, so the result is `acc + v`, `acc - v` or `acc + (±0)`,
+//! and the last is `acc` itself because an accumulator that starts at +0.0 can
+//! never become -0.0 (in round-to-nearest a sum is -0 only when both addends are).
 //! So for finite inputs every path gives bit-identical outputs, also where a
-//! sum overflows to infinity; and splitting the output rows over threads with
-//! [`gemm_rows_with`] does not change them either. For non-finite inputs a
-//! NaN or infinity reaches every output whose row has a non-zero code on it,
-//! with the same IEEE rules, but the bits of a NaN (its sign and payload) may
-//! differ between paths.
+//! sum overflows to infinity, and splitting the output rows over threads with
+//! [`gemm_rows_with`] does not change them either.
+//!
+//! Non-finite inputs: a NaN or infinity in `x` (or `dy`) reaches every output
+//! whose weight row has a non-zero code on it, by the usual IEEE rules. On the
+//! FMA route (the AVX2 path, and batches of 4 rows or more on the AVX-512 path)
+//! it also reaches outputs through zero codes, as `0 * inf = NaN`; and the sign and
+//! payload of a NaN may differ between paths. Only finite inputs are promised
+//! the same bits.
 
 use std::fmt;
 use std::ops::Range;
@@ -48,6 +56,11 @@ pub const GROUP: usize = 16;
 /// Independent accumulator sets per dot product (group `g` goes to set `g % NACC`):
 /// enough to hide the add latency; part of the fixed arithmetic order.
 const NACC: usize = 4;
+
+/// Batches with at least this many rows take the SIMD paths' FMA route (see the
+/// `avx512` module): below it, expanding the codes costs more than it saves.
+#[cfg(target_arch = "x86_64")]
+const FMA_MIN_N: usize = 4;
 
 /// What is wrong with the parts of a ternary matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -330,6 +343,11 @@ impl Path {
     pub fn available(self) -> bool {
         match self {
             Path::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw"),
+            #[cfg(not(target_arch = "x86_64"))]
             Path::Avx2 | Path::Avx512 => false,
         }
     }
@@ -369,6 +387,13 @@ pub fn gemm_rows_with(path: Path, t: &Ternary, out: Range<usize>, x: &[f32], y: 
     assert_eq!(y.len(), n * out.len(), "y must hold {n} x {} values", out.len());
     match path {
         Path::Portable => portable::fwd(t, out, x, y),
+        // SAFETY: the CPU has the features (checked above), the lengths fit.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { avx2::fwd(t, out, x, y) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => unsafe { avx512::fwd(t, out, x, y) },
+        #[cfg(not(target_arch = "x86_64"))]
         Path::Avx2 | Path::Avx512 => unreachable!("checked available above"),
     }
 }
@@ -387,8 +412,39 @@ pub fn gemm_t_with(path: Path, t: &Ternary, dy: &[f32], dx: &mut [f32]) {
     assert_eq!(dx.len(), n * t.cols, "dx must hold {n} x {} values", t.cols);
     match path {
         Path::Portable => portable::bwd(t, dy, dx),
+        // SAFETY: the CPU has the features (checked above), the lengths fit.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => unsafe { avx2::bwd(t, dy, dx) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => unsafe { avx512::bwd(t, dy, dx) },
+        #[cfg(not(target_arch = "x86_64"))]
         Path::Avx2 | Path::Avx512 => unreachable!("checked available above"),
     }
+}
+
+/// One group of f32 lanes, 64-byte aligned: buffers of these never split a
+/// vector load across cache lines (which halves the load rate).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; GROUP]);
+
+#[cfg(target_arch = "x86_64")]
+impl Line {
+    const ZERO: Line = Line([0.0; GROUP]);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn flat(lines: &[Line]) -> &[f32] {
+    // SAFETY: Line is a repr(C) wrapper of [f32; GROUP].
+    unsafe { std::slice::from_raw_parts(lines.as_ptr() as *const f32, lines.len() * GROUP) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn flat_mut(lines: &mut [Line]) -> &mut [f32] {
+    // SAFETY: as for `flat`.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr() as *mut f32, lines.len() * GROUP) }
 }
 
 /// The fixed combination of the accumulator sets and the fixed 16-lane fold.
@@ -464,6 +520,814 @@ mod portable {
                             *v -= coef;
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// AVX-512. Small batches (decoding) load each group's two planes straight into
+/// mask registers: one masked add and one masked subtract a lane, each x load
+/// shared by four output rows. Batches of [`FMA_MIN_N`] rows or more first
+/// expand a block of rows into ±1.0 / 0.0 floats ([`expand`]) and use FMAs with
+/// each code vector shared by several x rows: a product by ±1 or 0 is exact, and
+/// an accumulator that starts at +0.0 never becomes -0.0, so `acc + (±0)` leaves
+/// it unchanged and the bits are those of the masked add and subtract.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Bytes of expanded codes per block of output rows (stays in L1).
+    const CODE_BLOCK_BYTES: usize = 32 << 10;
+    /// Bytes of x (or dx) per block of batch rows (stays in L2).
+    const X_BLOCK_BYTES: usize = 256 << 10;
+
+    /// The combination of the accumulator sets: `(acc0 + acc1) + (acc2 + acc3)`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn combine(a: [__m512; NACC]) -> __m512 {
+        _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]))
+    }
+
+    /// Folds 16 combined vectors at once with the additions of [`fold`] (the same
+    /// operand pairs, only regrouped across registers by shuffles).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn fold16x16(s: &[__m512; 16]) -> [f32; 16] {
+        // Lanes j and j + 8 of s[2k] and s[2k + 1]: t[k] = [s[2k] folded to 8 | s[2k + 1] folded to 8].
+        let mut t = [_mm512_setzero_ps(); 8];
+        for (k, tk) in t.iter_mut().enumerate() {
+            let (a, b) = (s[2 * k], s[2 * k + 1]);
+            *tk = _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(a, b), _mm512_shuffle_f32x4::<0xEE>(a, b));
+        }
+        // + 4: u[k] holds s[4k..4k + 4], four lanes each.
+        let mut u = [_mm512_setzero_ps(); 4];
+        for (k, uk) in u.iter_mut().enumerate() {
+            let (p, q) = (t[2 * k], t[2 * k + 1]);
+            *uk = _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(p, q), _mm512_shuffle_f32x4::<0xDD>(p, q));
+        }
+        // + 2: in 128-bit block b, v[k] holds s[8k + b] and s[8k + 4 + b], two lanes each.
+        let mut v = [_mm512_setzero_ps(); 2];
+        for (k, vk) in v.iter_mut().enumerate() {
+            let (p, q) = (u[2 * k], u[2 * k + 1]);
+            *vk = _mm512_add_ps(_mm512_shuffle_ps::<0x44>(p, q), _mm512_shuffle_ps::<0xEE>(p, q));
+        }
+        // + 1: lane 4b + q holds result 4q + b.
+        let r = _mm512_add_ps(_mm512_shuffle_ps::<0x88>(v[0], v[1]), _mm512_shuffle_ps::<0xDD>(v[0], v[1]));
+        let mut lanes = [0.0f32; 16];
+        // SAFETY: lanes holds 16 values.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), r) };
+        let mut out = [0.0f32; 16];
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = lanes[4 * (k % 4) + k / 4];
+        }
+        out
+    }
+
+    /// Folds `s` 16 at a time into `r` (the same length).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn fold_all(s: &[__m512], r: &mut [f32]) {
+        for (chunk, rc) in s.chunks(16).zip(r.chunks_mut(16)) {
+            let mut batch = [_mm512_setzero_ps(); 16];
+            batch[..chunk.len()].copy_from_slice(chunk);
+            let folded = fold16x16(&batch);
+            rc.copy_from_slice(&folded[..rc.len()]);
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512 F and BW; the lengths were checked by the caller.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn fwd(t: &Ternary, out: Range<usize>, x: &[f32], y: &mut [f32]) {
+        let n = x.len() / t.cols;
+        // SAFETY: as for this function.
+        unsafe { if n >= FMA_MIN_N { fwd_fma(t, out, x, y) } else { fwd_masked(t, out, x, y) } }
+    }
+
+    /// # Safety
+    /// As [`fwd`].
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn fwd_masked(t: &Ternary, out: Range<usize>, x: &[f32], y: &mut [f32]) {
+        let n = x.len() / t.cols;
+        let m = out.len();
+        let mut s = [_mm512_setzero_ps(); 16];
+        for i in 0..n {
+            // Sixteen output rows at a time, in tiles of four (and single rows at the end).
+            for o0 in out.clone().step_by(16) {
+                let cnt = (out.end - o0).min(16);
+                let mut k = 0;
+                while k < cnt {
+                    // SAFETY: i < n and o0 + k + 4 <= out.end (or + 1) <= rows.
+                    unsafe {
+                        if k + 4 <= cnt {
+                            s[k..k + 4].copy_from_slice(&masked_tile::<4>(t, i, o0 + k, x));
+                            k += 4;
+                        } else {
+                            s[k] = masked_tile::<1>(t, i, o0 + k, x)[0];
+                            k += 1;
+                        }
+                    }
+                }
+                let mut r = [0.0f32; 16];
+                fold_all(&s[..cnt], &mut r[..cnt]);
+                let yr = &mut y[i * m + o0 - out.start..][..cnt];
+                for (k, (yv, &rv)) in yr.iter_mut().zip(&r).enumerate() {
+                    *yv = rv * t.scale(o0 + k);
+                }
+            }
+        }
+    }
+
+    /// x row `i` against output rows `o0..o0 + NO`: the combined accumulators.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW; `i < n`, `o0 + NO <= rows`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn masked_tile<const NO: usize>(t: &Ternary, i: usize, o0: usize, x: &[f32]) -> [__m512; NO] {
+        let cols = t.cols;
+        let wpr = t.words_per_row();
+        let full = cols / GROUP;
+        let xp = x[i * cols..].as_ptr();
+        // Each word read as two u16 masks (little-endian: the +1 plane first).
+        let mut wp = [t.words.as_ptr() as *const u16; NO];
+        for (o, p) in wp.iter_mut().enumerate() {
+            *p = t.words[(o0 + o) * wpr..].as_ptr() as *const u16;
+        }
+        let mut acc = [[_mm512_setzero_ps(); NACC]; NO];
+        let mut g = 0;
+        while g + NACC <= full {
+            for a in 0..NACC {
+                // SAFETY: group g + a is full, so its 16 columns are in the row.
+                let xv = unsafe { _mm512_loadu_ps(xp.add((g + a) * GROUP)) };
+                for (o, acc_o) in acc.iter_mut().enumerate() {
+                    // SAFETY: g + a < words_per_row.
+                    let (kp, km) = unsafe { (*wp[o].add(2 * (g + a)), *wp[o].add(2 * (g + a) + 1)) };
+                    let v = _mm512_mask_add_ps(acc_o[a], kp, acc_o[a], xv);
+                    acc_o[a] = _mm512_mask_sub_ps(v, km, v, xv);
+                }
+            }
+            g += NACC;
+        }
+        // The rest: fewer than NACC full groups and at most one partial one,
+        // which makes at most NACC groups, set a taking group g + a as above.
+        for a in 0..NACC {
+            if g + a >= wpr {
+                break;
+            }
+            let valid = valid_lanes(cols, g + a) as u16;
+            // SAFETY: the masked load touches only the valid lanes, inside the row.
+            let xv = unsafe { _mm512_maskz_loadu_ps(valid, xp.add((g + a) * GROUP)) };
+            for (o, acc_o) in acc.iter_mut().enumerate() {
+                // SAFETY: g + a < words_per_row.
+                let (kp, km) = unsafe { (*wp[o].add(2 * (g + a)), *wp[o].add(2 * (g + a) + 1)) };
+                let v = _mm512_mask_add_ps(acc_o[a], kp, acc_o[a], xv);
+                acc_o[a] = _mm512_mask_sub_ps(v, km, v, xv);
+            }
+        }
+        let mut s = [_mm512_setzero_ps(); NO];
+        for (so, acc_o) in s.iter_mut().zip(acc) {
+            *so = combine(acc_o);
+        }
+        s
+    }
+
+    /// Writes the codes of output rows `rows` as floats, `words_per_row * 16` a row
+    /// (padding lanes 0.0).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn expand(t: &Ternary, rows: Range<usize>, codes: &mut [f32]) {
+        let wpr = t.words_per_row();
+        let (one, minus_one) = (_mm512_set1_ps(1.0), _mm512_set1_ps(-1.0));
+        for (row_codes, o) in codes.chunks_exact_mut(wpr * GROUP).zip(rows) {
+            for (c, &w) in row_codes.chunks_exact_mut(GROUP).zip(t.row_words(o)) {
+                let v = _mm512_mask_mov_ps(_mm512_maskz_mov_ps(w as u16, one), (w >> 16) as u16, minus_one);
+                // SAFETY: c holds 16 values.
+                unsafe { _mm512_storeu_ps(c.as_mut_ptr(), v) };
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`fwd`].
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn fwd_fma(t: &Ternary, out: Range<usize>, x: &[f32], y: &mut [f32]) {
+        let cols = t.cols;
+        let wpr = t.words_per_row();
+        let pad = wpr * GROUP;
+        let n = x.len() / cols;
+        let m = out.len();
+        let ob = (CODE_BLOCK_BYTES / (4 * pad)).max(4);
+        let ib = (X_BLOCK_BYTES / (4 * pad)).max(3);
+        let mut codes = vec![Line::ZERO; ob * wpr];
+        let mut xb = vec![Line::ZERO; ib * wpr];
+        let mut s = vec![_mm512_setzero_ps(); 3 * ob];
+        let mut r = vec![0.0f32; 3 * ob];
+        for i0 in (0..n).step_by(ib) {
+            let i1 = (i0 + ib).min(n);
+            // Aligned, zero-padded copies of the x rows (the padding is never written).
+            let xbf = flat_mut(&mut xb);
+            for (k, xr) in x[i0 * cols..i1 * cols].chunks_exact(cols).enumerate() {
+                xbf[k * pad..k * pad + cols].copy_from_slice(xr);
+            }
+            let xbf = flat(&xb);
+            for o0 in out.clone().step_by(ob) {
+                let o1 = (o0 + ob).min(out.end);
+                expand(t, o0..o1, flat_mut(&mut codes));
+                let cf = flat(&codes);
+                let mut i = i0;
+                while i < i1 {
+                    let ni = if i + 3 <= i1 { 3 } else { 1 };
+                    let xs = &xbf[(i - i0) * pad..];
+                    let mut o = o0;
+                    while o < o1 {
+                        let no = if o + 2 <= o1 { 2 } else { 1 };
+                        let c = &cf[(o - o0) * pad..];
+                        // Entry (o - o0) * ni + k holds output row o + k / ni, x row i + k % ni.
+                        let e = (o - o0) * ni;
+                        match (ni, no) {
+                            (3, 2) => s[e..e + 6].copy_from_slice(fma_tile::<3, 2>(c, xs, pad).as_flattened()),
+                            (3, _) => s[e..e + 3].copy_from_slice(fma_tile::<3, 1>(c, xs, pad).as_flattened()),
+                            (_, 2) => s[e..e + 2].copy_from_slice(fma_tile::<1, 2>(c, xs, pad).as_flattened()),
+                            _ => s[e] = fma_tile::<1, 1>(c, xs, pad)[0][0],
+                        }
+                        o += no;
+                    }
+                    let nb = o1 - o0;
+                    fold_all(&s[..nb * ni], &mut r[..nb * ni]);
+                    for ii in 0..ni {
+                        let yr = &mut y[(i + ii) * m + o0 - out.start..][..nb];
+                        for (ol, yv) in yr.iter_mut().enumerate() {
+                            *yv = r[ol * ni + ii] * t.scale(o0 + ol);
+                        }
+                    }
+                    i += ni;
+                }
+            }
+        }
+    }
+
+    /// NI rows of aligned, padded x at `xs` against NO rows of expanded codes at
+    /// `codes` (both with row stride `pad`): the combined accumulators, `[o][i]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn fma_tile<const NI: usize, const NO: usize>(codes: &[f32], xs: &[f32], pad: usize) -> [[__m512; NI]; NO] {
+        let wpr = pad / GROUP;
+        assert!(codes.len() >= NO * pad && xs.len() >= NI * pad);
+        let (cp, xp) = (codes.as_ptr(), xs.as_ptr());
+        let mut acc = [[[_mm512_setzero_ps(); NI]; NO]; NACC];
+        let step = |acc_a: &mut [[__m512; NI]; NO], g: usize| {
+            let mut xv = [_mm512_setzero_ps(); NI];
+            for (i, v) in xv.iter_mut().enumerate() {
+                // SAFETY: checked above; 64-byte aligned (Line buffers, offsets in whole groups).
+                *v = unsafe { _mm512_load_ps(xp.add(i * pad + g * GROUP)) };
+            }
+            for (o, acc_o) in acc_a.iter_mut().enumerate() {
+                // SAFETY: as above.
+                let c = unsafe { _mm512_load_ps(cp.add(o * pad + g * GROUP)) };
+                for (acc_oi, &v) in acc_o.iter_mut().zip(&xv) {
+                    *acc_oi = _mm512_fmadd_ps(c, v, *acc_oi);
+                }
+            }
+        };
+        let mut g = 0;
+        while g + NACC <= wpr {
+            for (a, acc_a) in acc.iter_mut().enumerate() {
+                step(acc_a, g + a);
+            }
+            g += NACC;
+        }
+        for (a, acc_a) in acc.iter_mut().enumerate().take(wpr - g) {
+            step(acc_a, g + a);
+        }
+        let mut s = [[_mm512_setzero_ps(); NI]; NO];
+        for (o, so) in s.iter_mut().enumerate() {
+            for (i, soi) in so.iter_mut().enumerate() {
+                *soi = combine([acc[0][o][i], acc[1][o][i], acc[2][o][i], acc[3][o][i]]);
+            }
+        }
+        s
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512 F and BW; the lengths were checked by the caller.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn bwd(t: &Ternary, dy: &[f32], dx: &mut [f32]) {
+        let n = dy.len() / t.rows;
+        // SAFETY: as for this function.
+        unsafe { if n >= FMA_MIN_N { bwd_fma(t, dy, dx) } else { bwd_masked(t, dy, dx) } }
+    }
+
+    /// # Safety
+    /// As [`bwd`].
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn bwd_masked(t: &Ternary, dy: &[f32], dx: &mut [f32]) {
+        let rows = t.rows;
+        let wpr = t.words_per_row();
+        let mut coef = vec![0.0f32; rows];
+        for (dyr, dxr) in dy.chunks_exact(rows).zip(dx.chunks_exact_mut(t.cols)) {
+            for (o, c) in coef.iter_mut().enumerate() {
+                *c = dyr[o] * t.scale(o);
+            }
+            let mut g = 0;
+            while g < wpr {
+                let cb = if g + 4 <= wpr { 4 } else { 1 };
+                // SAFETY: groups g..g + cb are in range.
+                unsafe {
+                    if cb == 4 { masked_tile_t::<4>(t, &coef, g, dxr) } else { masked_tile_t::<1>(t, &coef, g, dxr) }
+                }
+                g += cb;
+            }
+        }
+    }
+
+    /// One row of dx, groups `g0..g0 + CB`, kept in registers over all output rows.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW; `g0 + CB <= words_per_row`, `coef` holds `rows` values.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn masked_tile_t<const CB: usize>(t: &Ternary, coef: &[f32], g0: usize, dxr: &mut [f32]) {
+        let wpr = t.words_per_row();
+        let mut acc = [_mm512_setzero_ps(); CB];
+        let w16 = t.words.as_ptr() as *const u16;
+        for (o, &cf) in coef.iter().enumerate().take(t.rows) {
+            let c = _mm512_set1_ps(cf);
+            for (b, acc_b) in acc.iter_mut().enumerate() {
+                let k = o * wpr + g0 + b;
+                // SAFETY: k < rows * words_per_row.
+                let (kp, km) = unsafe { (*w16.add(2 * k), *w16.add(2 * k + 1)) };
+                let v = _mm512_mask_add_ps(*acc_b, kp, *acc_b, c);
+                *acc_b = _mm512_mask_sub_ps(v, km, v, c);
+            }
+        }
+        for (b, v) in acc.iter().enumerate() {
+            let valid = valid_lanes(t.cols, g0 + b) as u16;
+            // SAFETY: the masked store touches only the valid lanes, inside the row.
+            unsafe { _mm512_mask_storeu_ps(dxr[(g0 + b) * GROUP..].as_mut_ptr(), valid, *v) };
+        }
+    }
+
+    /// # Safety
+    /// As [`bwd`].
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn bwd_fma(t: &Ternary, dy: &[f32], dx: &mut [f32]) {
+        let (rows, cols) = (t.rows, t.cols);
+        let wpr = t.words_per_row();
+        let pad = wpr * GROUP;
+        let n = dy.len() / rows;
+        let ob = (CODE_BLOCK_BYTES / (4 * pad)).max(4);
+        let ib = (X_BLOCK_BYTES / (4 * pad)).max(4);
+        let mut codes = vec![Line::ZERO; ob * wpr];
+        let mut dxb = vec![Line::ZERO; ib * wpr];
+        let mut coef = vec![0.0f32; 4 * ob];
+        for i0 in (0..n).step_by(ib) {
+            let i1 = (i0 + ib).min(n);
+            dxb.fill(Line::ZERO);
+            // dx accumulates over the output rows in order, block after block, in
+            // an aligned buffer (stored and reloaded between blocks: no bit changes).
+            for o0 in (0..rows).step_by(ob) {
+                let o1 = (o0 + ob).min(rows);
+                let nb = o1 - o0;
+                expand(t, o0..o1, flat_mut(&mut codes));
+                let cf = flat(&codes);
+                let mut i = i0;
+                while i < i1 {
+                    let ni = if i + 4 <= i1 { 4 } else { 1 };
+                    for (ii, cr) in coef[..ni * nb].chunks_exact_mut(nb).enumerate() {
+                        for (o, (c, &d)) in (o0..).zip(cr.iter_mut().zip(&dy[(i + ii) * rows + o0..][..nb])) {
+                            *c = d * t.scale(o);
+                        }
+                    }
+                    let dxs = &mut flat_mut(&mut dxb)[(i - i0) * pad..];
+                    let mut g = 0;
+                    while g < wpr {
+                        let cb = if g + 4 <= wpr { 4 } else { 1 };
+                        let c = &cf[g * GROUP..];
+                        match (ni, cb) {
+                            (4, 4) => fma_tile_t::<4, 4>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
+                            (4, _) => fma_tile_t::<4, 1>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
+                            (_, 4) => fma_tile_t::<1, 4>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
+                            _ => fma_tile_t::<1, 1>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
+                        }
+                        g += cb;
+                    }
+                    i += ni;
+                }
+            }
+            let dxbf = flat(&dxb);
+            for (k, dxr) in dx[i0 * cols..i1 * cols].chunks_exact_mut(cols).enumerate() {
+                dxr.copy_from_slice(&dxbf[k * pad..k * pad + cols]);
+            }
+        }
+    }
+
+    /// NI rows x CB groups of the aligned dx buffer at `dxs` (row stride `pad`),
+    /// over `nb` output rows of expanded codes at `codes` (row stride `pad`, starting
+    /// at the same group); `coef[i * nb + o]` = dy * scale.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn fma_tile_t<const NI: usize, const CB: usize>(
+        codes: &[f32],
+        coef: &[f32],
+        nb: usize,
+        pad: usize,
+        dxs: &mut [f32],
+    ) {
+        assert!(codes.len() >= (nb - 1) * pad + CB * GROUP && coef.len() >= NI * nb);
+        assert!(dxs.len() >= (NI - 1) * pad + CB * GROUP);
+        let (cp, dp) = (codes.as_ptr(), dxs.as_mut_ptr());
+        let mut acc = [[_mm512_setzero_ps(); NI]; CB];
+        for (b, acc_b) in acc.iter_mut().enumerate() {
+            for (i, a) in acc_b.iter_mut().enumerate() {
+                // SAFETY: checked above; 64-byte aligned (Line buffers, offsets in whole groups).
+                *a = unsafe { _mm512_load_ps(dp.add(i * pad + b * GROUP)) };
+            }
+        }
+        for o in 0..nb {
+            let mut cv = [_mm512_setzero_ps(); NI];
+            for (i, v) in cv.iter_mut().enumerate() {
+                *v = _mm512_set1_ps(coef[i * nb + o]);
+            }
+            for (b, acc_b) in acc.iter_mut().enumerate() {
+                // SAFETY: as above.
+                let c = unsafe { _mm512_load_ps(cp.add(o * pad + b * GROUP)) };
+                for (a, &v) in acc_b.iter_mut().zip(&cv) {
+                    *a = _mm512_fmadd_ps(c, v, *a);
+                }
+            }
+        }
+        for (b, acc_b) in acc.iter().enumerate() {
+            for (i, a) in acc_b.iter().enumerate() {
+                // SAFETY: as above.
+                unsafe { _mm512_store_ps(dp.add(i * pad + b * GROUP), *a) };
+            }
+        }
+    }
+}
+
+/// AVX2 (with FMA): 16 lanes in two registers, and always the FMA route of the
+/// `avx512` module, with each group's codes made as ±1.0 / 0.0 floats from a
+/// byte table ([`BITS8`]: the "+1" byte's floats minus the "-1" byte's). Small
+/// batches make them in registers as they go; batches of [`FMA_MIN_N`] rows or
+/// more expand a block of rows once into a buffer and share it.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Bytes of expanded codes per block of output rows (stays in L1).
+    const CODE_BLOCK_BYTES: usize = 16 << 10;
+    /// Bytes of x (or dx) per block of batch rows (stays in L2).
+    const X_BLOCK_BYTES: usize = 128 << 10;
+
+    /// Eight lanes of 0.0 / 1.0, 32-byte aligned.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(32))]
+    struct Bits8([f32; 8]);
+
+    /// `BITS8[b]` lane j is bit j of b: a plane's byte as floats; the "+1" byte's
+    /// minus the "-1" byte's is the codes as ±1.0 / 0.0, exactly.
+    static BITS8: [Bits8; 256] = {
+        let mut t = [Bits8([0.0; 8]); 256];
+        let mut b = 0;
+        while b < 256 {
+            let mut j = 0;
+            while j < 8 {
+                if (b >> j) & 1 == 1 {
+                    t[b].0[j] = 1.0;
+                }
+                j += 1;
+            }
+            b += 1;
+        }
+        t
+    };
+
+    /// The codes of one group as floats, lanes 0..8 and 8..16.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn codes16(w: u32) -> [__m256; 2] {
+        let bits = |b: u32| -> __m256 {
+            // SAFETY: b < 256; Bits8 is 32-byte aligned.
+            unsafe { _mm256_load_ps(BITS8[b as usize].0.as_ptr()) }
+        };
+        [_mm256_sub_ps(bits(w & 0xFF), bits((w >> 16) & 0xFF)), _mm256_sub_ps(bits((w >> 8) & 0xFF), bits(w >> 24))]
+    }
+
+    /// The fixed combination and fold of [`fold`], lanes 0..8 and 8..16 in two registers.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn fold16(acc: [[__m256; 2]; NACC]) -> f32 {
+        let lo = _mm256_add_ps(_mm256_add_ps(acc[0][0], acc[1][0]), _mm256_add_ps(acc[2][0], acc[3][0]));
+        let hi = _mm256_add_ps(_mm256_add_ps(acc[0][1], acc[1][1]), _mm256_add_ps(acc[2][1], acc[3][1]));
+        fold8x2(lo, hi)
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; the lengths were checked by the caller.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn fwd(t: &Ternary, out: Range<usize>, x: &[f32], y: &mut [f32]) {
+        let cols = t.cols;
+        if x.len() / cols >= FMA_MIN_N {
+            fwd_fma(t, out, x, y);
+            return;
+        }
+        let wpr = t.words_per_row();
+        let full = cols / GROUP;
+        let m = out.len();
+        let mut tail = [0.0f32; GROUP];
+        for (i, xr) in x.chunks_exact(cols).enumerate() {
+            // The partial last group, zero-padded (padding lanes have code 0 anyway).
+            tail[..cols - full * GROUP].copy_from_slice(&xr[full * GROUP..]);
+            for (yv, o) in y[i * m..(i + 1) * m].iter_mut().zip(out.clone()) {
+                let words = t.row_words(o);
+                let mut acc = [[_mm256_setzero_ps(); 2]; NACC];
+                let group = |acc_a: &mut [__m256; 2], g: usize, src: &[f32]| {
+                    assert!(src.len() >= GROUP);
+                    let c = codes16(words[g]);
+                    for (h, a) in acc_a.iter_mut().enumerate() {
+                        // SAFETY: src holds 16 values.
+                        let v = unsafe { _mm256_loadu_ps(src.as_ptr().add(8 * h)) };
+                        *a = _mm256_fmadd_ps(c[h], v, *a);
+                    }
+                };
+                // Unrolled by NACC so that the sets stay in registers.
+                let mut g = 0;
+                while g + NACC <= full {
+                    for (a, acc_a) in acc.iter_mut().enumerate() {
+                        group(acc_a, g + a, &xr[(g + a) * GROUP..]);
+                    }
+                    g += NACC;
+                }
+                for (a, acc_a) in acc.iter_mut().enumerate().take(wpr - g) {
+                    let src = if g + a < full { &xr[(g + a) * GROUP..] } else { &tail[..] };
+                    group(acc_a, g + a, src);
+                }
+                *yv = fold16(acc) * t.scale(o);
+            }
+        }
+    }
+
+    /// Writes the codes of output rows `rows` as floats, `words_per_row * 16` a row.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn expand(t: &Ternary, rows: Range<usize>, codes: &mut [f32]) {
+        let wpr = t.words_per_row();
+        for (row_codes, o) in codes.chunks_exact_mut(wpr * GROUP).zip(rows) {
+            for (c, &w) in row_codes.chunks_exact_mut(GROUP).zip(t.row_words(o)) {
+                let [lo, hi] = codes16(w);
+                // SAFETY: c holds 16 values.
+                unsafe {
+                    _mm256_storeu_ps(c.as_mut_ptr(), lo);
+                    _mm256_storeu_ps(c.as_mut_ptr().add(8), hi);
+                }
+            }
+        }
+    }
+
+    /// NI x rows against one output row, on aligned, padded buffers with row
+    /// stride `pad`. Lanes 0..8 and 8..16 only meet in the fold, so they take
+    /// one pass each, which leaves registers for the four sets of NI rows.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn fma_dots<const NI: usize>(codes: &[f32], xs: &[f32], pad: usize) -> [f32; NI] {
+        assert!(codes.len() >= pad && xs.len() >= NI * pad);
+        let (cp, xp) = (codes.as_ptr(), xs.as_ptr());
+        let mut half = [[_mm256_setzero_ps(); NI]; 2];
+        for (h, half_h) in half.iter_mut().enumerate() {
+            let mut acc = [[_mm256_setzero_ps(); NI]; NACC];
+            let step = |acc_a: &mut [__m256; NI], g: usize| {
+                // SAFETY: checked above; 32-byte aligned (Line buffers, offsets in half groups).
+                let c = unsafe { _mm256_load_ps(cp.add(g * GROUP + 8 * h)) };
+                for (i, a) in acc_a.iter_mut().enumerate() {
+                    // SAFETY: as above.
+                    let v = unsafe { _mm256_load_ps(xp.add(i * pad + g * GROUP + 8 * h)) };
+                    *a = _mm256_fmadd_ps(c, v, *a);
+                }
+            };
+            // Unrolled by NACC so that the sets stay in registers.
+            let wpr = pad / GROUP;
+            let mut g = 0;
+            while g + NACC <= wpr {
+                for (a, acc_a) in acc.iter_mut().enumerate() {
+                    step(acc_a, g + a);
+                }
+                g += NACC;
+            }
+            for (a, acc_a) in acc.iter_mut().enumerate().take(wpr - g) {
+                step(acc_a, g + a);
+            }
+            for (i, hv) in half_h.iter_mut().enumerate() {
+                *hv = _mm256_add_ps(_mm256_add_ps(acc[0][i], acc[1][i]), _mm256_add_ps(acc[2][i], acc[3][i]));
+            }
+        }
+        let mut r = [0.0f32; NI];
+        for (i, rv) in r.iter_mut().enumerate() {
+            *rv = fold8x2(half[0][i], half[1][i]);
+        }
+        r
+    }
+
+    /// [`fold`] from the combined lanes 0..8 and 8..16.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn fold8x2(lo: __m256, hi: __m256) -> f32 {
+        let s8 = _mm256_add_ps(lo, hi); // s[j] + s[j + 8]
+        let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8)); // + 4
+        let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4)); // + 2
+        let s1 = _mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2)); // + 1
+        _mm_cvtss_f32(s1)
+    }
+
+    /// The FMA route of the forward product.
+    #[target_feature(enable = "avx2,fma")]
+    fn fwd_fma(t: &Ternary, out: Range<usize>, x: &[f32], y: &mut [f32]) {
+        let cols = t.cols;
+        let wpr = t.words_per_row();
+        let pad = wpr * GROUP;
+        let n = x.len() / cols;
+        let m = out.len();
+        let ob = (CODE_BLOCK_BYTES / (4 * pad)).max(4);
+        let ib = (X_BLOCK_BYTES / (4 * pad)).max(3);
+        let mut codes = vec![Line::ZERO; ob * wpr];
+        let mut xb = vec![Line::ZERO; ib * wpr];
+        for i0 in (0..n).step_by(ib) {
+            let i1 = (i0 + ib).min(n);
+            let xbf = flat_mut(&mut xb);
+            for (k, xr) in x[i0 * cols..i1 * cols].chunks_exact(cols).enumerate() {
+                xbf[k * pad..k * pad + cols].copy_from_slice(xr);
+            }
+            let xbf = flat(&xb);
+            for o0 in out.clone().step_by(ob) {
+                let o1 = (o0 + ob).min(out.end);
+                expand(t, o0..o1, flat_mut(&mut codes));
+                let cf = flat(&codes);
+                let mut i = i0;
+                while i < i1 {
+                    let ni = if i + 3 <= i1 { 3 } else { 1 };
+                    let xs = &xbf[(i - i0) * pad..];
+                    for o in o0..o1 {
+                        let c = &cf[(o - o0) * pad..];
+                        let at = i * m + o - out.start;
+                        if ni == 3 {
+                            for (k, r) in fma_dots::<3>(c, xs, pad).into_iter().enumerate() {
+                                y[at + k * m] = r * t.scale(o);
+                            }
+                        } else {
+                            y[at] = fma_dots::<1>(c, xs, pad)[0] * t.scale(o);
+                        }
+                    }
+                    i += ni;
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; the lengths were checked by the caller.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn bwd(t: &Ternary, dy: &[f32], dx: &mut [f32]) {
+        let (rows, cols) = (t.rows, t.cols);
+        if dy.len() / rows >= FMA_MIN_N {
+            bwd_fma(t, dy, dx);
+            return;
+        }
+        let wpr = t.words_per_row();
+        let full = cols / GROUP;
+        let mut coef = vec![0.0f32; rows];
+        for (dyr, dxr) in dy.chunks_exact(rows).zip(dx.chunks_exact_mut(cols)) {
+            for ((c, &d), o) in coef.iter_mut().zip(dyr).zip(0..) {
+                *c = d * t.scale(o);
+            }
+            let mut g = 0;
+            while g < wpr {
+                // Two groups (four registers) of dx at a time over all output rows.
+                let cb = if g + 2 <= wpr { 2 } else { 1 };
+                let mut acc = [[_mm256_setzero_ps(); 2]; 2];
+                for (o, &c) in coef.iter().enumerate() {
+                    let cv = _mm256_set1_ps(c);
+                    for (b, acc_b) in acc.iter_mut().enumerate().take(cb) {
+                        let w = t.words[o * wpr + g + b];
+                        if w != 0 {
+                            let c = codes16(w);
+                            for (h, a) in acc_b.iter_mut().enumerate() {
+                                *a = _mm256_fmadd_ps(c[h], cv, *a);
+                            }
+                        }
+                    }
+                }
+                for (b, acc_b) in acc.iter().enumerate().take(cb) {
+                    let mut buf = [0.0f32; GROUP];
+                    // SAFETY: buf holds 16 values.
+                    unsafe {
+                        _mm256_storeu_ps(buf.as_mut_ptr(), acc_b[0]);
+                        _mm256_storeu_ps(buf.as_mut_ptr().add(8), acc_b[1]);
+                    }
+                    let start = (g + b) * GROUP;
+                    let len = if g + b < full { GROUP } else { cols - start };
+                    dxr[start..start + len].copy_from_slice(&buf[..len]);
+                }
+                g += cb;
+            }
+        }
+    }
+
+    /// The FMA route of the backward product (the blocking of `avx512::bwd_fma`).
+    #[target_feature(enable = "avx2,fma")]
+    fn bwd_fma(t: &Ternary, dy: &[f32], dx: &mut [f32]) {
+        let (rows, cols) = (t.rows, t.cols);
+        let wpr = t.words_per_row();
+        let pad = wpr * GROUP;
+        let n = dy.len() / rows;
+        let ob = (CODE_BLOCK_BYTES / (4 * pad)).max(4);
+        let ib = (X_BLOCK_BYTES / (4 * pad)).max(2);
+        let mut codes = vec![Line::ZERO; ob * wpr];
+        let mut dxb = vec![Line::ZERO; ib * wpr];
+        let mut coef = vec![0.0f32; 2 * ob];
+        for i0 in (0..n).step_by(ib) {
+            let i1 = (i0 + ib).min(n);
+            dxb.fill(Line::ZERO);
+            for o0 in (0..rows).step_by(ob) {
+                let o1 = (o0 + ob).min(rows);
+                let nb = o1 - o0;
+                expand(t, o0..o1, flat_mut(&mut codes));
+                let cf = flat(&codes);
+                let mut i = i0;
+                while i < i1 {
+                    let ni = if i + 2 <= i1 { 2 } else { 1 };
+                    for (ii, cr) in coef[..ni * nb].chunks_exact_mut(nb).enumerate() {
+                        for (o, (c, &d)) in (o0..).zip(cr.iter_mut().zip(&dy[(i + ii) * rows + o0..][..nb])) {
+                            *c = d * t.scale(o);
+                        }
+                    }
+                    let dxs = &mut flat_mut(&mut dxb)[(i - i0) * pad..];
+                    let mut g = 0;
+                    while g < wpr {
+                        let cb = if g + 3 <= wpr { 3 } else { 1 };
+                        let c = &cf[g * GROUP..];
+                        match (ni, cb) {
+                            (2, 3) => fma_tile_t::<2, 3>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
+                            (2, _) => fma_tile_t::<2, 1>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
+                            (_, 3) => fma_tile_t::<1, 3>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
+                            _ => fma_tile_t::<1, 1>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
+                        }
+                        g += cb;
+                    }
+                    i += ni;
+                }
+            }
+            let dxbf = flat(&dxb);
+            for (k, dxr) in dx[i0 * cols..i1 * cols].chunks_exact_mut(cols).enumerate() {
+                dxr.copy_from_slice(&dxbf[k * pad..k * pad + cols]);
+            }
+        }
+    }
+
+    /// As `avx512::fma_tile_t`, in half groups.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn fma_tile_t<const NI: usize, const CB: usize>(
+        codes: &[f32],
+        coef: &[f32],
+        nb: usize,
+        pad: usize,
+        dxs: &mut [f32],
+    ) {
+        assert!(codes.len() >= (nb - 1) * pad + CB * GROUP && coef.len() >= NI * nb);
+        assert!(dxs.len() >= (NI - 1) * pad + CB * GROUP);
+        let (cp, dp) = (codes.as_ptr(), dxs.as_mut_ptr());
+        let mut acc = [[[_mm256_setzero_ps(); 2]; NI]; CB];
+        for (b, acc_b) in acc.iter_mut().enumerate() {
+            for (i, a) in acc_b.iter_mut().enumerate() {
+                for (h, ah) in a.iter_mut().enumerate() {
+                    // SAFETY: checked above; 32-byte aligned (Line buffers, offsets in half groups).
+                    *ah = unsafe { _mm256_load_ps(dp.add(i * pad + b * GROUP + 8 * h)) };
+                }
+            }
+        }
+        for o in 0..nb {
+            let mut cv = [_mm256_setzero_ps(); NI];
+            for (i, v) in cv.iter_mut().enumerate() {
+                *v = _mm256_set1_ps(coef[i * nb + o]);
+            }
+            for (b, acc_b) in acc.iter_mut().enumerate() {
+                for h in 0..2 {
+                    // SAFETY: as above.
+                    let c = unsafe { _mm256_load_ps(cp.add(o * pad + b * GROUP + 8 * h)) };
+                    for (a, &v) in acc_b.iter_mut().zip(&cv) {
+                        a[h] = _mm256_fmadd_ps(c, v, a[h]);
+                    }
+                }
+            }
+        }
+        for (b, acc_b) in acc.iter().enumerate() {
+            for (i, a) in acc_b.iter().enumerate() {
+                for (h, ah) in a.iter().enumerate() {
+                    // SAFETY: as above.
+                    unsafe { _mm256_store_ps(dp.add(i * pad + b * GROUP + 8 * h), *ah) };
                 }
             }
         }
@@ -753,6 +1617,27 @@ mod tests {
         }
         eprintln!("bit-identical to portable: {ran:?}");
         assert_eq!(ran, Path::all_available());
+    }
+
+    #[test]
+    fn every_path_gives_the_same_bits_across_cache_block_boundaries() {
+        // Wide rows make the SIMD paths split x into several blocks of batch rows
+        // and the matrix into blocks of one or two output rows.
+        let mut rng = Lcg::new(6);
+        let (n, cols, rows) = (37, 4099, 7);
+        let t = random_matrix(&mut rng, rows, cols);
+        let x = rng.floats(n * cols);
+        let dy = rng.floats(n * rows);
+        let (mut y0, mut dx0) = (vec![0.0; n * rows], vec![0.0; n * cols]);
+        gemm_with(Path::Portable, &t, &x, &mut y0);
+        gemm_t_with(Path::Portable, &t, &dy, &mut dx0);
+        for path in Path::all_available() {
+            let (mut y, mut dx) = (vec![f32::NAN; n * rows], vec![f32::NAN; n * cols]);
+            gemm_with(path, &t, &x, &mut y);
+            assert_eq!(bits(&y), bits(&y0), "forward {}", path.name());
+            gemm_t_with(path, &t, &dy, &mut dx);
+            assert_eq!(bits(&dx), bits(&dx0), "backward {}", path.name());
+        }
     }
 
     #[test]
