@@ -1,5 +1,6 @@
 //! CPU compute kernels for the bets engine: fused row-wise operations with
-//! their hand-written backward passes, and the AdamW update.
+//! their hand-written backward passes, the AdamW update, and packed ternary
+//! matrix products ([`ternary`]).
 //!
 //! Every kernel works on plain `f32` slices laid out row-major, so the engine
 //! can wrap it in a candle custom op (and split rows across threads itself).
@@ -9,6 +10,7 @@
 //! kernel none.
 
 pub mod reference;
+pub mod ternary;
 
 /// Root-mean-square normalisation with a gain and no bias, one row at a time.
 ///

@@ -128,3 +128,41 @@ pub fn adamw_step(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], h: &Ad
         p[i] -= lr * mhat / (vhat.sqrt() + h.eps as f64);
     }
 }
+
+fn ternary_scale(scales: &[f64], row: usize) -> f64 {
+    if scales.len() == 1 { scales[0] } else { scales[row] }
+}
+
+/// Reference ternary forward: `y[i, o] = scale(o) * sum_c x[i, c] * code(o, c)`.
+/// `codes` is rows x cols, `scales` has `rows` entries or 1; `x` is n x cols, `y` n x rows.
+pub fn ternary_gemm(codes: &[i8], scales: &[f64], rows: usize, cols: usize, x: &[f64]) -> Vec<f64> {
+    let n = x.len() / cols;
+    let mut y = vec![0.0; n * rows];
+    for i in 0..n {
+        for o in 0..rows {
+            let mut sum = 0.0;
+            for c in 0..cols {
+                sum += x[i * cols + c] * codes[o * cols + c] as f64;
+            }
+            y[i * rows + o] = ternary_scale(scales, o) * sum;
+        }
+    }
+    y
+}
+
+/// Reference ternary backward to x: `dx[i, c] = sum_o dy[i, o] * scale(o) * code(o, c)`.
+/// `dy` is n x rows, the result n x cols.
+pub fn ternary_gemm_t(codes: &[i8], scales: &[f64], rows: usize, cols: usize, dy: &[f64]) -> Vec<f64> {
+    let n = dy.len() / rows;
+    let mut dx = vec![0.0; n * cols];
+    for i in 0..n {
+        for c in 0..cols {
+            let mut sum = 0.0;
+            for o in 0..rows {
+                sum += dy[i * rows + o] * ternary_scale(scales, o) * codes[o * cols + c] as f64;
+            }
+            dx[i * cols + c] = sum;
+        }
+    }
+    dx
+}
