@@ -8,6 +8,8 @@
 //! text). This lives outside the engine because it runs processes and reads
 //! `/proc`; it drives the engine like any other caller.
 
+pub mod ternary;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -108,7 +110,7 @@ fn random_text(n: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Reset the kernel's peak-RSS counter of this process (Linux); false elsewhere.
-fn reset_peak_rss() -> bool {
+pub(crate) fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 

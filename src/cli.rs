@@ -96,7 +96,7 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::cli_engine::EngineCmd,
     },
-    /// Benchmarks (`bets bench engine`: candle vs PyTorch, side by side).
+    /// Benchmarks (`bets bench engine`: candle vs PyTorch; `bets bench ternary`: the wire format vs float).
     Bench {
         #[command(subcommand)]
         cmd: BenchCmd,
@@ -177,6 +177,10 @@ pub enum TlogCmd {
 pub enum BenchCmd {
     /// Training and evaluation tokens/s and peak RSS, candle vs PyTorch CPU.
     Engine(crate::cli_engine::BenchArgs),
+    /// The packed ternary kernel vs f32 matmul and the read bandwidth; ternary vs float generation.
+    Ternary(crate::cli_engine::TernaryBenchArgs),
+    /// One generation run of one model file (a child of `bench ternary`), as JSON.
+    Generate(crate::cli_engine::GenerateArgs),
 }
 
 /// Options of `bets run`.

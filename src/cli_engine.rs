@@ -74,6 +74,41 @@ pub struct AdaptArgs {
     pub json: bool,
 }
 
+/// Options of `bets bench ternary`: the packed kernel and ternary generation against float.
+#[derive(Debug, Args)]
+pub struct TernaryBenchArgs {
+    /// Square matrix sizes of the kernel comparison.
+    #[arg(long, value_delimiter = ',', default_value = "1024,4096,8192")]
+    pub sizes: Vec<usize>,
+    /// Geometries of the generation comparison (none: kernels only).
+    #[arg(long, value_delimiter = ',', default_value = "small,paper")]
+    pub profiles: Vec<String>,
+    /// Alternating runs per side.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Engine threads of the generation runs.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `bets bench generate`: one generation run in this process
+/// (what `bets bench ternary` runs as its children), printed as JSON.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Geometry of a float model file.
+    #[arg(long, default_value = "small")]
+    pub profile: String,
+    /// The model file: float safetensors, or a packed ternary file with `--ternary`.
+    #[arg(long)]
+    pub model: std::path::PathBuf,
+    #[arg(long)]
+    pub ternary: bool,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
 /// Options of `bets bench engine`: candle engine vs the PyTorch reference.
 #[derive(Debug, Args)]
 pub struct BenchArgs {

@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
+use crate::bench::ternary::TernaryBenchConfig;
 use crate::bench::{BenchConfig, render_markdown};
-use crate::cli_engine::{AdaptArgs, BenchArgs, DataCmd, EngineCmd};
+use crate::cli_engine::{AdaptArgs, BenchArgs, DataCmd, EngineCmd, GenerateArgs, TernaryBenchArgs};
 use crate::data::{Corpus, DataLock, LoadOptions, Split};
 use crate::engine::eval::{EvalConfig, evaluate};
 use crate::engine::pretrain::BaseManifest;
@@ -173,5 +174,32 @@ pub fn bench(args: &BenchArgs, paths: &Paths) -> anyhow::Result<()> {
     } else {
         print!("{}", render_markdown(&report));
     }
+    Ok(())
+}
+
+/// `bets bench ternary`: the packed kernel and ternary generation against float, as Markdown (or JSON).
+pub fn bench_ternary(args: &TernaryBenchArgs) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let cfg = TernaryBenchConfig {
+        sizes: args.sizes.clone(),
+        profiles: args.profiles.clone(),
+        repeats: args.repeats,
+        threads: args.threads,
+        exe: std::env::current_exe()?,
+        scratch: scratch.path().to_path_buf(),
+    };
+    let report = crate::bench::ternary::run(&cfg, &mut |line| eprintln!("{line}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::bench::ternary::render_markdown(&report));
+    }
+    Ok(())
+}
+
+/// `bets bench generate`: one generation run, printed as one JSON line.
+pub fn bench_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    let figures = crate::bench::ternary::generate_once(&args.profile, &args.model, args.ternary, args.threads)?;
+    println!("{}", serde_json::to_string(&figures)?);
     Ok(())
 }

@@ -244,6 +244,21 @@ impl Corpus {
         join(&self.general_eval)
     }
 
+    /// One third of the base model's held-out text: its documents in id
+    /// order, dealt round-robin to slices A, B, C (so each slice mixes the
+    /// genres, and none is empty while there are three documents).
+    /// `Train` gives the base's training text.
+    pub fn general_eval_slice(&self, slice: Split) -> Vec<u8> {
+        let k = match slice {
+            Split::Train => return self.general_train(),
+            Split::A => 0,
+            Split::B => 1,
+            Split::C => 2,
+        };
+        let docs: Vec<Document> = self.general_eval.iter().skip(k).step_by(3).cloned().collect();
+        join(&docs)
+    }
+
     /// SHA-256 of a user's split text: what results record as the data hash.
     pub fn split_hash(&self, user: &str, split: Split) -> Result<String> {
         Ok(hex::encode(Sha256::digest(self.user(user)?.text(split))))

@@ -2,6 +2,8 @@
 //! trained against and evaluations run on; the bottom of the engine's module
 //! graph, so adapter, train, eval and pretrain all build on it without a cycle.
 
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -9,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
 use super::model::{Weights, init_weights};
+use super::ternary::TernaryLinears;
 
 /// Bumped whenever the model's maths or the training loop change, so stale
 /// cached bases (and adapters) are never reused.
@@ -20,14 +23,17 @@ pub struct BaseModel {
     pub config: ModelConfig,
     /// Content hash naming this base (adapters record it).
     pub hash: String,
+    /// Float tensors: every weight, or for a ternary base the embeddings and norm gains.
     pub weights: Weights,
     pub device: Device,
+    /// The packed linears of a ternary base ([`super::ternary`]); `None` for a float base.
+    pub ternary: Option<Arc<TernaryLinears>>,
 }
 
 impl BaseModel {
     /// Wrap weights already in memory (tests, experiments that build their own).
     pub fn from_weights(config: ModelConfig, weights: Weights, hash: String, device: Device) -> BaseModel {
-        BaseModel { config, hash, weights, device }
+        BaseModel { config, hash, weights, device, ternary: None }
     }
 
     /// A randomly initialised base (tests): hash derived from config and seed.
@@ -50,9 +56,16 @@ impl BaseModel {
             .map_err(|e| EngineError::Malformed { what: "base weights".into(), detail: e.to_string() })
     }
 
-    /// Total scalars.
+    /// Total scalars (packed weights count one each).
     pub fn param_count(&self) -> usize {
-        self.weights.values().map(|t| t.elem_count()).sum()
+        let packed: usize = self.ternary.iter().flat_map(|m| m.values()).map(|t| t.rows() * t.cols()).sum();
+        self.weights.values().map(|t| t.elem_count()).sum::<usize>() + packed
+    }
+
+    /// Whether the linears are packed ternary (the base is then frozen:
+    /// only norm-only adapters train on it).
+    pub fn is_ternary(&self) -> bool {
+        self.ternary.is_some()
     }
 }
 

@@ -47,10 +47,12 @@ pub mod base;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod int8;
 pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod pretrain;
+pub mod ternary;
 pub mod train;
 
 pub use adapter::{Adapter, TRAINABLE_SETS, Trainable, trainable_set};

@@ -23,9 +23,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::base::BaseModel;
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
 use super::ops;
+use super::ternary::TernaryLinears;
 
 /// Every named tensor of a model, sorted by name (hashing, saving and
 /// flattening must not depend on hash-map order).
@@ -125,6 +127,11 @@ fn layout(cfg: &ModelConfig) -> Vec<(String, Vec<usize>, Init)> {
     out
 }
 
+/// Names and shapes of every base weight of `cfg` (what a stored base must hold).
+pub fn init_shapes(cfg: &ModelConfig) -> BTreeMap<String, Vec<usize>> {
+    layout(cfg).into_iter().map(|(n, s, _)| (n, s)).collect()
+}
+
 /// A seed for one named tensor, so each tensor's values depend only on
 /// (seed, name) and never on the order tensors are created in.
 pub fn tensor_seed(seed: u64, name: &str) -> u64 {
@@ -180,6 +187,9 @@ pub struct View<'a> {
     pub lora: BTreeMap<String, Tensor>,
     /// Multiplier of the LoRA update (alpha / rank).
     pub lora_scale: f64,
+    /// Packed ternary linears of a ternary base, by prefix: used for every
+    /// linear whose weight is not overlaid.
+    pub ternary: Option<&'a TernaryLinears>,
 }
 
 /// What one forward pass produces.
@@ -240,7 +250,12 @@ impl KvCache {
 impl<'a> View<'a> {
     /// The base model as it is.
     pub fn new(cfg: &'a ModelConfig, base: &'a Weights) -> View<'a> {
-        View { cfg, base, over: BTreeMap::new(), lora: BTreeMap::new(), lora_scale: 1.0 }
+        View { cfg, base, over: BTreeMap::new(), lora: BTreeMap::new(), lora_scale: 1.0, ternary: None }
+    }
+
+    /// The frozen base as it is, float or ternary.
+    pub fn of(base: &'a BaseModel) -> View<'a> {
+        View { ternary: base.ternary.as_deref(), ..View::new(&base.config, &base.weights) }
     }
 
     /// The tensor in effect for `name`.
@@ -254,8 +269,15 @@ impl<'a> View<'a> {
     /// `x [N, in] -> [N, out]` through `<prefix>.weight`, plus its LoRA if any.
     /// A weight that is not a training variable takes the frozen path (no weight gradient).
     pub fn linear(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
-        let w = self.w(&format!("{prefix}.weight"))?;
-        let mut y = if w.is_variable() { x.matmul(w)? } else { ops::frozen_matmul(x, w)? };
+        let name = format!("{prefix}.weight");
+        let packed = if self.over.contains_key(&name) { None } else { self.ternary.and_then(|m| m.get(prefix)) };
+        let mut y = match packed {
+            Some(t) => ops::ternary_linear(x, t)?,
+            None => {
+                let w = self.w(&name)?;
+                if w.is_variable() { x.matmul(w)? } else { ops::frozen_matmul(x, w)? }
+            }
+        };
         if let (Some(a), Some(b)) =
             (self.lora.get(&format!("{prefix}.lora_a")), self.lora.get(&format!("{prefix}.lora_b")))
         {

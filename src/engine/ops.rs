@@ -10,7 +10,9 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
+use kernels::ternary::{self, Ternary};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Rows handed to one rayon task. Fixed (not derived from the thread count)
 /// so reductions happen in the same order whatever the pool size.
@@ -424,6 +426,83 @@ impl CustomOp2 for FrozenMatmul {
 /// the frozen-weight path that makes norm-only and LoRA fine-tunes cheaper.
 pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if use_fused(x) { x.apply_op2(w, FrozenMatmul) } else { x.matmul(&w.detach()) }
+}
+
+// ----------------------------------------------------------- ternary linear
+
+/// `x [N, in] -> [N, out]` through a packed ternary matrix.
+struct TernaryLinear(Arc<Ternary>);
+
+/// Output rows of one task when `x` has a single row (a decode step): the
+/// matrix-vector product is split over output rows instead.
+const OUT_ROWS_PER_TASK: usize = 256;
+
+impl CustomOp1 for TernaryLinear {
+    fn name(&self) -> &'static str {
+        "bets-ternary-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let t = &self.0;
+        let (n, k) = l.shape().dims2()?;
+        if k != t.cols() {
+            candle_core::bail!("ternary linear: input has {k} features, the matrix takes {}", t.cols());
+        }
+        let x = f32s(s, l, "ternary linear x")?;
+        let (rows, path) = (t.rows(), ternary::Path::detect());
+        let mut y = vec![0f32; n * rows];
+        if n == 1 {
+            y.par_chunks_mut(OUT_ROWS_PER_TASK).enumerate().for_each(|(i, yc)| {
+                let start = i * OUT_ROWS_PER_TASK;
+                ternary::gemm_rows_with(path, t, start..start + yc.len(), x, yc);
+            });
+        } else {
+            y.par_chunks_mut(rows * ROWS_PER_TASK).zip(x.par_chunks(k * ROWS_PER_TASK)).for_each(|(yc, xc)| {
+                ternary::gemm_with(path, t, xc, yc);
+            });
+        }
+        Ok((CpuStorage::F32(y), Shape::from((n, rows))))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(dy.contiguous()?.apply_op1_no_bwd(&TernaryLinearT(self.0.clone()))?))
+    }
+}
+
+/// The activation gradient of [`TernaryLinear`]: `dy [N, out] -> dx [N, in]`.
+struct TernaryLinearT(Arc<Ternary>);
+
+impl CustomOp1 for TernaryLinearT {
+    fn name(&self) -> &'static str {
+        "bets-ternary-linear-bwd"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let t = &self.0;
+        let (n, rows) = l.shape().dims2()?;
+        if rows != t.rows() {
+            candle_core::bail!("ternary linear backward: gradient has {rows} features, the matrix gives {}", t.rows());
+        }
+        let dy = f32s(s, l, "ternary linear dy")?;
+        let (k, path) = (t.cols(), ternary::Path::detect());
+        let mut dx = vec![0f32; n * k];
+        dx.par_chunks_mut(k * ROWS_PER_TASK).zip(dy.par_chunks(rows * ROWS_PER_TASK)).for_each(|(dxc, dyc)| {
+            ternary::gemm_t_with(path, t, dyc, dxc);
+        });
+        Ok((CpuStorage::F32(dx), Shape::from((n, k))))
+    }
+}
+
+/// `x [N, in]` through the packed ternary `t` (`[out, in]` rows times the
+/// row scales): `[N, out]`. Its backward gives the gradient of `x` only,
+/// the ternary weights being frozen. Off the CPU (or on other dtypes) the
+/// matrix is dequantised and multiplied in float.
+pub fn ternary_linear(x: &Tensor, t: &Arc<Ternary>) -> Result<Tensor> {
+    if use_fused(x) {
+        return x.contiguous()?.apply_op1(TernaryLinear(t.clone()));
+    }
+    let w = Tensor::from_vec(t.dequantize(), (t.rows(), t.cols()), x.device())?.to_dtype(x.dtype())?;
+    x.matmul(&w.t()?)
 }
 
 #[cfg(test)]

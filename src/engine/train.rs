@@ -24,6 +24,7 @@ use super::model::{View, Weights, normal_vec, tensor_seed};
 use super::ops;
 pub use super::ops::with_threads;
 use super::optim::{AdamW, AdamWConfig, Betas, Schedule};
+use super::ternary::TernaryLinears;
 
 /// Hyper-parameters of one training run. Everything that changes the result
 /// is here, so callers can hash it.
@@ -220,6 +221,7 @@ fn optimiser(cfg: &TrainConfig, params: &Params, from: Option<AdamW>) -> Result<
 fn run(
     model_cfg: &ModelConfig,
     base: &Weights,
+    ternary: Option<&TernaryLinears>,
     params: &Params,
     optim: &mut AdamW,
     until: usize,
@@ -238,6 +240,7 @@ fn run(
     for step in start..until {
         let (xs, ys) = batcher.next(cfg.batch, device)?;
         let mut view = View::new(model_cfg, base);
+        view.ternary = ternary;
         for (name, var) in &params.vars {
             if params.lora {
                 view.lora.insert(name.clone(), var.as_tensor().clone());
@@ -317,6 +320,11 @@ pub fn finetune_resume(
     until: usize,
     on_step: &mut (dyn FnMut(usize, f32) + Send),
 ) -> Result<(Adapter, AdamW, TrainStats)> {
+    if base.is_ternary() && !matches!(kind, Trainable::None | Trainable::NormOnly) {
+        return Err(EngineError::Config(format!(
+            "a ternary base is frozen: only norm-only adapters train on it, not {kind}"
+        )));
+    }
     with_threads(cfg.threads, || {
         let (from_adapter, from_optim) = match from {
             Some((a, o)) => {
@@ -346,7 +354,8 @@ pub fn finetune_resume(
             }
         } else {
             let until = until.min(cfg.steps);
-            run(&base.config, &base.weights, &params, &mut optim, until, text, cfg, &base.device, on_step)?
+            let ternary = base.ternary.as_deref();
+            run(&base.config, &base.weights, ternary, &params, &mut optim, until, text, cfg, &base.device, on_step)?
         };
         let tensors: BTreeMap<String, Tensor> =
             params.vars.iter().map(|(n, v)| (n.clone(), v.as_detached_tensor())).collect();
@@ -387,7 +396,8 @@ pub fn train_full_resume(
         let params = Params { vars, lora: false };
         let mut optim = optimiser(cfg, &params, optim)?;
         let empty = Weights::new();
-        let stats = run(model_cfg, &empty, &params, &mut optim, until.min(cfg.steps), text, cfg, device, on_step)?;
+        let stats =
+            run(model_cfg, &empty, None, &params, &mut optim, until.min(cfg.steps), text, cfg, device, on_step)?;
         for (n, v) in params.vars {
             weights.insert(n, v.as_detached_tensor());
         }

@@ -208,6 +208,7 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<adapters::ExpertCollapse>::boxed(),
         Registered::<adapters::HiddenNoise>::boxed(),
         Registered::<adapters::WeightSoup>::boxed(),
+        Registered::<adapters::WireFormat>::boxed(),
         Registered::<audit_log::AuditLog>::boxed(),
         Registered::<bandwidth_ledger::BandwidthLedger>::boxed(),
         Registered::<bet_results::BetResults>::boxed(),

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 
 use super::Progress;
 use crate::engine::pretrain::{BASE_FORMAT, BaseManifest, base_hash, pretrain};
+use crate::engine::ternary::{TernaryBase, granularity_name, ternarize};
 use crate::engine::{BaseModel, EngineError, Profile, default_device};
+use kernels::ternary::ScaleGranularity;
 
 /// File of a base's manifest inside its folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -95,6 +97,27 @@ impl BaseModels {
         let json = serde_json::to_vec_pretty(&made.manifest).expect("manifest serialises");
         write(&dir.join(MANIFEST_FILE), &json)?;
         Ok((made.base, made.manifest))
+    }
+
+    /// The ternary form of `base` ([`crate::engine::ternary`], absmean with
+    /// `granularity`), kept beside it as `<hash>/ternary-<granularity>.safetensors`:
+    /// loaded when stored and sound, otherwise quantised and stored. Returns
+    /// the ternary base and its file's bytes (its size is the one reported).
+    pub fn ternary(&self, base: &BaseModel, granularity: ScaleGranularity) -> Result<(BaseModel, Vec<u8>)> {
+        let path = self.entry(&base.hash).join(format!("ternary-{}.safetensors", granularity_name(granularity)));
+        if path.is_file() {
+            let bytes = read(&path)?;
+            match TernaryBase::from_bytes(&bytes, &base.device) {
+                Ok(tb) if tb.source_base == base.hash && tb.granularity == granularity => {
+                    return Ok((tb.into_base(&bytes, &base.device), bytes));
+                }
+                Ok(_) => tracing::warn!("{} was quantised from another base: quantising again", path.display()),
+                Err(e) => tracing::warn!("{} refused ({e}): quantising again", path.display()),
+            }
+        }
+        let (ternary, bytes) = ternarize(base, granularity)?;
+        write(&path, &bytes)?;
+        Ok((ternary, bytes))
     }
 
     /// Load the stored base `hash`, checking the weights' digest.

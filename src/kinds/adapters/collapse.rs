@@ -242,7 +242,7 @@ impl Kind for ExpertCollapse {
         let prompt = &text[..r.prompt_bytes.min(text.len())];
         let view = match &adapter {
             Some(a) => a.view(base),
-            None => View::new(&base.config, &base.weights),
+            None => View::of(base),
         };
         let sample = view.generate(prompt, r.sample_bytes)?;
         let distinct = sample.iter().collect::<std::collections::BTreeSet<_>>().len();

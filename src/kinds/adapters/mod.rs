@@ -1,6 +1,6 @@
 //! Per-user adapter experiments on the engine (bets 10, 37, 46, 49, 54, 55,
-//! 60, 61), and the falsifications and controls that share their base and budget (31, 38, 39,
-//! 40, 63).
+//! 60, 61), the falsifications and controls that share their base and budget (31, 38, 39,
+//! 40, 63), and the production wire format on the same footing (13, 52, 53).
 //!
 //! Every kind here shares one [`Workbench`]: the corpus, the base model of
 //! the run's profile, and memoised adapters and base evaluations, so an
@@ -16,6 +16,7 @@ mod layer_skip;
 mod mixture;
 mod soup;
 mod train_eval;
+mod wire_format;
 
 pub use average::AdapterAverage;
 pub use collapse::ExpertCollapse;
@@ -24,6 +25,7 @@ pub use layer_skip::LayerSkip;
 pub use mixture::AdapterMixture;
 pub use soup::WeightSoup;
 pub use train_eval::AdapterTrainEval;
+pub use wire_format::WireFormat;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,9 @@ use crate::engine::config::Profile;
 use crate::engine::eval::{EvalConfig, EvalStats, evaluate};
 use crate::engine::train::{TrainConfig, TrainStats, finetune};
 use crate::services::{Adapters, BaseModels};
+
+/// The name that stands for the base model's own text where a user is named.
+pub const GENERAL: &str = "general";
 
 /// Arms of the catalogue: what a fine-tune may change.
 pub const ARMS: &[&str] = &TRAINABLE_SET_NAMES;
@@ -147,6 +152,20 @@ impl Workbench {
         })
     }
 
+    /// A workbench on `base` (e.g. a ternary form of this one's) sharing
+    /// the corpus, the budget and the adapter store, with memos of its own.
+    pub fn on_base(&self, base: BaseModel) -> Workbench {
+        Workbench {
+            budget: self.budget.clone(),
+            corpus: self.corpus.clone(),
+            base,
+            threads: self.threads,
+            store: self.store.clone(),
+            adapters: Mutex::new(HashMap::new()),
+            base_evals: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Hashes of everything the cells depend on: the base and every split.
     pub fn inputs(&self) -> BTreeMap<String, String> {
         let mut inputs = BTreeMap::new();
@@ -225,11 +244,18 @@ impl Workbench {
         })
     }
 
-    /// The bare base evaluated on `user`'s held-out `slice` (memoised).
+    /// The bare base evaluated on `user`'s held-out `slice` (memoised);
+    /// `general` names the base's own held-out text ([`Workbench::held_out`]).
     pub fn base_eval(&self, user: &str, slice: Split) -> anyhow::Result<EvalStats> {
         memo(&self.base_evals, format!("{user}/{}", slice.name()), || {
-            Ok(evaluate(&self.base, None, &self.corpus.eval(user, slice)?, &self.eval_cfg())?)
+            Ok(evaluate(&self.base, None, &self.held_out(user, slice)?, &self.eval_cfg())?)
         })
+    }
+
+    /// A held-out slice of `user`'s text, or of the base's own held-out
+    /// text when `user` is [`GENERAL`].
+    pub fn held_out(&self, user: &str, slice: Split) -> anyhow::Result<Vec<u8>> {
+        Ok(if user == GENERAL { self.corpus.general_eval_slice(slice) } else { self.corpus.eval(user, slice)? })
     }
 
     /// The bare base on the general held-out text (memoised).
