@@ -30,21 +30,24 @@
 //!   for `o = 0, 1, .., rows - 1` in turn, with `coef = dy[i, o] * scale(o)`,
 //!   `dx[i, c] += coef` where code `(o, c)` is +1 and `-= coef` where it is -1.
 //!
-//! Rust never contracts `a * b + c` into a fused multiply-add, and the SIMD
-//! paths use one only as `fma(code, v, acc)` with `code` in {-1.0, 0.0, +1.0}:
-//! the product is exact, so the result is `acc + v`, `acc - v` or `acc + (±0)`,
-//! and the last is `acc` itself because an accumulator that starts at +0.0 can
-//! never become -0.0 (in round-to-nearest a sum is -0 only when both addends are).
-//! So for finite inputs every path gives bit-identical outputs, also where a
-//! sum overflows to infinity, and splitting the output rows over threads with
+//! How the paths get there: only the AVX-512 path for batches under 4 rows
+//! literally adds, subtracts or skips (masked instructions).
+//! The portable path adds `x * code`, and the FMA route (the AVX2 path, and
+//! AVX-512 for larger batches) computes `fma(code, x, acc)`, with `code` in
+//! {-1.0, 0.0, +1.0}: the product is exact, so the sum is `acc + x`, `acc - x`
+//! or `acc + (±0)`, and the last is `acc` itself because an accumulator that
+//! starts at +0.0 never becomes -0.0 (in round-to-nearest a sum is -0 only when
+//! both addends are). Rust never contracts `a * b + c` on its own. So for
+//! finite inputs every path gives bit-identical outputs, also where a sum
+//! overflows to infinity, and splitting the output rows over threads with
 //! [`gemm_rows_with`] does not change them either.
 //!
 //! Non-finite inputs: a NaN or infinity in `x` (or `dy`) reaches every output
-//! whose weight row has a non-zero code on it, by the usual IEEE rules. On the
-//! FMA route (the AVX2 path, and batches of 4 rows or more on the AVX-512 path)
-//! it also reaches outputs through zero codes, as `0 * inf = NaN`; and the sign and
-//! payload of a NaN may differ between paths. Only finite inputs are promised
-//! the same bits.
+//! whose weight row has a non-zero code on it, by the usual IEEE rules. Where
+//! the code is 0 it depends on the path: `0 * inf = NaN` passes it on in the
+//! portable path and on the FMA route, the masked route skips it. The sign and
+//! payload of a NaN may differ between paths too. Only finite inputs are
+//! promised the same bits.
 
 use std::fmt;
 use std::ops::Range;
@@ -57,9 +60,10 @@ pub const GROUP: usize = 16;
 /// enough to hide the add latency; part of the fixed arithmetic order.
 const NACC: usize = 4;
 
-/// Batches with at least this many rows take the SIMD paths' FMA route (see the
-/// `avx512` module): below it, expanding the codes costs more than it saves.
-#[cfg(target_arch = "x86_64")]
+/// Batches with at least this many rows expand blocks of codes into floats once
+/// and share them (and on AVX-512 leave the masked route, see the `avx512`
+/// module): below it, the expansion costs more than it saves.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const FMA_MIN_N: usize = 4;
 
 /// What is wrong with the parts of a ternary matrix.
@@ -1740,6 +1744,16 @@ mod tests {
             let mut dx = vec![0.0; 3];
             gemm_t_with(path, &t, &[1.0, 2.0], &mut dx);
             assert_eq!(dx, vec![1.5, 0.5, 1.0], "{}", path.name());
+        }
+    }
+
+    #[test]
+    fn empty_batches_and_empty_output_ranges_are_no_ops() {
+        let t = Ternary::from_codes(&[1, -1, 0, 1, 1, 1], 2, 3, vec![0.5]).unwrap();
+        for path in Path::all_available() {
+            gemm_rows_with(path, &t, 1..1, &[1.0; 15], &mut []);
+            gemm_with(path, &t, &[], &mut []);
+            gemm_t_with(path, &t, &[], &mut []);
         }
     }
 
