@@ -76,7 +76,7 @@ fn training(c: &mut Criterion) {
     let w = Tensor::from_vec(t.dequantize(), (rows, cols), &dev).unwrap();
     let (xt, dyt) =
         (Tensor::from_vec(x.clone(), (n, cols), &dev).unwrap(), Tensor::from_vec(dy.clone(), (n, rows), &dev).unwrap());
-    let paths: Vec<Path> = Path::all_available().into_iter().filter(|&p| p != Path::Portable).collect();
+    let paths = Path::all_available();
 
     let mut group = c.benchmark_group(format!("ternary gemm n{n} {cols}->{rows}"));
     configure(&mut group);

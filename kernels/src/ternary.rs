@@ -30,21 +30,24 @@
 //!   for `o = 0, 1, .., rows - 1` in turn, with `coef = dy[i, o] * scale(o)`,
 //!   `dx[i, c] += coef` where code `(o, c)` is +1 and `-= coef` where it is -1.
 //!
-//! Rust never contracts `a * b + c` into a fused multiply-add, and the SIMD
-//! paths use one only as `fma(code, v, acc)` with `code` in {-1.0, 0.0, +1.0}:
-//! the product is exact, so the result is `acc + v`, `acc - v` or `acc + (±0)`,
-//! and the last is `acc` itself because an accumulator that starts at +0.0 can
-//! never become -0.0 (in round-to-nearest a sum is -0 only when both addends are).
-//! So for finite inputs every path gives bit-identical outputs, also where a
-//! sum overflows to infinity, and splitting the output rows over threads with
+//! How the paths get there: only the AVX-512 path for batches under 4 rows
+//! literally adds, subtracts or skips (masked instructions).
+//! The portable path adds `x * code`, and the FMA route (the AVX2 path, and
+//! AVX-512 for larger batches) computes `fma(code, x, acc)`, with `code` in
+//! {-1.0, 0.0, +1.0}: the product is exact, so the sum is `acc + x`, `acc - x`
+//! or `acc + (±0)`, and the last is `acc` itself because an accumulator that
+//! starts at +0.0 never becomes -0.0 (in round-to-nearest a sum is -0 only when
+//! both addends are). Rust never contracts `a * b + c` on its own. So for
+//! finite inputs every path gives bit-identical outputs, also where a sum
+//! overflows to infinity, and splitting the output rows over threads with
 //! [`gemm_rows_with`] does not change them either.
 //!
 //! Non-finite inputs: a NaN or infinity in `x` (or `dy`) reaches every output
-//! whose weight row has a non-zero code on it, by the usual IEEE rules. On the
-//! FMA route (the AVX2 path, and batches of 4 rows or more on the AVX-512 path)
-//! it also reaches outputs through zero codes, as `0 * inf = NaN`; and the sign and
-//! payload of a NaN may differ between paths. Only finite inputs are promised
-//! the same bits.
+//! whose weight row has a non-zero code on it, by the usual IEEE rules. Where
+//! the code is 0 it depends on the path: `0 * inf = NaN` passes it on in the
+//! portable path and on the FMA route, the masked route skips it. The sign and
+//! payload of a NaN may differ between paths too. Only finite inputs are
+//! promised the same bits.
 
 use std::fmt;
 use std::ops::Range;
@@ -57,9 +60,10 @@ pub const GROUP: usize = 16;
 /// enough to hide the add latency; part of the fixed arithmetic order.
 const NACC: usize = 4;
 
-/// Batches with at least this many rows take the SIMD paths' FMA route (see the
-/// `avx512` module): below it, expanding the codes costs more than it saves.
-#[cfg(target_arch = "x86_64")]
+/// Batches with at least this many rows expand blocks of codes into floats once
+/// and share them (and on AVX-512 leave the masked route, see the `avx512`
+/// module): below it, the expansion costs more than it saves.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const FMA_MIN_N: usize = 4;
 
 /// What is wrong with the parts of a ternary matrix.
@@ -423,6 +427,43 @@ pub fn gemm_t_with(path: Path, t: &Ternary, dy: &[f32], dx: &mut [f32]) {
     }
 }
 
+/// Eight lanes of 0.0 / 1.0, 32-byte aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Bits8([f32; 8]);
+
+/// `BITS8[b]` lane j is bit j of b: a plane's byte as floats; the "+1" byte's
+/// minus the "-1" byte's is the codes as ±1.0 / 0.0, exactly.
+static BITS8: [Bits8; 256] = {
+    let mut t = [Bits8([0.0; 8]); 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut j = 0;
+        while j < 8 {
+            if (b >> j) & 1 == 1 {
+                t[b].0[j] = 1.0;
+            }
+            j += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// The codes of one group as floats (lanes past the last column are 0.0).
+#[inline(always)]
+fn codes16(w: u32) -> [f32; GROUP] {
+    let (p, m) = (w & 0xFFFF, w >> 16);
+    let mut c = [0.0f32; GROUP];
+    for (h, ch) in c.chunks_exact_mut(8).enumerate() {
+        let (pb, mb) = (&BITS8[((p >> (8 * h)) & 0xFF) as usize].0, &BITS8[((m >> (8 * h)) & 0xFF) as usize].0);
+        for ((cv, &a), &b) in ch.iter_mut().zip(pb).zip(mb) {
+            *cv = a - b;
+        }
+    }
+    c
+}
+
 /// One group of f32 lanes, 64-byte aligned: buffers of these never split a
 /// vector load across cache lines (which halves the load rate).
 #[cfg(target_arch = "x86_64")]
@@ -464,7 +505,11 @@ fn fold(acc: &[[f32; GROUP]; NACC]) -> f32 {
     s[0]
 }
 
-/// The order of the module docs, in plain Rust: the oracle the SIMD paths must match bit for bit.
+/// The order of the module docs in plain Rust, written so that it vectorises on
+/// any target: each group's codes become ±1.0 / 0.0 floats ([`codes16`]) and a
+/// lane adds `x * code`, which is `+x`, `-x` or `±0` exactly, so for finite
+/// inputs the bits are those of the add / subtract / skip of the module docs
+/// (the tests hold it to a literal transcription of them).
 mod portable {
     use super::*;
 
@@ -482,24 +527,32 @@ mod portable {
 
     fn dot(words: &[u32], x: &[f32]) -> f32 {
         let mut acc = [[0.0f32; GROUP]; NACC];
-        let mut chunks = x.chunks_exact(GROUP);
-        for (g, (&w, xs)) in words.iter().zip(&mut chunks).enumerate() {
-            lanes(&mut acc[g % NACC], w, xs);
-        }
         let full = x.len() / GROUP;
-        if full < words.len() {
-            lanes(&mut acc[full % NACC], words[full], chunks.remainder());
+        // Unrolled by NACC so that the sets can stay in registers.
+        let mut g = 0;
+        while g + NACC <= full {
+            for (a, acc_a) in acc.iter_mut().enumerate() {
+                lanes(acc_a, words[g + a], &x[(g + a) * GROUP..(g + a + 1) * GROUP]);
+            }
+            g += NACC;
+        }
+        for (a, acc_a) in acc.iter_mut().enumerate().take(words.len() - g) {
+            lanes(acc_a, words[g + a], &x[(g + a) * GROUP..((g + a + 1) * GROUP).min(x.len())]);
         }
         fold(&acc)
     }
 
     #[inline(always)]
     fn lanes(a: &mut [f32; GROUP], w: u32, xs: &[f32]) {
-        for (j, (av, &xv)) in a.iter_mut().zip(xs).enumerate() {
-            if (w >> j) & 1 != 0 {
-                *av += xv;
-            } else if (w >> (j + GROUP)) & 1 != 0 {
-                *av -= xv;
+        let c = codes16(w);
+        // A whole group as an array, so that the loop has a fixed length.
+        if let Ok(xs) = <&[f32; GROUP]>::try_from(xs) {
+            for ((av, &xv), &cv) in a.iter_mut().zip(xs).zip(&c) {
+                *av += xv * cv;
+            }
+        } else {
+            for ((av, &xv), &cv) in a.iter_mut().zip(xs).zip(&c) {
+                *av += xv * cv;
             }
         }
     }
@@ -510,15 +563,13 @@ mod portable {
             for (o, &d) in dyr.iter().enumerate() {
                 let coef = d * t.scale(o);
                 for (&w, dxs) in t.row_words(o).iter().zip(dxr.chunks_mut(GROUP)) {
+                    // A group of zero codes adds ±0 to every lane: no change.
                     if w == 0 {
                         continue;
                     }
-                    for (j, v) in dxs.iter_mut().enumerate() {
-                        if (w >> j) & 1 != 0 {
-                            *v += coef;
-                        } else if (w >> (j + GROUP)) & 1 != 0 {
-                            *v -= coef;
-                        }
+                    let c = codes16(w);
+                    for (v, &cv) in dxs.iter_mut().zip(&c) {
+                        *v += coef * cv;
                     }
                 }
             }
@@ -982,29 +1033,6 @@ mod avx2 {
     const CODE_BLOCK_BYTES: usize = 16 << 10;
     /// Bytes of x (or dx) per block of batch rows (stays in L2).
     const X_BLOCK_BYTES: usize = 128 << 10;
-
-    /// Eight lanes of 0.0 / 1.0, 32-byte aligned.
-    #[derive(Clone, Copy)]
-    #[repr(C, align(32))]
-    struct Bits8([f32; 8]);
-
-    /// `BITS8[b]` lane j is bit j of b: a plane's byte as floats; the "+1" byte's
-    /// minus the "-1" byte's is the codes as ±1.0 / 0.0, exactly.
-    static BITS8: [Bits8; 256] = {
-        let mut t = [Bits8([0.0; 8]); 256];
-        let mut b = 0;
-        while b < 256 {
-            let mut j = 0;
-            while j < 8 {
-                if (b >> j) & 1 == 1 {
-                    t[b].0[j] = 1.0;
-                }
-                j += 1;
-            }
-            b += 1;
-        }
-        t
-    };
 
     /// The codes of one group as floats, lanes 0..8 and 8..16.
     #[inline]
@@ -1576,6 +1604,72 @@ mod tests {
         }
     }
 
+    /// The module docs' order, transcribed literally (add, subtract or skip a
+    /// lane): what the portable path must equal bit for bit on finite inputs.
+    mod literal {
+        use super::super::*;
+
+        pub fn gemm(t: &Ternary, x: &[f32]) -> Vec<f32> {
+            let mut y = Vec::new();
+            for xr in x.chunks_exact(t.cols()) {
+                for o in 0..t.rows() {
+                    let mut acc = [[0.0f32; GROUP]; NACC];
+                    for (g, &w) in t.row_words(o).iter().enumerate() {
+                        for j in 0..GROUP.min(t.cols() - g * GROUP) {
+                            if (w >> j) & 1 != 0 {
+                                acc[g % NACC][j] += xr[g * GROUP + j];
+                            } else if (w >> (j + GROUP)) & 1 != 0 {
+                                acc[g % NACC][j] -= xr[g * GROUP + j];
+                            }
+                        }
+                    }
+                    y.push(fold(&acc) * t.scale(o));
+                }
+            }
+            y
+        }
+
+        pub fn gemm_t(t: &Ternary, dy: &[f32]) -> Vec<f32> {
+            let mut dx = Vec::new();
+            for dyr in dy.chunks_exact(t.rows()) {
+                let mut d = vec![0.0f32; t.cols()];
+                for (o, &v) in dyr.iter().enumerate() {
+                    let coef = v * t.scale(o);
+                    for (c, dc) in d.iter_mut().enumerate() {
+                        let w = t.row_words(o)[c / GROUP];
+                        let j = c % GROUP;
+                        if (w >> j) & 1 != 0 {
+                            *dc += coef;
+                        } else if (w >> (j + GROUP)) & 1 != 0 {
+                            *dc -= coef;
+                        }
+                    }
+                }
+                dx.extend(d);
+            }
+            dx
+        }
+    }
+
+    #[test]
+    fn the_portable_path_gives_the_bits_of_the_documented_order() {
+        let mut rng = Lcg::new(7);
+        for &rows in &[1, 3, 7] {
+            for &cols in COLS.iter().chain(&[255, 300]) {
+                for &n in &NS {
+                    let t = random_matrix(&mut rng, rows, cols);
+                    let x: Vec<f32> = (0..n * cols).map(|_| rng.float() * 2f32.powi(rng.int(-12, 12))).collect();
+                    let dy: Vec<f32> = (0..n * rows).map(|_| rng.float() * 2f32.powi(rng.int(-12, 12))).collect();
+                    let (mut y, mut dx) = (vec![0.0; n * rows], vec![0.0; n * cols]);
+                    gemm_with(Path::Portable, &t, &x, &mut y);
+                    gemm_t_with(Path::Portable, &t, &dy, &mut dx);
+                    assert_eq!(bits(&y), bits(&literal::gemm(&t, &x)), "forward {n}x{cols} -> {rows}");
+                    assert_eq!(bits(&dx), bits(&literal::gemm_t(&t, &dy)), "backward {n}x{rows} -> {cols}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_path_gives_the_same_bits_as_the_portable_one() {
         let mut rng = Lcg::new(5);
@@ -1650,6 +1744,16 @@ mod tests {
             let mut dx = vec![0.0; 3];
             gemm_t_with(path, &t, &[1.0, 2.0], &mut dx);
             assert_eq!(dx, vec![1.5, 0.5, 1.0], "{}", path.name());
+        }
+    }
+
+    #[test]
+    fn empty_batches_and_empty_output_ranges_are_no_ops() {
+        let t = Ternary::from_codes(&[1, -1, 0, 1, 1, 1], 2, 3, vec![0.5]).unwrap();
+        for path in Path::all_available() {
+            gemm_rows_with(path, &t, 1..1, &[1.0; 15], &mut []);
+            gemm_with(path, &t, &[], &mut []);
+            gemm_t_with(path, &t, &[], &mut []);
         }
     }
 
