@@ -330,3 +330,52 @@ pub fn render_markdown(r: &TernaryReport) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generation_run_decodes_to_the_end_of_the_context_from_either_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (float, tern) = model_files("tiny", dir.path()).unwrap();
+        let context = Profile::from_name("tiny").unwrap().model.context;
+        for (file, ternary) in [(&float, false), (&tern, true)] {
+            let g = generate_once("tiny", file, ternary, 1).unwrap();
+            assert_eq!(g.tokens, context - PROMPT.len());
+            assert_eq!(g.model_file_bytes, std::fs::metadata(file).unwrap().len());
+            assert!(g.tokens_per_s > 0.0);
+        }
+        // A float file read as ternary is refused, not misread.
+        assert!(generate_once("tiny", &float, true, 1).is_err());
+    }
+
+    #[test]
+    fn a_kernel_row_accounts_the_packed_bytes_and_the_report_renders_each_ratio() {
+        let row = kernel_row(64, 1, 1.0).unwrap();
+        // 64 rows of 4 words and one scale each.
+        assert_eq!(row.packed_bytes, 64 * (4 * 4 + 4));
+        assert!(row.speedup > 0.0 && row.speedup.is_finite());
+        let g = GenFigures { tokens: 10, tokens_per_s: 100.0, peak_rss_mib: 40.0, model_file_bytes: 1000 };
+        let t = GenFigures { tokens_per_s: 300.0, peak_rss_mib: 20.0, model_file_bytes: 100, ..g };
+        assert_eq!(best_gen(&[g, GenFigures { tokens_per_s: 50.0, peak_rss_mib: 30.0, ..g }]).peak_rss_mib, 30.0);
+        let report = TernaryReport {
+            path: "portable".into(),
+            repeats: 1,
+            threads: 1,
+            read_gb_per_s: 1.0,
+            kernels: vec![row],
+            generation: vec![GenRow {
+                profile: "tiny".into(),
+                float: g,
+                ternary: t,
+                speed_ratio: 3.0,
+                rss_ratio: 0.5,
+                size_ratio: 10.0,
+            }],
+        };
+        let md = render_markdown(&report);
+        assert!(md.contains("| 64x64 | 1280 |"), "{md}");
+        assert!(md.contains("| tiny | ternary / float | 0.100x | 3.00x | 0.50x |"), "{md}");
+    }
+}
