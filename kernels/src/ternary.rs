@@ -488,6 +488,72 @@ fn flat_mut(lines: &mut [Line]) -> &mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr() as *mut f32, lines.len() * GROUP) }
 }
 
+/// The blocking both SIMD paths' FMA backward routes share (so it exists once):
+/// blocks of `ib` dx rows, kept in an aligned buffer, accumulate over blocks of
+/// `ob` output rows in order, whose codes `expand` writes as floats. In a block,
+/// `tile(ni, cb, codes, coef, nb, pad, dxs)` adds `nb` output rows into `ni <= max_ni`
+/// dx rows x `cb` groups at `dxs`, taking `max_ni` rows while they last and then
+/// one, and `max_cb` groups likewise; `coef[i * nb + o]` is `dy * scale`. dx is
+/// stored and reloaded between blocks, which changes no bit.
+#[cfg(target_arch = "x86_64")]
+struct BwdBlocking {
+    code_block_bytes: usize,
+    x_block_bytes: usize,
+    max_ni: usize,
+    max_cb: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+type BwdTile<'a> = &'a dyn Fn(usize, usize, &[f32], &[f32], usize, usize, &mut [f32]);
+#[cfg(target_arch = "x86_64")]
+type Expand<'a> = &'a dyn Fn(&Ternary, Range<usize>, &mut [f32]);
+
+#[cfg(target_arch = "x86_64")]
+impl BwdBlocking {
+    fn run(&self, t: &Ternary, dy: &[f32], dx: &mut [f32], expand: Expand<'_>, tile: BwdTile<'_>) {
+        let (rows, cols) = (t.rows, t.cols);
+        let wpr = t.words_per_row();
+        let pad = wpr * GROUP;
+        let n = dy.len() / rows;
+        let ob = (self.code_block_bytes / (4 * pad)).max(4);
+        let ib = (self.x_block_bytes / (4 * pad)).max(self.max_ni);
+        let mut codes = vec![Line::ZERO; ob * wpr];
+        let mut dxb = vec![Line::ZERO; ib * wpr];
+        let mut coef = vec![0.0f32; self.max_ni * ob];
+        for i0 in (0..n).step_by(ib) {
+            let i1 = (i0 + ib).min(n);
+            dxb.fill(Line::ZERO);
+            for o0 in (0..rows).step_by(ob) {
+                let o1 = (o0 + ob).min(rows);
+                let nb = o1 - o0;
+                expand(t, o0..o1, flat_mut(&mut codes));
+                let cf = flat(&codes);
+                let mut i = i0;
+                while i < i1 {
+                    let ni = if i + self.max_ni <= i1 { self.max_ni } else { 1 };
+                    for (ii, cr) in coef[..ni * nb].chunks_exact_mut(nb).enumerate() {
+                        for (o, (c, &d)) in (o0..).zip(cr.iter_mut().zip(&dy[(i + ii) * rows + o0..][..nb])) {
+                            *c = d * t.scale(o);
+                        }
+                    }
+                    let dxs = &mut flat_mut(&mut dxb)[(i - i0) * pad..];
+                    let mut g = 0;
+                    while g < wpr {
+                        let cb = if g + self.max_cb <= wpr { self.max_cb } else { 1 };
+                        tile(ni, cb, &cf[g * GROUP..], &coef, nb, pad, &mut dxs[g * GROUP..]);
+                        g += cb;
+                    }
+                    i += ni;
+                }
+            }
+            let dxbf = flat(&dxb);
+            for (k, dxr) in dx[i0 * cols..i1 * cols].chunks_exact_mut(cols).enumerate() {
+                dxr.copy_from_slice(&dxbf[k * pad..k * pad + cols]);
+            }
+        }
+    }
+}
+
 /// The fixed combination of the accumulator sets and the fixed 16-lane fold.
 #[inline(always)]
 fn fold(acc: &[[f32; GROUP]; NACC]) -> f32 {
@@ -925,54 +991,18 @@ mod avx512 {
     /// As [`bwd`].
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn bwd_fma(t: &Ternary, dy: &[f32], dx: &mut [f32]) {
-        let (rows, cols) = (t.rows, t.cols);
-        let wpr = t.words_per_row();
-        let pad = wpr * GROUP;
-        let n = dy.len() / rows;
-        let ob = (CODE_BLOCK_BYTES / (4 * pad)).max(4);
-        let ib = (X_BLOCK_BYTES / (4 * pad)).max(4);
-        let mut codes = vec![Line::ZERO; ob * wpr];
-        let mut dxb = vec![Line::ZERO; ib * wpr];
-        let mut coef = vec![0.0f32; 4 * ob];
-        for i0 in (0..n).step_by(ib) {
-            let i1 = (i0 + ib).min(n);
-            dxb.fill(Line::ZERO);
-            // dx accumulates over the output rows in order, block after block, in
-            // an aligned buffer (stored and reloaded between blocks: no bit changes).
-            for o0 in (0..rows).step_by(ob) {
-                let o1 = (o0 + ob).min(rows);
-                let nb = o1 - o0;
-                expand(t, o0..o1, flat_mut(&mut codes));
-                let cf = flat(&codes);
-                let mut i = i0;
-                while i < i1 {
-                    let ni = if i + 4 <= i1 { 4 } else { 1 };
-                    for (ii, cr) in coef[..ni * nb].chunks_exact_mut(nb).enumerate() {
-                        for (o, (c, &d)) in (o0..).zip(cr.iter_mut().zip(&dy[(i + ii) * rows + o0..][..nb])) {
-                            *c = d * t.scale(o);
-                        }
-                    }
-                    let dxs = &mut flat_mut(&mut dxb)[(i - i0) * pad..];
-                    let mut g = 0;
-                    while g < wpr {
-                        let cb = if g + 4 <= wpr { 4 } else { 1 };
-                        let c = &cf[g * GROUP..];
-                        match (ni, cb) {
-                            (4, 4) => fma_tile_t::<4, 4>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
-                            (4, _) => fma_tile_t::<4, 1>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
-                            (_, 4) => fma_tile_t::<1, 4>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
-                            _ => fma_tile_t::<1, 1>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
-                        }
-                        g += cb;
-                    }
-                    i += ni;
-                }
-            }
-            let dxbf = flat(&dxb);
-            for (k, dxr) in dx[i0 * cols..i1 * cols].chunks_exact_mut(cols).enumerate() {
-                dxr.copy_from_slice(&dxbf[k * pad..k * pad + cols]);
-            }
-        }
+        let blocking =
+            BwdBlocking { code_block_bytes: CODE_BLOCK_BYTES, x_block_bytes: X_BLOCK_BYTES, max_ni: 4, max_cb: 4 };
+        // The closures inherit this function's target features.
+        let expand = |t: &Ternary, rows: Range<usize>, codes: &mut [f32]| expand(t, rows, codes);
+        let tile =
+            |ni: usize, cb: usize, c: &[f32], coef: &[f32], nb: usize, pad: usize, dxs: &mut [f32]| match (ni, cb) {
+                (4, 4) => fma_tile_t::<4, 4>(c, coef, nb, pad, dxs),
+                (4, _) => fma_tile_t::<4, 1>(c, coef, nb, pad, dxs),
+                (_, 4) => fma_tile_t::<1, 4>(c, coef, nb, pad, dxs),
+                _ => fma_tile_t::<1, 1>(c, coef, nb, pad, dxs),
+            };
+        blocking.run(t, dy, dx, &expand, &tile);
     }
 
     /// NI rows x CB groups of the aligned dx buffer at `dxs` (row stride `pad`),
@@ -1263,55 +1293,21 @@ mod avx2 {
         }
     }
 
-    /// The FMA route of the backward product (the blocking of `avx512::bwd_fma`).
+    /// The FMA route of the backward product (the blocking is [`BwdBlocking`]'s).
     #[target_feature(enable = "avx2,fma")]
     fn bwd_fma(t: &Ternary, dy: &[f32], dx: &mut [f32]) {
-        let (rows, cols) = (t.rows, t.cols);
-        let wpr = t.words_per_row();
-        let pad = wpr * GROUP;
-        let n = dy.len() / rows;
-        let ob = (CODE_BLOCK_BYTES / (4 * pad)).max(4);
-        let ib = (X_BLOCK_BYTES / (4 * pad)).max(2);
-        let mut codes = vec![Line::ZERO; ob * wpr];
-        let mut dxb = vec![Line::ZERO; ib * wpr];
-        let mut coef = vec![0.0f32; 2 * ob];
-        for i0 in (0..n).step_by(ib) {
-            let i1 = (i0 + ib).min(n);
-            dxb.fill(Line::ZERO);
-            for o0 in (0..rows).step_by(ob) {
-                let o1 = (o0 + ob).min(rows);
-                let nb = o1 - o0;
-                expand(t, o0..o1, flat_mut(&mut codes));
-                let cf = flat(&codes);
-                let mut i = i0;
-                while i < i1 {
-                    let ni = if i + 2 <= i1 { 2 } else { 1 };
-                    for (ii, cr) in coef[..ni * nb].chunks_exact_mut(nb).enumerate() {
-                        for (o, (c, &d)) in (o0..).zip(cr.iter_mut().zip(&dy[(i + ii) * rows + o0..][..nb])) {
-                            *c = d * t.scale(o);
-                        }
-                    }
-                    let dxs = &mut flat_mut(&mut dxb)[(i - i0) * pad..];
-                    let mut g = 0;
-                    while g < wpr {
-                        let cb = if g + 3 <= wpr { 3 } else { 1 };
-                        let c = &cf[g * GROUP..];
-                        match (ni, cb) {
-                            (2, 3) => fma_tile_t::<2, 3>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
-                            (2, _) => fma_tile_t::<2, 1>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
-                            (_, 3) => fma_tile_t::<1, 3>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
-                            _ => fma_tile_t::<1, 1>(c, &coef, nb, pad, &mut dxs[g * GROUP..]),
-                        }
-                        g += cb;
-                    }
-                    i += ni;
-                }
-            }
-            let dxbf = flat(&dxb);
-            for (k, dxr) in dx[i0 * cols..i1 * cols].chunks_exact_mut(cols).enumerate() {
-                dxr.copy_from_slice(&dxbf[k * pad..k * pad + cols]);
-            }
-        }
+        let blocking =
+            BwdBlocking { code_block_bytes: CODE_BLOCK_BYTES, x_block_bytes: X_BLOCK_BYTES, max_ni: 2, max_cb: 3 };
+        // The closures inherit this function's target features.
+        let expand = |t: &Ternary, rows: Range<usize>, codes: &mut [f32]| expand(t, rows, codes);
+        let tile =
+            |ni: usize, cb: usize, c: &[f32], coef: &[f32], nb: usize, pad: usize, dxs: &mut [f32]| match (ni, cb) {
+                (2, 3) => fma_tile_t::<2, 3>(c, coef, nb, pad, dxs),
+                (2, _) => fma_tile_t::<2, 1>(c, coef, nb, pad, dxs),
+                (_, 3) => fma_tile_t::<1, 3>(c, coef, nb, pad, dxs),
+                _ => fma_tile_t::<1, 1>(c, coef, nb, pad, dxs),
+            };
+        blocking.run(t, dy, dx, &expand, &tile);
     }
 
     /// As `avx512::fma_tile_t`, in half groups.
