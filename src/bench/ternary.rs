@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{BenchError, Result, peak_rss_mib, reset_peak_rss};
 use crate::engine::config::Profile;
-use crate::engine::model::View;
 use crate::engine::ops::with_threads;
 use crate::engine::ternary::{TernaryBase, quantize};
 use crate::engine::{BaseModel, EngineError};
@@ -188,19 +187,19 @@ pub fn generate_once(profile: &str, model: &Path, ternary: bool, threads: usize)
     } else {
         BaseModel::from_bytes(Profile::from_name(profile)?.model, "bench".into(), &bytes, &device)?
     };
+    let model_file_bytes = bytes.len() as u64;
     drop(bytes);
     let n = base.config.context - PROMPT.len();
     let (out, secs) = with_threads(threads, || -> Result<(Vec<u8>, f64)> {
         let t0 = Instant::now();
-        let out = View::of(&base).generate(PROMPT, n)?;
+        let out = base.view().generate(PROMPT, n)?;
         Ok((out, t0.elapsed().as_secs_f64()))
     })?;
-    let meta = std::fs::metadata(model).map(|m| m.len()).unwrap_or(0);
     Ok(GenFigures {
         tokens: out.len(),
         tokens_per_s: out.len() as f64 / secs,
         peak_rss_mib: peak_rss_mib(),
-        model_file_bytes: meta,
+        model_file_bytes,
     })
 }
 

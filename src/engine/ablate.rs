@@ -179,7 +179,7 @@ how vexingly quick daft zebras jump; sphinx of black quartz, judge my vow.";
     #[test]
     fn no_intervention_is_the_full_forward_bit_for_bit() {
         let base = BaseModel::random(&cfg(3, 2), 5, &Device::Cpu).unwrap();
-        let view = View::of(&base);
+        let view = base.view();
         let xs = batch();
         let full = view.forward(&xs).unwrap().logits;
         assert_eq!(bits(&view.forward_intervened(&xs, &Intervention::None, 0).unwrap()), bits(&full));
@@ -203,7 +203,7 @@ how vexingly quick daft zebras jump; sphinx of black quartz, judge my vow.";
             let z = base.weights[name].zeros_like().unwrap();
             base.weights.insert(name.into(), z);
         }
-        let view = View::of(&base);
+        let view = base.view();
         let xs = batch();
         let full = bits(&view.forward(&xs).unwrap().logits);
         assert_eq!(bits(&view.forward_intervened(&xs, &Intervention::SkipBlock(1), 0).unwrap()), full);
@@ -226,7 +226,7 @@ how vexingly quick daft zebras jump; sphinx of black quartz, judge my vow.";
             assert!((d[k / 4][k % 4] - 0.1 * rms * zk).abs() < 1e-5, "element {k}");
         }
         let base = BaseModel::random(&cfg(2, 2), 7, &Device::Cpu).unwrap();
-        let view = View::of(&base);
+        let view = base.view();
         let iv = Intervention::Noise { boundary: 1, sigma: 1e-2, seed: 3 };
         let xs = batch();
         let c0 = bits(&view.forward_intervened(&xs, &iv, 0).unwrap());

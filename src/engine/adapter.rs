@@ -161,7 +161,7 @@ pub struct Adapter {
 impl Adapter {
     /// The base model with this adapter applied.
     pub fn view<'a>(&'a self, base: &'a BaseModel) -> View<'a> {
-        let mut v = View::of(base);
+        let mut v = base.view();
         match self.kind {
             Trainable::Lora { .. } => {
                 v.lora = self.tensors.clone();

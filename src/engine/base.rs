@@ -10,8 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
-use super::model::{Weights, init_weights};
-use super::ternary::TernaryLinears;
+use super::model::{TernaryLinears, View, Weights, init_weights};
 
 /// Bumped whenever the model's maths or the training loop change, so stale
 /// cached bases (and adapters) are never reused.
@@ -60,6 +59,13 @@ impl BaseModel {
     pub fn param_count(&self) -> usize {
         let packed: usize = self.ternary.iter().flat_map(|m| m.values()).map(|t| t.rows() * t.cols()).sum();
         self.weights.values().map(|t| t.elem_count()).sum::<usize>() + packed
+    }
+
+    /// The model as it is, float or ternary, with nothing overlaid.
+    pub fn view(&self) -> View<'_> {
+        let mut view = View::new(&self.config, &self.weights);
+        view.ternary = self.ternary.as_deref();
+        view
     }
 
     /// Whether the linears are packed ternary (the base is then frozen:

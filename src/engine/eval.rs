@@ -157,7 +157,7 @@ fn evaluate_by(
     with_threads(cfg.threads, || {
         let view = match adapter {
             Some(a) => a.view(base),
-            None => View::of(base),
+            None => base.view(),
         };
         let (mut sum, mut n) = (0f64, 0u64);
         for_each_batch(std::slice::from_ref(&view), text, cfg, forward, &mut |nll| {
@@ -188,7 +188,7 @@ pub fn evaluate_mixture(
             .iter()
             .map(|a| match a {
                 Some(a) => a.view(base),
-                None => View::of(base),
+                None => base.view(),
             })
             .collect();
         let (mut sum, mut n) = (0f64, 0u64);

@@ -17,7 +17,7 @@
 //! the encoding, base, names and values). It is
 //! applied at load: decoding gives an ordinary [`Adapter`] of float gains.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use super::adapter::{Adapter, Trainable};
 use super::base::BaseModel;
 use super::error::{EngineError, Result};
+use super::file_header;
 
 /// Version of the int8 adapter file format.
 pub const INT8_FORMAT: u32 = 1;
@@ -179,7 +180,7 @@ impl Int8Adapter {
             names: self.tensors.keys().cloned().collect(),
             content_sha256: digest(self.encoding, &self.base_hash, &self.tensors),
         };
-        let meta = HashMap::from([(HEADER_KEY.to_string(), serde_json::to_string(&header).expect("serialises"))]);
+        let meta = file_header::metadata(HEADER_KEY, &header);
         let gains: Vec<u8> = self.tensors.values().flat_map(|t| t.values.iter().map(|&q| q as u8)).collect();
         let scales: Vec<u8> = self.tensors.values().flat_map(|t| t.scale.to_le_bytes()).collect();
         let n = self.tensors.len();
@@ -194,14 +195,7 @@ impl Int8Adapter {
     /// Read a file [`Int8Adapter::to_bytes`] wrote; a corrupted one (digest,
     /// types, shapes, names) is refused.
     pub fn from_bytes(bytes: &[u8]) -> Result<Int8Adapter> {
-        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| malformed(e.to_string()))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| malformed(e.to_string()))?;
-        let json = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(HEADER_KEY))
-            .ok_or_else(|| malformed(format!("no `{HEADER_KEY}` header")))?;
-        let header: Int8Header = serde_json::from_str(json).map_err(|e| malformed(format!("header: {e}")))?;
+        let (st, header): (_, Int8Header) = file_header::read(bytes, HEADER_KEY, "int8 adapter file")?;
         if header.format != INT8_FORMAT {
             return Err(malformed(format!("format {} (this build reads {INT8_FORMAT})", header.format)));
         }

@@ -21,6 +21,10 @@
 //!   safetensors bytes apart from the base, checked on load.
 //! - [`optim`]: AdamW with its schedule and state, saved and loaded as bytes.
 //! - [`train`]: the training loop (clipping, seeded data order), resumable.
+//! - [`ternary`]: a base whose linears are packed ternary (absmean, per row
+//!   or per tensor), its digest-checked file, the frozen forward and backward
+//!   on `kernels::ternary`.
+//! - [`int8`]: norm-only adapters in int8 (the change to the base's gains), their file.
 //! - [`ablate`]: interventions for the falsification bets (skip a block,
 //!   noise at a boundary, collapse experts, interpolate two models), beside
 //!   the ordinary paths.
@@ -35,6 +39,7 @@
 //! bets engine pretrain --profile small    # build (or load) the cached base, print its figures
 //! bets engine adapt --user novelist --trainable norm-only   # adapter bytes, held-out bits/byte
 //! bets bench engine --profiles tiny,small --threads 2 --python python3   # see `crate::bench`
+//! bets bench ternary --sizes 1024,4096,8192 --profiles small,paper      # see `crate::bench::ternary`
 //! ```
 //!
 //! Determinism: with the same seed and thread count every run gives the same
@@ -47,6 +52,7 @@ pub mod base;
 pub mod config;
 pub mod error;
 pub mod eval;
+mod file_header;
 pub mod int8;
 pub mod model;
 pub mod ops;

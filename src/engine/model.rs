@@ -23,11 +23,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::base::BaseModel;
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
 use super::ops;
-use super::ternary::TernaryLinears;
+
+/// The packed linears of a ternary base ([`super::ternary`]), by prefix
+/// (`blocks.0.attn.q`).
+pub type TernaryLinears = BTreeMap<String, std::sync::Arc<kernels::ternary::Ternary>>;
 
 /// Every named tensor of a model, sorted by name (hashing, saving and
 /// flattening must not depend on hash-map order).
@@ -251,11 +253,6 @@ impl<'a> View<'a> {
     /// The base model as it is.
     pub fn new(cfg: &'a ModelConfig, base: &'a Weights) -> View<'a> {
         View { cfg, base, over: BTreeMap::new(), lora: BTreeMap::new(), lora_scale: 1.0, ternary: None }
-    }
-
-    /// The frozen base as it is, float or ternary.
-    pub fn of(base: &'a BaseModel) -> View<'a> {
-        View { ternary: base.ternary.as_deref(), ..View::new(&base.config, &base.weights) }
     }
 
     /// The tensor in effect for `name`.

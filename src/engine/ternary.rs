@@ -21,7 +21,7 @@
 //! the digest and every packed word, so a corrupted file is refused; the
 //! file's own SHA-256 is the ternary base's content hash (its quant tag).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use candle_core::Tensor;
@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use super::base::BaseModel;
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
+use super::file_header;
 use super::model::Weights;
 
 /// Version of the packed file format; bumped when its layout changes.
@@ -40,8 +41,7 @@ pub const TERNARY_FORMAT: u32 = 1;
 /// Key of the header in the safetensors metadata.
 const HEADER_KEY: &str = "bets-ternary";
 
-/// The packed linear layers of a ternary base, by prefix (`blocks.0.attn.q`).
-pub type TernaryLinears = BTreeMap<String, Arc<Ternary>>;
+pub use super::model::TernaryLinears;
 
 /// The name the spec and the file use for a granularity.
 pub fn granularity_name(g: ScaleGranularity) -> &'static str {
@@ -217,8 +217,7 @@ impl TernaryBase {
             content_sha256: String::new(),
         };
         header.content_sha256 = digest(&header, &raw);
-        let meta =
-            HashMap::from([(HEADER_KEY.to_string(), serde_json::to_string(&header).expect("header serialises"))]);
+        let meta = file_header::metadata(HEADER_KEY, &header);
         safetensors::serialize(raw.iter().map(|(k, v)| (k.clone(), v)), Some(meta))
             .map_err(|e| malformed(e.to_string()))
     }
@@ -226,14 +225,7 @@ impl TernaryBase {
     /// Read a packed file, refusing one whose digest, words, names or shapes
     /// are not what [`TernaryBase::to_bytes`] writes for its geometry.
     pub fn from_bytes(bytes: &[u8], device: &candle_core::Device) -> Result<TernaryBase> {
-        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| malformed(e.to_string()))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| malformed(e.to_string()))?;
-        let json = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(HEADER_KEY))
-            .ok_or_else(|| malformed(format!("no `{HEADER_KEY}` header")))?;
-        let header: TernaryHeader = serde_json::from_str(json).map_err(|e| malformed(format!("header: {e}")))?;
+        let (st, header): (_, TernaryHeader) = file_header::read(bytes, HEADER_KEY, "ternary base file")?;
         if header.format != TERNARY_FORMAT {
             return Err(malformed(format!("format {} (this build reads {TERNARY_FORMAT})", header.format)));
         }
@@ -359,7 +351,6 @@ pub fn dequantized(base: &BaseModel) -> Result<BaseModel> {
 mod tests {
     use super::*;
     use crate::engine::config::Profile;
-    use crate::engine::model::View;
     use crate::engine::ops;
     use crate::engine::train::Batcher;
     use candle_core::{Device, Var};
@@ -381,21 +372,21 @@ mod tests {
         assert!(tern.is_ternary() && tern.weights.keys().all(|k| k.ends_with(".gain") || k == "wte" || k == "wpe"));
         let deq = dequantized(&tern).unwrap();
         let xs = Batcher::new(&text(), 32, 1).unwrap().next(3, &Device::Cpu).unwrap().0;
-        let a: Vec<f32> = View::of(&tern).forward(&xs).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = View::of(&deq).forward(&xs).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+        let a: Vec<f32> = tern.view().forward(&xs).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = deq.view().forward(&xs).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
         let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         let scale = b.iter().fold(0f32, |m, y| m.max(y.abs()));
         // Only the order of the float additions differs.
         assert!(diff <= 1e-4 * scale.max(1.0), "max |diff| {diff} at logit scale {scale}");
         // And the ternary model is not the float one.
-        let f: Vec<f32> = View::of(&base).forward(&xs).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+        let f: Vec<f32> = base.view().forward(&xs).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
         assert!(f.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3));
     }
 
     #[test]
     fn decoding_with_a_cache_on_the_packed_base_matches_the_full_forward() {
         let (tern, _) = ternarize(&tiny(), ScaleGranularity::PerTensor).unwrap();
-        let view = View::of(&tern);
+        let view = tern.view();
         let prompt = b"the quick";
         let out = view.generate(prompt, 6).unwrap();
         let mut all = prompt.to_vec();
@@ -462,7 +453,7 @@ mod tests {
         let (xs, ys) = Batcher::new(&text(), 32, 2).unwrap().next(2, &Device::Cpu).unwrap();
         let names = crate::engine::model::gain_names(&tern.config);
         let loss_with = |gains: &BTreeMap<String, Tensor>| -> Tensor {
-            let mut view = View::of(&tern);
+            let mut view = tern.view();
             view.over = gains.clone();
             let logits = view.forward(&xs).unwrap().logits;
             ops::cross_entropy(&logits, &ys.flatten_all().unwrap()).unwrap().mean_all().unwrap()

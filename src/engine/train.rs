@@ -20,11 +20,10 @@ use super::adapter::{Adapter, Trainable, expected_shapes};
 use super::base::BaseModel;
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
-use super::model::{View, Weights, normal_vec, tensor_seed};
+use super::model::{TernaryLinears, View, Weights, normal_vec, tensor_seed};
 use super::ops;
 pub use super::ops::with_threads;
 use super::optim::{AdamW, AdamWConfig, Betas, Schedule};
-use super::ternary::TernaryLinears;
 
 /// Hyper-parameters of one training run. Everything that changes the result
 /// is here, so callers can hash it.

@@ -17,7 +17,6 @@ use crate::engine::BaseModel;
 use crate::engine::ablate::{RouterMode, collapse_experts};
 use crate::engine::adapter::{Adapter, Trainable};
 use crate::engine::eval::evaluate;
-use crate::engine::model::View;
 use crate::engine::optim::AdamW;
 use crate::engine::train::{TrainConfig, finetune_resume};
 use crate::kinds::{Cell, Env, Kind, ParamProblem};
@@ -242,7 +241,7 @@ impl Kind for ExpertCollapse {
         let prompt = &text[..r.prompt_bytes.min(text.len())];
         let view = match &adapter {
             Some(a) => a.view(base),
-            None => View::of(base),
+            None => base.view(),
         };
         let sample = view.generate(prompt, r.sample_bytes)?;
         let distinct = sample.iter().collect::<std::collections::BTreeSet<_>>().len();

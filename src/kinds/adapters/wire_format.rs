@@ -35,6 +35,17 @@ pub enum BaseForm {
     TernaryPerTensor,
 }
 
+impl BaseForm {
+    /// The name the grid gives this form.
+    pub fn name(self) -> &'static str {
+        match self {
+            BaseForm::Float => "float",
+            BaseForm::Ternary => "ternary",
+            BaseForm::TernaryPerTensor => "ternary-per-tensor",
+        }
+    }
+}
+
 /// The form an adapter takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -167,7 +178,7 @@ impl Kind for WireFormat {
         }
         for (form, f) in &w.forms {
             if *form != BaseForm::Float {
-                inputs.insert(format!("{}_base", kebab(*form)), f.quant_tag.clone());
+                inputs.insert(format!("{}_base", form.name()), f.quant_tag.clone());
             }
         }
         inputs
@@ -220,14 +231,6 @@ impl Kind for WireFormat {
             train_loss,
             eval_bytes: eval.bytes,
         })
-    }
-}
-
-fn kebab(f: BaseForm) -> &'static str {
-    match f {
-        BaseForm::Float => "float",
-        BaseForm::Ternary => "ternary",
-        BaseForm::TernaryPerTensor => "ternary-per-tensor",
     }
 }
 
