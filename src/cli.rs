@@ -106,6 +106,10 @@ pub enum Command {
         #[command(subcommand)]
         cmd: TlogCmd,
     },
+    /// Serve a range of a model's blocks over loopback TCP (the pipeline
+    /// bets start and stop these themselves). Prints `listening on ADDR`,
+    /// then serves until its standard input closes.
+    Worker(WorkerArgs),
     /// List the bets (or, with --experiments, the experiment kinds).
     List {
         #[arg(long)]
@@ -206,4 +210,24 @@ pub struct RunArgs {
     /// Exit 4 unless the verdict meets this level (strict, lenient, fail).
     #[arg(long)]
     pub expect: Option<String>,
+}
+
+/// Options of `bets worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The model card (JSON) naming the weights, the adapter and their digests.
+    #[arg(long)]
+    pub card: PathBuf,
+    /// The blocks to serve, `START..END` (END exclusive).
+    #[arg(long)]
+    pub blocks: String,
+    /// Engine threads (results are bit-identical for the same value).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// `none`, `steady:F` or `ramp:FROM:TO:PERIOD`: answer F times slower.
+    #[arg(long, default_value = "none")]
+    pub throttle: String,
+    /// Loopback address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
 }

@@ -25,6 +25,8 @@
 //!     |                     |
 //!   kinds (Kind impls)      stats, table (table alone holds the dataframe crate)
 //!     |
+//!   workers                 engine blocks over processes and loopback TCP
+//!     |
 //!   engine, data, sim       never import spec, results, kinds or app;
 //!   services                Paths, the stores (base models, adapters) and the
 //!                           Progress trait, handed down by the app
@@ -51,7 +53,9 @@
 //! much weight a verdict bears (bootstrap intervals, sign tests, Holm),
 //! [`table`] is the tidy table (sandboxed SQL, CSV, Parquet), [`seed`]
 //! derives named seeds, [`signing`] holds minisign keys and signatures,
-//! [`tlog`] is the RFC 6962 Merkle log and its signed checkpoints, [`bench`]
+//! [`tlog`] is the RFC 6962 Merkle log and its signed checkpoints, [`workers`]
+//! runs a model's blocks in separate processes over TCP (and emulates WAN
+//! links between them), [`bench`]
 //! compares the engine with PyTorch, [`app`] is the IO shell behind the CLI
 //! ([`cli`], [`cli_engine`]), and [`error`] maps failures to the documented
 //! exit codes.
@@ -80,6 +84,7 @@ pub mod stats;
 pub mod table;
 /// The RFC 6962 Merkle log and C2SP signed checkpoints that commit the ledger's head.
 pub mod tlog;
+pub mod workers;
 
 /// The harness version recorded in every manifest and ledger entry.
 pub const HARNESS_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -9,6 +9,7 @@ mod report;
 pub mod reporter;
 mod run;
 mod tlog_cmds;
+mod worker;
 
 use std::path::{Path, PathBuf};
 
@@ -145,6 +146,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data { cmd } => engine_cmds::data(&cmd, &repo.paths),
         Command::Engine { cmd } => engine_cmds::engine(&cmd, &repo.paths),
         Command::Tlog { cmd } => tlog_cmds::tlog(&repo, &cmd),
+        Command::Worker(args) => worker::worker(&args),
         Command::Bench { cmd: crate::cli::BenchCmd::Engine(args) } => engine_cmds::bench(&args, &repo.paths),
         Command::Bench { cmd: crate::cli::BenchCmd::Ternary(args) } => engine_cmds::bench_ternary(&args),
         Command::Bench { cmd: crate::cli::BenchCmd::Generate(args) } => engine_cmds::bench_generate(&args),

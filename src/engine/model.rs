@@ -247,6 +247,56 @@ impl KvCache {
     pub fn block(&self, l: usize) -> Option<&(Tensor, Tensor)> {
         self.blocks.get(&l)
     }
+
+    /// Every held block, in order: what an envelope carries.
+    pub fn blocks(&self) -> impl Iterator<Item = (usize, &(Tensor, Tensor))> {
+        self.blocks.iter().map(|(l, kv)| (*l, kv))
+    }
+
+    /// A cache holding `blocks` (as [`KvCache::blocks`] gave them); every
+    /// block must hold the same number of tokens.
+    pub fn from_blocks(blocks: BTreeMap<usize, (Tensor, Tensor)>) -> Result<KvCache> {
+        let mut seen = None;
+        for (l, (k, v)) in &blocks {
+            if k.dims() != v.dims() || k.rank() != 4 {
+                return Err(EngineError::Config(format!(
+                    "block {l}: keys {:?} and values {:?} are not one [batch, heads, seen, head_dim] shape",
+                    k.dims(),
+                    v.dims()
+                )));
+            }
+            match seen {
+                None => seen = Some(k.dims()[2]),
+                Some(s) if s != k.dims()[2] => {
+                    return Err(EngineError::Config(format!(
+                        "block {l} holds {} tokens, an earlier block {s}",
+                        k.dims()[2]
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(KvCache { blocks })
+    }
+}
+
+/// The state a greedy generation stands in after its prompt: the final
+/// hidden row (`[1, d_model]`, after every block, before the head) and the
+/// KV cache of the prompt. [`View::prefill`] makes one and
+/// [`View::continue_from`] carries on from it, in this process or, inside
+/// an [`super::envelope::Envelope`], in another.
+#[derive(Debug, Clone)]
+pub struct Prefilled {
+    pub last: Tensor,
+    pub cache: KvCache,
+}
+
+/// A greedy continuation and the logits each byte was chosen from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Continuation {
+    pub tokens: Vec<u8>,
+    /// `tokens.len()` rows of `vocab` logits.
+    pub logits: Vec<Vec<f32>>,
 }
 
 impl<'a> View<'a> {
@@ -363,23 +413,48 @@ impl<'a> View<'a> {
     }
 
     /// Greedy continuation of `prompt`: up to `max_new` bytes, fewer when
-    /// the context fills up, decoded one byte at a time with a [`KvCache`].
+    /// the context fills up, decoded one byte at a time with a [`KvCache`]:
+    /// [`View::prefill`] then [`View::continue_from`].
     pub fn generate(&self, prompt: &[u8], max_new: usize) -> Result<Vec<u8>> {
+        Ok(self.continue_from(self.prefill(prompt)?, max_new)?.tokens)
+    }
+
+    /// Run `prompt` through every block, keeping its KV cache and its last
+    /// hidden row (the head is left to [`View::continue_from`], so a
+    /// continuation here and one from an envelope elsewhere are one path).
+    pub fn prefill(&self, prompt: &[u8]) -> Result<Prefilled> {
         if prompt.is_empty() {
             return Err(EngineError::Config("generation needs a prompt of at least one byte".into()));
         }
         let device = self.w("wte")?.device().clone();
         let mut cache = KvCache::new();
-        let mut logits = self.step(&tokens(prompt, &device)?, &mut cache)?;
-        let mut out = Vec::with_capacity(max_new);
-        while out.len() < max_new {
-            let last = logits.narrow(0, logits.dim(0)? - 1, 1)?;
-            let next = argmax_rows(&last)?[0] as u8;
-            out.push(next);
-            if out.len() == max_new || cache.seen() >= self.cfg.context {
+        let h = self.embed_at(&tokens(prompt, &device)?, 0)?;
+        let h = self.forward_blocks(0..self.cfg.layers, h, Some(&mut cache))?;
+        let last = h.x.narrow(0, h.x.dim(0)? - 1, 1)?;
+        Ok(Prefilled { last, cache })
+    }
+
+    /// Greedy continuation from a prefilled state: up to `max_new` bytes,
+    /// fewer when the context fills up, with the logits of each.
+    pub fn continue_from(&self, state: Prefilled, max_new: usize) -> Result<Continuation> {
+        let Prefilled { last, mut cache } = state;
+        if cache.seen() == 0 {
+            return Err(EngineError::Config("a continuation needs a prefilled prompt".into()));
+        }
+        let device = self.w("wte")?.device().clone();
+        let hidden = |x: Tensor| Hidden { x, batch: 1, len: 1, pos: 0, aux: None, routes: Vec::new() };
+        let mut row = self.head(&hidden(last))?;
+        let mut out = Continuation { tokens: Vec::with_capacity(max_new), logits: Vec::with_capacity(max_new) };
+        while out.tokens.len() < max_new {
+            let next = argmax_rows(&row)?[0] as u8;
+            out.tokens.push(next);
+            out.logits.push(row.flatten_all()?.to_vec1()?);
+            if out.tokens.len() == max_new || cache.seen() >= self.cfg.context {
                 break;
             }
-            logits = self.step(&tokens(&[next], &device)?, &mut cache)?;
+            let h = self.embed_at(&tokens(&[next], &device)?, cache.seen())?;
+            let h = self.forward_blocks(0..self.cfg.layers, h, Some(&mut cache))?;
+            row = self.head(&h)?;
         }
         Ok(out)
     }

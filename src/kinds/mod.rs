@@ -20,6 +20,7 @@ mod columns;
 pub mod gossip_directory;
 mod memo;
 mod params;
+pub mod pipeline;
 pub mod revocation_vote;
 pub mod royalty_math;
 pub mod royalty_scale;
@@ -213,6 +214,8 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<bandwidth_ledger::BandwidthLedger>::boxed(),
         Registered::<bet_results::BetResults>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
+        Registered::<pipeline::HiddenHandoff>::boxed(),
+        Registered::<pipeline::WorkerPipeline>::boxed(),
         Registered::<revocation_vote::RevocationVote>::boxed(),
         Registered::<royalty_math::RoyaltyMath>::boxed(),
         Registered::<royalty_scale::RoyaltyScale>::boxed(),

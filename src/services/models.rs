@@ -70,6 +70,12 @@ impl BaseModels {
         self.dir.join(hash)
     }
 
+    /// The weights file of the stored base named `hash` (what a worker's
+    /// model card points at).
+    pub fn weights_path(&self, hash: &str) -> PathBuf {
+        self.entry(hash).join(WEIGHTS_FILE)
+    }
+
     /// The base of `profile` pre-trained on `text`: loaded when stored,
     /// otherwise pre-trained (evaluated on `eval_text`, progress to
     /// `progress`) and stored.

@@ -1,0 +1,42 @@
+//! `bets worker`: load a model card, listen on loopback, serve blocks.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use crate::cli::WorkerArgs;
+use crate::error::usage;
+use crate::workers::serve::{self, Worker};
+use crate::workers::{ModelCard, Throttle};
+
+/// Serve until standard input closes.
+pub fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
+    let blocks = parse_blocks(&args.blocks)?;
+    let throttle: Throttle = args.throttle.parse().map_err(|e: String| usage(format!("--throttle: {e}")))?;
+    let listen: SocketAddr = args
+        .listen
+        .parse()
+        .map_err(|e| usage(format!("--listen {}: expected IP:PORT ({e})", args.listen)))?;
+    if !listen.ip().is_loopback() {
+        return Err(usage(format!("--listen {listen}: workers listen on a loopback address only")));
+    }
+    if args.threads == 0 {
+        return Err(usage("--threads 0: expected at least 1".to_string()));
+    }
+    let card = ModelCard::load(&args.card)?;
+    let model = card.open()?;
+    let worker = Arc::new(Worker::new(model, blocks, args.threads, throttle).map_err(|e| usage(format!("{e:#}")))?);
+    let listener = TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
+    serve::exit_when_stdin_closes();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on {}", listener.local_addr()?)?;
+    out.flush()?;
+    drop(out);
+    serve::serve(listener, worker)
+}
+
+fn parse_blocks(s: &str) -> anyhow::Result<std::ops::Range<usize>> {
+    let bad = || usage(format!("--blocks {s}: expected START..END, e.g. 0..2"));
+    let (a, b) = s.split_once("..").ok_or_else(bad)?;
+    Ok(a.trim().parse().map_err(|_| bad())?..b.trim().parse().map_err(|_| bad())?)
+}
