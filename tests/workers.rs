@@ -276,9 +276,7 @@ fn an_envelope_continues_in_another_process_exactly_and_a_foreign_one_is_recompu
     let from_other = envelope(&mut other);
     assert_eq!(Envelope::from_bytes(&from_same, &Device::Cpu).unwrap().prefix, prompt);
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    for (env, trust, reuse) in
-        [(&from_same, Trust::CheckIdentity, true), (&from_other, Trust::CheckIdentity, false)]
-    {
+    for (env, trust, reuse) in [(&from_same, Trust::CheckIdentity, true), (&from_other, Trust::CheckIdentity, false)] {
         let got = tokens(&mut to_b, Request::Continue { envelope: env.clone(), max_new: 6, trust });
         assert_eq!(got.2, reuse);
         assert_eq!((&got.0, bits(&got.1)), (&want.0, bits(&want.1)));
@@ -323,6 +321,10 @@ fn a_worker_exits_when_its_parent_closes_its_stdin() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback address only"));
-    let out = std::process::Command::new(program()).args(["worker", "--blocks", "2..9", "--card"]).arg(&card).output().unwrap();
+    let out = std::process::Command::new(program())
+        .args(["worker", "--blocks", "2..9", "--card"])
+        .arg(&card)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("within 0..4"), "{}", String::from_utf8_lossy(&out.stderr));
 }

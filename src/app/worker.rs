@@ -13,10 +13,8 @@ use crate::workers::{ModelCard, Throttle};
 pub fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
     let blocks = parse_blocks(&args.blocks)?;
     let throttle: Throttle = args.throttle.parse().map_err(|e: String| usage(format!("--throttle: {e}")))?;
-    let listen: SocketAddr = args
-        .listen
-        .parse()
-        .map_err(|e| usage(format!("--listen {}: expected IP:PORT ({e})", args.listen)))?;
+    let listen: SocketAddr =
+        args.listen.parse().map_err(|e| usage(format!("--listen {}: expected IP:PORT ({e})", args.listen)))?;
     if !listen.ip().is_loopback() {
         return Err(usage(format!("--listen {listen}: workers listen on a loopback address only")));
     }

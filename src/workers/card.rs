@@ -117,7 +117,8 @@ impl ModelCard {
 
     /// Load the weights (checking each digest) and the adapter.
     pub fn open(&self) -> Result<ServedModel, CardError> {
-        let engine = |path: &Path, e: crate::engine::EngineError| CardError::Read { path: path.into(), detail: e.to_string() };
+        let engine =
+            |path: &Path, e: crate::engine::EngineError| CardError::Read { path: path.into(), detail: e.to_string() };
         let bytes = checked(&self.weights, &self.weights_sha256)?;
         let base = BaseModel::from_bytes(self.config.clone(), self.base_hash.clone(), &bytes, &default_device())
             .map_err(|e| engine(&self.weights, e))?;

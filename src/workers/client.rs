@@ -132,7 +132,14 @@ impl Connection {
                 }
             }
         });
-        Ok(Connection { name: worker, stream, frames, seq: 0, rto: Rto { srtt: None, rttvar: 0.0, t }, stats: ConnStats::default() })
+        Ok(Connection {
+            name: worker,
+            stream,
+            frames,
+            seq: 0,
+            rto: Rto { srtt: None, rttvar: 0.0, t },
+            stats: ConnStats::default(),
+        })
     }
 
     /// Send `req` and wait for its reply (an error reply is [`WorkerError::Refused`]).

@@ -12,8 +12,8 @@ use std::ops::Range;
 
 use super::client::{ConnStats, Connection, Timeouts, WorkerError};
 use super::message::{Reply, Request, WireHidden};
-use crate::engine::model::{argmax_rows, tokens};
 use crate::engine::model::View;
+use crate::engine::model::{argmax_rows, tokens};
 use crate::engine::{Hidden, KvCache};
 
 /// Contiguous block ranges splitting `layers` blocks over `workers`
@@ -83,10 +83,8 @@ impl Chain {
     /// extending) each worker's cache for this sequence.
     pub fn blocks(&mut self, h: Hidden) -> Result<Hidden, WorkerError> {
         let device = h.x.device().clone();
-        let mut wire = WireHidden::of(&h).map_err(|e| WorkerError::Unexpected {
-            worker: "the coordinator".into(),
-            detail: e.to_string(),
-        })?;
+        let mut wire = WireHidden::of(&h)
+            .map_err(|e| WorkerError::Unexpected { worker: "the coordinator".into(), detail: e.to_string() })?;
         for (conn, _) in &mut self.stages {
             wire = match conn.call(&Request::Forward { hidden: wire, cached: true })? {
                 Reply::Hidden(out) if out.rows == h.x.dims()[0] as u32 => out,

@@ -187,6 +187,8 @@ mod tests {
         let short = &good[..10];
         assert!(matches!(read_frame(&mut &short[..]), Err(FrameError::Malformed(m)) if m.contains("truncated header")));
         let short = &good[..HEADER_BYTES + 2];
-        assert!(matches!(read_frame(&mut &short[..]), Err(FrameError::Malformed(m)) if m.contains("truncated payload")));
+        assert!(
+            matches!(read_frame(&mut &short[..]), Err(FrameError::Malformed(m)) if m.contains("truncated payload"))
+        );
     }
 }

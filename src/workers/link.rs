@@ -80,7 +80,9 @@ impl Link {
         let mbit = |m: f64| Direction { rate: Some(m * 1e6) };
         match self {
             Link::Direct => None,
-            Link::Home => Some(LinkConfig { one_way: ms(20), jitter: ms(5), loss: 0.01, up: mbit(10.0), down: mbit(50.0) }),
+            Link::Home => {
+                Some(LinkConfig { one_way: ms(20), jitter: ms(5), loss: 0.01, up: mbit(10.0), down: mbit(50.0) })
+            }
             Link::Transcontinental => {
                 Some(LinkConfig { one_way: ms(50), jitter: ms(10), loss: 0.005, up: mbit(100.0), down: mbit(100.0) })
             }

@@ -96,7 +96,8 @@ impl WorkerProcess {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let mut proc = WorkerProcess { name: name.to_string(), addr: ([127, 0, 0, 1], 0).into(), child, _stdin: stdin, stderr };
+        let mut proc =
+            WorkerProcess { name: name.to_string(), addr: ([127, 0, 0, 1], 0).into(), child, _stdin: stdin, stderr };
         let line = rx.recv_timeout(wait).map_err(|_| start(format!("did not report its address within {wait:?}")))?;
         let addr = line.trim().strip_prefix("listening on ").and_then(|a| a.parse().ok());
         match addr {

@@ -20,8 +20,8 @@ use super::card::ServedModel;
 use super::frame::{self, FrameError};
 use super::message::{Reply, Request, Trust, WireHidden};
 use super::throttle::Throttle;
-use crate::engine::envelope::Envelope;
 use crate::engine::KvCache;
+use crate::engine::envelope::Envelope;
 
 /// What a worker serves, and how.
 pub struct Worker {

@@ -68,7 +68,11 @@ impl Default for Params {
 
 impl Params {
     fn prompts(&self) -> Prompts {
-        Prompts { prompt_bytes: self.prompt_bytes, prompts_per_chunk: self.prompts_per_chunk, new_tokens: self.new_tokens }
+        Prompts {
+            prompt_bytes: self.prompt_bytes,
+            prompts_per_chunk: self.prompts_per_chunk,
+            new_tokens: self.new_tokens,
+        }
     }
 }
 
@@ -132,8 +136,7 @@ pub struct Ready {
 impl Kind for HiddenHandoff {
     const NAME: &'static str = "hidden-handoff";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str =
-        "Hand a prefilled generation (envelope) from one specialist process to another and compare its continuation with the receiver's own.";
+    const SUMMARY: &'static str = "Hand a prefilled generation (envelope) from one specialist process to another and compare its continuation with the receiver's own.";
     type Params = Params;
     type Factors = Factors;
     type Metrics = HandoffMetrics;

@@ -68,9 +68,11 @@ impl Default for Prompts {
 
 impl Prompts {
     fn check(&self) -> Result<(), ParamProblem> {
-        for (key, v) in
-            [("prompt_bytes", self.prompt_bytes), ("prompts_per_chunk", self.prompts_per_chunk), ("new_tokens", self.new_tokens)]
-        {
+        for (key, v) in [
+            ("prompt_bytes", self.prompt_bytes),
+            ("prompts_per_chunk", self.prompts_per_chunk),
+            ("new_tokens", self.new_tokens),
+        ] {
             if v == 0 {
                 return Err(ParamProblem::new(key, "must be positive"));
             }
@@ -116,7 +118,13 @@ impl Cards {
 
     /// A card for the workbench's base, with `adapter` over it if any,
     /// saved as `<name>.json` (adapters beside it).
-    fn write(&self, bench: &Workbench, models: &BaseModels, name: &str, adapter: Option<&Adapter>) -> anyhow::Result<(PathBuf, String)> {
+    fn write(
+        &self,
+        bench: &Workbench,
+        models: &BaseModels,
+        name: &str,
+        adapter: Option<&Adapter>,
+    ) -> anyhow::Result<(PathBuf, String)> {
         let weights = models.weights_path(&bench.base.hash);
         let adapter_path = match adapter {
             Some(a) => {
@@ -139,7 +147,11 @@ impl Cards {
 
 /// A worker's address as the coordinator reaches it: directly, or through
 /// a link emulator (kept alive beside it).
-fn reach(addr: std::net::SocketAddr, link: LinkName, seed: u64) -> Result<(std::net::SocketAddr, Option<LinkEmulator>), WorkerError> {
+fn reach(
+    addr: std::net::SocketAddr,
+    link: LinkName,
+    seed: u64,
+) -> Result<(std::net::SocketAddr, Option<LinkEmulator>), WorkerError> {
     match link.link().config() {
         None => Ok((addr, None)),
         Some(cfg) => {

@@ -57,7 +57,11 @@ impl Default for Params {
 
 impl Params {
     fn prompts(&self) -> Prompts {
-        Prompts { prompt_bytes: self.prompt_bytes, prompts_per_chunk: self.prompts_per_chunk, new_tokens: self.new_tokens }
+        Prompts {
+            prompt_bytes: self.prompt_bytes,
+            prompts_per_chunk: self.prompts_per_chunk,
+            new_tokens: self.new_tokens,
+        }
     }
 }
 
@@ -141,8 +145,7 @@ pub struct Ready {
 impl Kind for WorkerPipeline {
     const NAME: &'static str = "worker-pipeline";
     const VERSION: u32 = 1;
-    const SUMMARY: &'static str =
-        "Generate through the model's blocks split over worker processes on loopback TCP (optionally slowed, over emulated WAN links) and compare with one process.";
+    const SUMMARY: &'static str = "Generate through the model's blocks split over worker processes on loopback TCP (optionally slowed, over emulated WAN links) and compare with one process.";
     type Params = Params;
     type Factors = Factors;
     type Metrics = PipelineMetrics;
@@ -211,7 +214,8 @@ impl Kind for WorkerPipeline {
                         s.spawn(|| -> anyhow::Result<Generation> {
                             let mut chain = connect()?;
                             let g = run_one(&mut chain, p)?;
-                            *retransmits.lock().expect("counter") += chain.stats().iter().map(|c| c.retransmits).sum::<u64>();
+                            *retransmits.lock().expect("counter") +=
+                                chain.stats().iter().map(|c| c.retransmits).sum::<u64>();
                             Ok(g)
                         })
                     })
