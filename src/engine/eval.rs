@@ -78,6 +78,25 @@ fn for_each_batch(
     forward: ForwardFn,
     sink: &mut dyn FnMut(&[Vec<f32>]),
 ) -> Result<()> {
+    for_each_logits(views, text, cfg, forward, &mut |logits, ys| {
+        let mut out = Vec::with_capacity(logits.len());
+        for l in logits {
+            out.push(ops::cross_entropy(l, ys)?.to_vec1::<f32>()?);
+        }
+        sink(&out);
+        Ok(())
+    })
+}
+
+/// The logits of `text` under each view, batch by batch: `sink(logits,
+/// targets)` gets one `[N, vocab]` tensor per view and the `N` target bytes.
+fn for_each_logits(
+    views: &[View],
+    text: &[u8],
+    cfg: &EvalConfig,
+    forward: ForwardFn,
+    sink: &mut dyn FnMut(&[candle_core::Tensor], &candle_core::Tensor) -> Result<()>,
+) -> Result<()> {
     let text = if cfg.max_bytes > 0 && text.len() > cfg.max_bytes { &text[..cfg.max_bytes] } else { text };
     if text.len() < 2 {
         return Err(EngineError::EmptyUser {
@@ -113,12 +132,8 @@ fn for_each_batch(
         }
         let xs = candle_core::Tensor::from_vec(xs, (group.len(), len), &device)?;
         let ys = candle_core::Tensor::from_vec(ys, group.len() * len, &device)?;
-        let mut out = Vec::with_capacity(views.len());
-        for v in views {
-            let logits = forward(v, &xs, batch_index)?;
-            out.push(ops::cross_entropy(&logits, &ys)?.to_vec1::<f32>()?);
-        }
-        sink(&out);
+        let logits = views.iter().map(|v| forward(v, &xs, batch_index)).collect::<Result<Vec<_>>>()?;
+        sink(&logits, &ys)?;
         i = j;
         batch_index += 1;
     }
@@ -206,6 +221,56 @@ pub fn evaluate_mixture(
     })
 }
 
+/// Held-out figures of N specialists alone and combined per byte
+/// ([`super::mixture`]): each single, the mixture and the product of experts,
+/// all from the same logits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CombinedStats {
+    pub singles: Vec<EvalStats>,
+    pub mixture: EvalStats,
+    pub product: EvalStats,
+}
+
+/// Evaluate `adapters` over `base` alone, as their mixture and as their
+/// product of experts, on held-out `text`.
+pub fn evaluate_combined(
+    base: &BaseModel,
+    adapters: &[&Adapter],
+    text: &[u8],
+    cfg: &EvalConfig,
+) -> Result<CombinedStats> {
+    if adapters.is_empty() {
+        return Err(EngineError::Config("a combination needs at least one specialist".into()));
+    }
+    for a in adapters {
+        a.check_against(base)?;
+    }
+    with_threads(cfg.threads, || {
+        let views: Vec<View> = adapters.iter().map(|a| a.view(base)).collect();
+        let (mut singles, mut mixture, mut product, mut n) = (vec![0f64; views.len()], 0f64, 0f64, 0u64);
+        for_each_logits(&views, text, cfg, &plain_forward, &mut |logits, ys| {
+            let rows: Vec<Vec<Vec<f32>>> =
+                logits.iter().map(|l| l.to_vec2::<f32>()).collect::<candle_core::Result<_>>()?;
+            for (k, &y) in ys.to_vec1::<u32>()?.iter().enumerate() {
+                let per: Vec<&[f32]> = rows.iter().map(|r| r[k].as_slice()).collect();
+                let c = super::mixture::combine(&per, y as usize);
+                for (s, l) in singles.iter_mut().zip(&c.singles) {
+                    *s -= l;
+                }
+                mixture -= c.mixture;
+                product -= c.product;
+                n += 1;
+            }
+            Ok(())
+        })?;
+        Ok(CombinedStats {
+            singles: singles.into_iter().map(|s| EvalStats::from_sum(s, n)).collect(),
+            mixture: EvalStats::from_sum(mixture, n),
+            product: EvalStats::from_sum(product, n),
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +283,32 @@ mod tests {
         assert!((s.nll - 2.0 * ln2).abs() < 1e-12);
         assert!((s.ppl - 4.0).abs() < 1e-12, "ppl {}", s.ppl);
         assert!((s.bpb - 2.0).abs() < 1e-12, "bpb {}", s.bpb);
+    }
+
+    #[test]
+    fn one_specialist_combined_is_that_specialist_and_agrees_with_evaluate() {
+        let cfg = crate::engine::config::Profile::from_name("tiny").unwrap().model;
+        let base = BaseModel::random(&cfg, 2, &candle_core::Device::Cpu).unwrap();
+        let names = crate::engine::model::gain_names(&cfg);
+        let tensors = names.iter().map(|n| (n.clone(), (base.weights[n].clone() * 1.1).unwrap())).collect();
+        let adapter = Adapter {
+            kind: crate::engine::Trainable::NormOnly,
+            base_hash: base.hash.clone(),
+            lora_scale: 1.0,
+            tensors,
+        };
+        let text: Vec<u8> = (0..300u32).map(|i| b"abcdefgh \n"[(i * 7 % 10) as usize]).collect();
+        let ecfg = EvalConfig { batch: 4, ..Default::default() };
+        let c = evaluate_combined(&base, &[&adapter], &text, &ecfg).unwrap();
+        assert_eq!(c.mixture.nll.to_bits(), c.singles[0].nll.to_bits(), "log-mean-exp of one term is that term");
+        assert!((c.product.nll - c.singles[0].nll).abs() < 1e-9);
+        let plain = evaluate(&base, Some(&adapter), &text, &ecfg).unwrap();
+        assert_eq!(plain.bytes, c.singles[0].bytes);
+        assert!((plain.nll - c.singles[0].nll).abs() < 1e-5, "{} vs {}", plain.nll, c.singles[0].nll);
+        // Two copies of one specialist: their mixture is that specialist.
+        let two = evaluate_combined(&base, &[&adapter, &adapter], &text, &ecfg).unwrap();
+        assert!((two.mixture.nll - c.mixture.nll).abs() < 1e-12);
+        assert!(evaluate_combined(&base, &[], &text, &ecfg).is_err());
     }
 
     #[test]

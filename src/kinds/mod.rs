@@ -210,6 +210,8 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<adapters::HiddenNoise>::boxed(),
         Registered::<adapters::WeightSoup>::boxed(),
         Registered::<adapters::WireFormat>::boxed(),
+        Registered::<adapters::SpecialistCombiners>::boxed(),
+        Registered::<adapters::GlassBox>::boxed(),
         Registered::<audit_log::AuditLog>::boxed(),
         Registered::<bandwidth_ledger::BandwidthLedger>::boxed(),
         Registered::<bet_results::BetResults>::boxed(),

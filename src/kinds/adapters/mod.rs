@@ -11,6 +11,8 @@
 
 mod average;
 mod collapse;
+mod combiners;
+mod glass_box;
 mod hidden_noise;
 mod layer_skip;
 mod mixture;
@@ -20,6 +22,8 @@ mod wire_format;
 
 pub use average::AdapterAverage;
 pub use collapse::ExpertCollapse;
+pub use combiners::SpecialistCombiners;
+pub use glass_box::GlassBox;
 pub use hidden_noise::HiddenNoise;
 pub use layer_skip::LayerSkip;
 pub use mixture::AdapterMixture;
