@@ -106,6 +106,12 @@ pub enum Command {
         #[command(subcommand)]
         cmd: TlogCmd,
     },
+    /// Specialist folders (manifest + weights): print a manifest and its
+    /// id, or check a folder against its manifest (exit 3 if it fails).
+    Specialist {
+        #[command(subcommand)]
+        cmd: SpecialistCmd,
+    },
     /// Serve a range of a model's blocks over loopback TCP (the pipeline
     /// bets start and stop these themselves). Prints `listening on ADDR`,
     /// then serves until its standard input closes.
@@ -230,4 +236,18 @@ pub struct WorkerArgs {
     /// Loopback address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
+}
+
+/// `bets specialist`.
+#[derive(Debug, Subcommand)]
+pub enum SpecialistCmd {
+    /// Print the manifest of a specialist folder and its content id.
+    Inspect { dir: PathBuf },
+    /// Check every file against the manifest and load the model (with
+    /// --id, also that the manifest is the one asked for).
+    Verify {
+        dir: PathBuf,
+        #[arg(long)]
+        id: Option<String>,
+    },
 }

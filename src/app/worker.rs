@@ -1,4 +1,5 @@
-//! `bets worker`: load a model card, listen on loopback, serve blocks.
+//! `bets worker` (load a model card, listen on loopback, serve blocks) and
+//! `bets specialist` (inspect and verify specialist folders).
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -37,4 +38,35 @@ fn parse_blocks(s: &str) -> anyhow::Result<std::ops::Range<usize>> {
     let bad = || usage(format!("--blocks {s}: expected START..END, e.g. 0..2"));
     let (a, b) = s.split_once("..").ok_or_else(bad)?;
     Ok(a.trim().parse().map_err(|_| bad())?..b.trim().parse().map_err(|_| bad())?)
+}
+
+/// `bets specialist inspect|verify`.
+pub fn specialist(cmd: &crate::cli::SpecialistCmd) -> anyhow::Result<()> {
+    use crate::cli::SpecialistCmd;
+    use crate::services::specialist;
+    match cmd {
+        SpecialistCmd::Inspect { dir } => {
+            let m = specialist::read_manifest(dir, None)?;
+            println!("id {}", m.id());
+            println!("{}", serde_json::to_string_pretty(&m)?);
+            Ok(())
+        }
+        SpecialistCmd::Verify { dir, id } => match specialist::load(dir, id.as_deref()) {
+            Ok(s) => {
+                let c = &s.base.config;
+                println!(
+                    "ok  {} id {} ({} blocks, {} experts, d {}, {}{})",
+                    dir.display(),
+                    s.id,
+                    c.layers,
+                    c.experts,
+                    c.d_model,
+                    s.manifest.quant,
+                    s.manifest.adapter_slot.as_deref().map(|a| format!(", adapter {a}")).unwrap_or_default()
+                );
+                Ok(())
+            }
+            Err(e) => Err(crate::error::classified(crate::error::ExitKind::Integrity, e.to_string())),
+        },
+    }
 }

@@ -212,6 +212,7 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<adapters::WireFormat>::boxed(),
         Registered::<adapters::SpecialistCombiners>::boxed(),
         Registered::<adapters::GlassBox>::boxed(),
+        Registered::<adapters::SpecialistManifest>::boxed(),
         Registered::<audit_log::AuditLog>::boxed(),
         Registered::<bandwidth_ledger::BandwidthLedger>::boxed(),
         Registered::<bet_results::BetResults>::boxed(),

@@ -7,6 +7,7 @@ mod adapters;
 mod models;
 mod paths;
 mod progress;
+pub mod specialist;
 
 pub use adapters::{ADAPTER_FILE, Adapters, STATS_FILE, StoredAdapter};
 pub use models::{BaseModels, MANIFEST_FILE, StoreError, WEIGHTS_FILE};
