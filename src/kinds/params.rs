@@ -21,6 +21,14 @@ impl ParamProblem {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> ParamProblem {
         ParamProblem { key: key.into(), message: message.into() }
     }
+
+    /// The first of `counts` (key, value) that is 0, as a problem.
+    pub fn all_positive(counts: &[(&str, usize)]) -> Result<(), ParamProblem> {
+        match counts.iter().find(|(_, v)| *v == 0) {
+            Some((key, _)) => Err(ParamProblem::new(*key, "must be positive")),
+            None => Ok(()),
+        }
+    }
 }
 
 impl From<crate::sim::InvalidParam> for ParamProblem {
@@ -84,6 +92,13 @@ impl PartialEq for Parameters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_zero_count_is_named() {
+        assert!(ParamProblem::all_positive(&[("a", 1), ("b", 2)]).is_ok());
+        let e = ParamProblem::all_positive(&[("a", 1), ("b", 0), ("c", 0)]).unwrap_err();
+        assert_eq!((e.key.as_str(), e.message.as_str()), ("b", "must be positive"));
+    }
 
     #[derive(Debug, serde::Deserialize, Serialize, PartialEq)]
     #[serde(deny_unknown_fields, default)]

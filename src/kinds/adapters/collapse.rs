@@ -28,6 +28,7 @@ pub struct ExpertCollapse;
 /// length of the recovery run, whose schedule every `step` checkpoint shares).
 /// Deserialised by hand: serde's `flatten` would let an unknown key through.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)] // the schema refuses unknown keys as the flattened Budget does
 pub struct Params {
     /// Bytes of the general held-out text that prompt the greedy sample.
     #[serde(default = "default_prompt")]

@@ -25,6 +25,7 @@ pub struct SpecialistCombiners;
 
 /// `[procedure]`: the specialists (one per domain) and the shared budget.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)] // the schema refuses unknown keys as the flattened Budget does
 pub struct Params {
     /// Users whose norm-only specialists are combined, in order.
     users: Vec<String>,

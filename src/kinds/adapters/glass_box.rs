@@ -18,6 +18,7 @@ pub struct GlassBox;
 
 /// `[procedure]`: the specialists, the prompts and the shared budget.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)] // the schema refuses unknown keys as the flattened Budget does
 pub struct Params {
     /// Users whose norm-only specialists are mixed, in order.
     users: Vec<String>,
@@ -77,14 +78,11 @@ impl Kind for GlassBox {
         if p.users.is_empty() {
             return Err(ParamProblem::new("users", "name at least one specialist"));
         }
-        for (key, v) in
-            [("prompt_bytes", p.prompt_bytes), ("prompts_per_cell", p.prompts_per_cell), ("new_tokens", p.new_tokens)]
-        {
-            if v == 0 {
-                return Err(ParamProblem::new(key, "must be positive"));
-            }
-        }
-        Ok(())
+        ParamProblem::all_positive(&[
+            ("prompt_bytes", p.prompt_bytes),
+            ("prompts_per_cell", p.prompts_per_cell),
+            ("new_tokens", p.new_tokens),
+        ])
     }
 
     fn prepare(p: &Params, env: &Env) -> anyhow::Result<Ready> {

@@ -37,6 +37,7 @@ pub struct SpecialistManifest;
 
 /// `[procedure]`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)] // the schema refuses unknown keys as the flattened Budget does
 pub struct Params {
     /// Prompts whose logits are compared.
     prompts: usize,
@@ -118,13 +119,11 @@ impl Kind for SpecialistManifest {
 
     fn check(p: &Params) -> Result<(), ParamProblem> {
         p.budget.check()?;
-        for (key, v) in [("prompts", p.prompts), ("prompt_bytes", p.prompt_bytes), ("flips_per_file", p.flips_per_file)]
-        {
-            if v == 0 {
-                return Err(ParamProblem::new(key, "must be positive"));
-            }
-        }
-        Ok(())
+        ParamProblem::all_positive(&[
+            ("prompts", p.prompts),
+            ("prompt_bytes", p.prompt_bytes),
+            ("flips_per_file", p.flips_per_file),
+        ])
     }
 
     fn prepare(p: &Params, env: &Env) -> anyhow::Result<Ready> {

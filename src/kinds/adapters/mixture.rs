@@ -17,6 +17,7 @@ pub struct AdapterMixture;
 /// `[procedure]`: the user pool and the shared budget (unknown keys are
 /// refused by the flattened [`Budget`]).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)] // the schema refuses unknown keys as the flattened Budget does
 pub struct Params {
     /// Users whose adapters may enter a mixture.
     users: Vec<String>,

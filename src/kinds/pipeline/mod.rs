@@ -68,16 +68,11 @@ impl Default for Prompts {
 
 impl Prompts {
     fn check(&self) -> Result<(), ParamProblem> {
-        for (key, v) in [
+        ParamProblem::all_positive(&[
             ("prompt_bytes", self.prompt_bytes),
             ("prompts_per_chunk", self.prompts_per_chunk),
             ("new_tokens", self.new_tokens),
-        ] {
-            if v == 0 {
-                return Err(ParamProblem::new(key, "must be positive"));
-            }
-        }
-        Ok(())
+        ])
     }
 
     /// The prompts of chunk `chunk`: disjoint windows, one every three
