@@ -53,7 +53,8 @@
 //! much weight a verdict bears (bootstrap intervals, sign tests, Holm),
 //! [`table`] is the tidy table (sandboxed SQL, CSV, Parquet), [`seed`]
 //! derives named seeds, [`signing`] holds minisign keys and signatures,
-//! [`tlog`] is the RFC 6962 Merkle log and its signed checkpoints, [`workers`]
+//! [`tlog`] is the RFC 6962 Merkle log and its signed checkpoints, [`federated`]
+//! holds federated training's aggregation rules, [`workers`]
 //! runs a model's blocks in separate processes over TCP (and emulates WAN
 //! links between them), [`bench`]
 //! compares the engine with PyTorch, [`app`] is the IO shell behind the CLI
@@ -68,6 +69,7 @@ pub mod criteria;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod federated;
 pub mod fsutil;
 pub mod kinds;
 pub mod pipeline;
