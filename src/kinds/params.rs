@@ -39,15 +39,30 @@ impl From<crate::sim::InvalidParam> for ParamProblem {
 
 /// Deserialize a `[procedure]` table (without `experiment`) into `T`; an
 /// error names the key path where it went wrong.
-pub fn parse_params<T: DeserializeOwned>(raw: &toml::Table) -> Result<T, ParamProblem> {
+///
+/// A key that `T` does not have is refused even when serde would let it
+/// pass: a `#[serde(flatten)]`-ed struct (the shared `Budget`) only ever
+/// sees its own fields, so its `deny_unknown_fields` cannot catch a typo.
+/// Every key of `raw` must therefore appear in `T`'s serialised form.
+pub fn parse_params<T: DeserializeOwned + Serialize>(raw: &toml::Table) -> Result<T, ParamProblem> {
     let value = toml::Value::Table(raw.clone());
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let typed: T = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
         let message = message.lines().next().unwrap_or_default().trim().to_string();
         let key = if path == "." { String::new() } else { path };
         ParamProblem { key, message }
-    })
+    })?;
+    if let Ok(serde_json::Value::Object(known)) = serde_json::to_value(&typed)
+        && let Some(unknown) = raw.keys().find(|k| !known.contains_key(k.as_str()))
+    {
+        let expected: Vec<String> = known.keys().map(|k| format!("`{k}`")).collect();
+        return Err(ParamProblem::new(
+            unknown.as_str(),
+            format!("unknown field `{unknown}`, expected one of {}", expected.join(", ")),
+        ));
+    }
+    Ok(typed)
 }
 
 /// A kind's parameters after parsing: the typed value its cells use, and
@@ -127,6 +142,23 @@ mod tests {
         let e = parse("users = [\"a\", 3]").unwrap_err();
         assert_eq!(e.key, "users[1]");
         assert_eq!(e.to_string(), format!("users[1]: {}", e.message));
+    }
+
+    #[derive(Debug, serde::Deserialize, Serialize, Default)]
+    struct Flat {
+        users: Vec<String>,
+        #[serde(flatten)]
+        inner: P,
+    }
+
+    #[test]
+    fn a_typo_is_refused_beside_a_flattened_struct_too() {
+        let ok: Flat = parse_params(&"users = [\"a\"]\nsteps = 3".parse().unwrap()).unwrap();
+        assert_eq!((ok.users.len(), ok.inner.steps), (1, 3));
+        let e = parse_params::<Flat>(&"users = []\nstepz = 3".parse().unwrap()).unwrap_err();
+        assert_eq!(e.key, "stepz");
+        assert!(e.message.starts_with("unknown field `stepz`, expected one of "), "{e}");
+        assert!(e.message.contains("`steps`") && e.message.contains("`users`"), "{e}");
     }
 
     #[test]
