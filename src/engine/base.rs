@@ -68,6 +68,14 @@ impl BaseModel {
         view
     }
 
+    /// The model with `adapter` overlaid, or as it is without one.
+    pub fn view_with<'a>(&'a self, adapter: Option<&'a super::adapter::Adapter>) -> View<'a> {
+        match adapter {
+            Some(a) => a.view(self),
+            None => self.view(),
+        }
+    }
+
     /// Whether the linears are packed ternary (the base is then frozen:
     /// only norm-only adapters train on it).
     pub fn is_ternary(&self) -> bool {

@@ -170,10 +170,7 @@ fn evaluate_by(
         a.check_against(base)?;
     }
     with_threads(cfg.threads, || {
-        let view = match adapter {
-            Some(a) => a.view(base),
-            None => base.view(),
-        };
+        let view = base.view_with(adapter);
         let (mut sum, mut n) = (0f64, 0u64);
         for_each_batch(std::slice::from_ref(&view), text, cfg, forward, &mut |nll| {
             sum += nll[0].iter().map(|&x| x as f64).sum::<f64>();
@@ -199,13 +196,7 @@ pub fn evaluate_mixture(
         a.check_against(base)?;
     }
     with_threads(cfg.threads, || {
-        let views: Vec<View> = adapters
-            .iter()
-            .map(|a| match a {
-                Some(a) => a.view(base),
-                None => base.view(),
-            })
-            .collect();
+        let views: Vec<View> = adapters.iter().map(|a| base.view_with(*a)).collect();
         let (mut sum, mut n) = (0f64, 0u64);
         let mut logs = vec![0f64; views.len()];
         for_each_batch(&views, text, cfg, &plain_forward, &mut |nll| {

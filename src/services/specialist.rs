@@ -119,10 +119,7 @@ pub struct Specialist {
 impl Specialist {
     /// The model with its adapter, if any.
     pub fn view(&self) -> crate::engine::model::View<'_> {
-        match &self.adapter {
-            Some(a) => a.view(&self.base),
-            None => self.base.view(),
-        }
+        self.base.view_with(self.adapter.as_ref())
     }
 }
 

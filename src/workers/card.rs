@@ -42,10 +42,7 @@ pub struct ServedModel {
 impl ServedModel {
     /// The model with its adapter, if any, overlaid.
     pub fn view(&self) -> View<'_> {
-        match &self.adapter {
-            Some(a) => a.view(&self.base),
-            None => self.base.view(),
-        }
+        self.base.view_with(self.adapter.as_ref())
     }
 }
 

@@ -240,10 +240,7 @@ impl Kind for ExpertCollapse {
             _ => evaluate(base, adapter.as_deref(), &text, &w.eval_cfg())?.ppl,
         };
         let prompt = &text[..r.prompt_bytes.min(text.len())];
-        let view = match &adapter {
-            Some(a) => a.view(base),
-            None => base.view(),
-        };
+        let view = base.view_with(adapter.as_deref());
         let sample = view.generate(prompt, r.sample_bytes)?;
         let distinct = sample.iter().collect::<std::collections::BTreeSet<_>>().len();
         let base_ppl = w.base_eval_general()?.ppl;

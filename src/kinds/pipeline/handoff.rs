@@ -27,16 +27,14 @@ use crate::workers::{Connection, Throttle, Timeouts, WorkerError, WorkerProcess,
 /// The `hidden-handoff` kind.
 pub struct HiddenHandoff;
 
-/// `[procedure]` of `hidden-handoff`.
+/// `[procedure]` of `hidden-handoff` (unknown keys are refused by the
+/// flattened [`Prompts`]).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct Params {
-    /// Bytes of each prompt.
-    pub prompt_bytes: usize,
-    /// Prompts per cell.
-    pub prompts_per_chunk: usize,
-    /// Bytes generated greedily after each prompt.
-    pub new_tokens: usize,
+    #[serde(flatten)]
+    pub prompts: Prompts,
     /// Whose norm-only specialist B is.
     pub receiver: String,
     /// Whose specialist the foreign A is.
@@ -51,27 +49,14 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Params {
-        let p = Prompts::default();
         let b = Budget::default();
         Params {
-            prompt_bytes: p.prompt_bytes,
-            prompts_per_chunk: p.prompts_per_chunk,
-            new_tokens: p.new_tokens,
+            prompts: Prompts::default(),
             receiver: "novelist".into(),
             other: "programmer".into(),
             lr: b.lr,
             steps: b.steps,
             base_seed: 0,
-        }
-    }
-}
-
-impl Params {
-    fn prompts(&self) -> Prompts {
-        Prompts {
-            prompt_bytes: self.prompt_bytes,
-            prompts_per_chunk: self.prompts_per_chunk,
-            new_tokens: self.new_tokens,
         }
     }
 }
@@ -143,7 +128,7 @@ impl Kind for HiddenHandoff {
     type Ready = Ready;
 
     fn check(p: &Params) -> Result<(), ParamProblem> {
-        p.prompts().check()?;
+        p.prompts.check()?;
         if p.receiver == p.other {
             return Err(ParamProblem::new("other", "must name another user than `receiver`"));
         }
@@ -170,7 +155,7 @@ impl Kind for HiddenHandoff {
 
     fn run(r: &Ready, cell: &Cell, f: Factors) -> anyhow::Result<HandoffMetrics> {
         let cfg = &r.bench.base.config;
-        let prompts = r.params.prompts().of_chunk(&r.bench.corpus.general_eval(), f.seed as usize, cfg.context)?;
+        let prompts = r.params.prompts.of_chunk(&r.bench.corpus.general_eval(), f.seed as usize, cfg.context)?;
         let a_card = match f.handoff {
             Handoff::SameModel => &r.receiver.0,
             Handoff::OtherSpecialist | Handoff::OtherSpecialistBlind => &r.other.0,
@@ -190,7 +175,7 @@ impl Kind for HiddenHandoff {
         let mut to_a = Connection::connect(a_addr, &a.name, Timeouts::default())?;
         let mut to_b = Connection::connect(b_addr, &b.name, Timeouts::default())?;
 
-        let n = r.params.new_tokens as u32;
+        let n = r.params.prompts.new_tokens as u32;
         let (mut exact, mut divergent, mut reused, mut env_bytes, mut handoff_s) = (0u64, 0u64, 0u64, 0u64, 0f64);
         for prompt in &prompts {
             let started = Instant::now();

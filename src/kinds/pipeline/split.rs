@@ -26,43 +26,18 @@ use crate::workers::{Chain, Generation, Throttle, Timeouts, WorkerProcess, Worke
 /// The `worker-pipeline` kind.
 pub struct WorkerPipeline;
 
-/// `[procedure]` of `worker-pipeline`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+/// `[procedure]` of `worker-pipeline` (unknown keys are refused by the
+/// flattened [`Prompts`]).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
 pub struct Params {
-    /// Bytes of each prompt.
-    pub prompt_bytes: usize,
-    /// Prompts per cell.
-    pub prompts_per_chunk: usize,
-    /// Bytes generated greedily after each prompt.
-    pub new_tokens: usize,
+    #[serde(flatten)]
+    pub prompts: Prompts,
     /// Run a cell's prompts at once (each on its own connections).
     pub concurrent: bool,
     /// Seed of the base model's pre-training.
     pub base_seed: u64,
-}
-
-impl Default for Params {
-    fn default() -> Params {
-        let p = Prompts::default();
-        Params {
-            prompt_bytes: p.prompt_bytes,
-            prompts_per_chunk: p.prompts_per_chunk,
-            new_tokens: p.new_tokens,
-            concurrent: false,
-            base_seed: 0,
-        }
-    }
-}
-
-impl Params {
-    fn prompts(&self) -> Prompts {
-        Prompts {
-            prompt_bytes: self.prompt_bytes,
-            prompts_per_chunk: self.prompts_per_chunk,
-            new_tokens: self.new_tokens,
-        }
-    }
 }
 
 /// How the workers are slowed.
@@ -152,7 +127,7 @@ impl Kind for WorkerPipeline {
     type Ready = Ready;
 
     fn check(p: &Params) -> Result<(), ParamProblem> {
-        p.prompts().check()
+        p.prompts.check()
     }
 
     fn prepare(p: &Params, env: &Env) -> anyhow::Result<Ready> {
@@ -168,11 +143,11 @@ impl Kind for WorkerPipeline {
 
     fn run(r: &Ready, cell: &Cell, f: Factors) -> anyhow::Result<PipelineMetrics> {
         let cfg = &r.bench.base.config;
-        let prompts = r.params.prompts().of_chunk(&r.bench.corpus.general_eval(), f.seed as usize, cfg.context)?;
+        let prompts = r.params.prompts.of_chunk(&r.bench.corpus.general_eval(), f.seed as usize, cfg.context)?;
         let ranges = split(cfg.layers, f.workers as usize).map_err(|e| anyhow::anyhow!("factor `workers`: {e}"))?;
         let throttle = f.throttle.unwrap_or(ThrottleName::None);
         let view = r.bench.base.view();
-        let new = r.params.new_tokens;
+        let new = r.params.prompts.new_tokens;
 
         // One process: the reference, and its speed.
         let started = Instant::now();
