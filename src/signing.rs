@@ -148,6 +148,18 @@ impl Signer {
         Ok(Signer { key_id: key_id(public.keynum()), secret, public })
     }
 
+    /// Write this key's public half into `keys_dir/<KEYID>.pub` unless it is
+    /// there; true when it was written (a key made in another clone).
+    pub fn ensure_public_in(&self, keys_dir: &Path) -> Result<bool> {
+        let pub_path = crate::services::Paths::public_key_in(keys_dir, &self.key_id);
+        if pub_path.exists() {
+            return Ok(false);
+        }
+        let pk_box = self.public.to_box().map_err(minisign_err("encoding the public key"))?;
+        crate::fsutil::write_atomic(&pub_path, pk_box.to_string().as_bytes())?;
+        Ok(true)
+    }
+
     /// A minisign signature (the `.minisig` text) of `data`.
     pub fn sign(&self, data: &[u8], trusted_comment: &str) -> Result<String> {
         let sig = minisign::sign(Some(&self.public), &self.secret, Cursor::new(data), Some(trusted_comment), None)
@@ -243,5 +255,20 @@ mod tests {
         assert_eq!(verifiers[0].name, format!("bets-{id}"));
         assert_eq!(verifiers[0].public_key, note.public_key());
         assert_eq!(verifiers[0].open_checkpoint(&text).unwrap(), cp);
+    }
+
+    #[test]
+    fn a_key_made_in_another_clone_writes_its_public_half_once() {
+        let home = tempfile::tempdir().unwrap();
+        let other_clone = tempfile::tempdir().unwrap();
+        let this_clone = tempfile::tempdir().unwrap();
+        let (id, made) = keygen(&home.path().join("k.key"), other_clone.path(), false).unwrap();
+        let signer = Signer::load(&home.path().join("k.key")).unwrap();
+        assert!(signer.ensure_public_in(this_clone.path()).unwrap());
+        let written = this_clone.path().join(format!("{id}.pub"));
+        assert_eq!(std::fs::read(&written).unwrap(), std::fs::read(made).unwrap());
+        assert!(!signer.ensure_public_in(this_clone.path()).unwrap(), "already there: left alone");
+        let sig = signer.sign(b"entry", "t").unwrap();
+        assert_eq!(TrustedKeys::load(this_clone.path()).unwrap().verify(b"entry", &sig, "entry").unwrap(), id);
     }
 }

@@ -94,7 +94,9 @@ impl Repo {
     }
 
     /// The signer: `$BETS_KEY` if set (it must exist), else the default key,
-    /// created on first use (its public half goes to bets/keys/).
+    /// created on first use (its public half goes to bets/keys/). A default
+    /// key made in another clone has its public half written here too, so
+    /// what it signs next is not refused as untrusted.
     pub fn signer(&self) -> anyhow::Result<Signer> {
         let path = self.paths.secret_key();
         if !self.paths.secret_key_explicit() && !path.exists() {
@@ -105,7 +107,16 @@ impl Repo {
                 self.relative(&pub_path)
             );
         }
-        Ok(Signer::load(path)?)
+        let signer = Signer::load(path)?;
+        if !self.paths.secret_key_explicit() && signer.ensure_public_in(&self.keys_dir)? {
+            let pub_path = crate::services::Paths::public_key_in(&self.keys_dir, &signer.key_id);
+            eprintln!(
+                "signing key {}: wrote its public half to {} (commit it to be trusted)",
+                signer.key_id,
+                self.relative(&pub_path)
+            );
+        }
+        Ok(signer)
     }
 }
 
