@@ -158,6 +158,14 @@ pub fn normal_vec(n: usize, std: f32, seed: u64) -> Vec<f32> {
     out
 }
 
+/// Every tensor's name and shape for `cfg`, in name order (what
+/// [`init_weights`] builds, without building it).
+pub fn shapes(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let mut v: Vec<(String, Vec<usize>)> = layout(cfg).into_iter().map(|(n, s, _)| (n, s)).collect();
+    v.sort();
+    v
+}
+
 /// Fresh, seeded weights for `cfg` on `device`.
 pub fn init_weights(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<Weights> {
     cfg.validate()?;

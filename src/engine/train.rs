@@ -238,33 +238,8 @@ fn run(
     let t0 = Instant::now();
     for step in start..until {
         let (xs, ys) = batcher.next(cfg.batch, device)?;
-        let mut view = View::new(model_cfg, base);
-        view.ternary = ternary;
-        for (name, var) in &params.vars {
-            if params.lora {
-                view.lora.insert(name.clone(), var.as_tensor().clone());
-            } else {
-                view.over.insert(name.clone(), var.as_tensor().clone());
-            }
-        }
-        view.lora_scale = cfg.lora_scale;
-        let fwd = view.forward(&xs)?;
-        let nll = ops::cross_entropy(&fwd.logits, &ys.flatten_all()?)?.mean_all()?;
-        let loss_val = nll.to_scalar::<f32>()?;
-        let loss = match (&fwd.aux, cfg.aux_weight) {
-            (Some(a), w) if w > 0.0 => (&nll + (a * w)?)?,
-            _ => nll,
-        };
-        let grads = loss.backward()?;
-        let mut gs: Vec<Vec<f32>> = Vec::with_capacity(params.vars.len());
-        for (_, var) in &params.vars {
-            gs.push(match grads.get(var.as_tensor()) {
-                Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
-                None => vec![0f32; var.elem_count()],
-            });
-        }
-        let norm: f64 = gs.iter().flatten().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt();
-        let scale = if norm > cfg.clip && norm.is_finite() { (cfg.clip / norm) as f32 } else { 1.0 };
+        let (loss_val, gs) = batch_gradients(model_cfg, base, ternary, params, &xs, &ys, cfg)?;
+        let scale = clip_scale(&gs, cfg.clip);
         optim.step(&params.vars, &gs, scale, device)?;
         losses.push(loss_val);
         on_step(step, loss_val);
@@ -285,6 +260,69 @@ fn run(
         },
         losses,
         trainable_params: params.vars.iter().map(|(_, v)| v.elem_count()).sum(),
+    })
+}
+
+/// The cross-entropy of one batch (without the auxiliary term) and the flat
+/// gradient of every parameter of `params` (zeros where none flows).
+fn batch_gradients(
+    model_cfg: &ModelConfig,
+    base: &Weights,
+    ternary: Option<&TernaryLinears>,
+    params: &Params,
+    xs: &Tensor,
+    ys: &Tensor,
+    cfg: &TrainConfig,
+) -> Result<(f32, Vec<Vec<f32>>)> {
+    let mut view = View::new(model_cfg, base);
+    view.ternary = ternary;
+    for (name, var) in &params.vars {
+        if params.lora {
+            view.lora.insert(name.clone(), var.as_tensor().clone());
+        } else {
+            view.over.insert(name.clone(), var.as_tensor().clone());
+        }
+    }
+    view.lora_scale = cfg.lora_scale;
+    let fwd = view.forward(xs)?;
+    let nll = ops::cross_entropy(&fwd.logits, &ys.flatten_all()?)?.mean_all()?;
+    let loss_val = nll.to_scalar::<f32>()?;
+    let loss = match (&fwd.aux, cfg.aux_weight) {
+        (Some(a), w) if w > 0.0 => (&nll + (a * w)?)?,
+        _ => nll,
+    };
+    let grads = loss.backward()?;
+    let mut gs: Vec<Vec<f32>> = Vec::with_capacity(params.vars.len());
+    for (_, var) in &params.vars {
+        gs.push(match grads.get(var.as_tensor()) {
+            Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
+            None => vec![0f32; var.elem_count()],
+        });
+    }
+    Ok((loss_val, gs))
+}
+
+/// The factor that clips gradients `gs` to global norm `clip` (1 when the
+/// norm is within it or not finite).
+pub fn clip_scale(gs: &[Vec<f32>], clip: f64) -> f32 {
+    let norm: f64 = gs.iter().flatten().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt();
+    if norm > clip && norm.is_finite() { (clip / norm) as f32 } else { 1.0 }
+}
+
+/// Gradients of every weight of `weights` (sorted by name, as
+/// [`train_full`] orders them) on the batch `xs` -> `ys`, and its
+/// cross-entropy: one data-parallel worker's share of a synchronous step.
+pub fn full_gradients(
+    model_cfg: &ModelConfig,
+    weights: &Weights,
+    xs: &Tensor,
+    ys: &Tensor,
+    cfg: &TrainConfig,
+) -> Result<(f32, Vec<Vec<f32>>)> {
+    with_threads(cfg.threads, || {
+        let vars: Vec<(String, Var)> =
+            weights.iter().map(|(n, t)| Ok((n.clone(), Var::from_tensor(t)?))).collect::<Result<_>>()?;
+        batch_gradients(model_cfg, &Weights::new(), None, &Params { vars, lora: false }, xs, ys, cfg)
     })
 }
 

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use super::frame::{self, FrameError, Header};
-use super::message::{Reply, Request};
+use super::message::{Reply, Request, Wire};
 
 /// Timeouts of a connection.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -144,6 +144,11 @@ impl Connection {
 
     /// Send `req` and wait for its reply (an error reply is [`WorkerError::Refused`]).
     pub fn call(&mut self, req: &Request) -> Result<Reply, WorkerError> {
+        self.exchange(req)
+    }
+
+    /// [`Connection::call`] for any message set: send `req`, wait for an `R`.
+    pub fn exchange<Q: Wire, R: Wire>(&mut self, req: &Q) -> Result<R, WorkerError> {
         self.seq += 1;
         let (tag, payload) = req.encode();
         let bytes = frame::encode(tag, self.seq, &payload);
@@ -168,9 +173,13 @@ impl Connection {
                     if !resent {
                         self.rto.sample(started.elapsed());
                     }
-                    return match Reply::decode(h.tag, &p) {
-                        Ok(Reply::Error(message)) => Err(WorkerError::Refused { worker: self.name.clone(), message }),
-                        Ok(reply) => Ok(reply),
+                    return match R::decode(h.tag, &p) {
+                        Ok(reply) => match reply.refusal() {
+                            Some(message) => {
+                                Err(WorkerError::Refused { worker: self.name.clone(), message: message.to_string() })
+                            }
+                            None => Ok(reply),
+                        },
                         Err(e) => Err(WorkerError::Garbage { worker: self.name.clone(), detail: e.to_string() }),
                     };
                 }

@@ -103,6 +103,44 @@ impl WireHidden {
     }
 }
 
+/// A message type a connection carries: a tag and a payload each way.
+/// [`Request`] and [`Reply`] are the pipeline's; the federated workers
+/// speak a sibling set in the same frames ([`crate::federated::wire`]).
+pub trait Wire: Sized {
+    /// Tag and payload.
+    fn encode(&self) -> (u8, Vec<u8>);
+    /// The message of a frame's tag and payload.
+    fn decode(tag: u8, payload: &[u8]) -> Result<Self, PayloadError>;
+    /// The worker's refusal text, when this is an error reply.
+    fn refusal(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Wire for Request {
+    fn encode(&self) -> (u8, Vec<u8>) {
+        Request::encode(self)
+    }
+    fn decode(tag: u8, payload: &[u8]) -> Result<Request, PayloadError> {
+        Request::decode(tag, payload)
+    }
+}
+
+impl Wire for Reply {
+    fn encode(&self) -> (u8, Vec<u8>) {
+        Reply::encode(self)
+    }
+    fn decode(tag: u8, payload: &[u8]) -> Result<Reply, PayloadError> {
+        Reply::decode(tag, payload)
+    }
+    fn refusal(&self) -> Option<&str> {
+        match self {
+            Reply::Error(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
 /// A payload that does not decode.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed {what} payload: {detail}")]
@@ -128,45 +166,55 @@ mod tag {
 
 const DTYPE_F32: u8 = 0;
 
+/// A payload being written (shared with the federated workers' messages).
 #[derive(Default)]
-struct Out(Vec<u8>);
+pub(crate) struct Out(pub(crate) Vec<u8>);
 
 impl Out {
-    fn u8(&mut self, v: u8) -> &mut Self {
+    pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
         self.0.push(v);
         self
     }
-    fn u32(&mut self, v: u32) -> &mut Self {
+    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
-    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+    pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.u32(b.len() as u32);
         self.0.extend_from_slice(b);
         self
     }
-    fn f32s(&mut self, v: &[f32]) -> &mut Self {
+    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub(crate) fn f64(&mut self, v: f64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub(crate) fn f32s(&mut self, v: &[f32]) -> &mut Self {
         self.0.reserve(v.len() * 4);
         for x in v {
             self.0.extend_from_slice(&x.to_le_bytes());
         }
         self
     }
-    fn hidden(&mut self, h: &WireHidden) -> &mut Self {
+    pub(crate) fn hidden(&mut self, h: &WireHidden) -> &mut Self {
         self.u32(h.batch).u32(h.len).u32(h.pos).u32(h.rows).u32(h.cols).u8(DTYPE_F32).f32s(&h.data)
     }
 }
 
-struct In<'a> {
-    what: &'static str,
-    rest: &'a [u8],
+/// A payload being read; `what` names the message in errors.
+pub(crate) struct In<'a> {
+    pub(crate) what: &'static str,
+    pub(crate) rest: &'a [u8],
 }
 
 impl<'a> In<'a> {
-    fn err(&self, detail: impl Into<String>) -> PayloadError {
+    pub(crate) fn err(&self, detail: impl Into<String>) -> PayloadError {
         PayloadError { what: self.what, detail: detail.into() }
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], PayloadError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], PayloadError> {
         if self.rest.len() < n {
             return Err(self.err(format!("needs {n} more bytes, {} left", self.rest.len())));
         }
@@ -174,21 +222,27 @@ impl<'a> In<'a> {
         self.rest = b;
         Ok(a)
     }
-    fn u8(&mut self) -> Result<u8, PayloadError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, PayloadError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, PayloadError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, PayloadError> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
-    fn bytes(&mut self) -> Result<Vec<u8>, PayloadError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, PayloadError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    pub(crate) fn f64(&mut self) -> Result<f64, PayloadError> {
+        Ok(f64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    pub(crate) fn bytes(&mut self) -> Result<Vec<u8>, PayloadError> {
         let n = self.u32()? as usize;
         Ok(self.take(n)?.to_vec())
     }
-    fn f32s(&mut self, n: usize) -> Result<Vec<f32>, PayloadError> {
+    pub(crate) fn f32s(&mut self, n: usize) -> Result<Vec<f32>, PayloadError> {
         let raw = self.take(n.checked_mul(4).ok_or_else(|| self.err("tensor size overflows"))?)?;
         Ok(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
     }
-    fn hidden(&mut self) -> Result<WireHidden, PayloadError> {
+    pub(crate) fn hidden(&mut self) -> Result<WireHidden, PayloadError> {
         let (batch, len, pos, rows, cols) = (self.u32()?, self.u32()?, self.u32()?, self.u32()?, self.u32()?);
         let dtype = self.u8()?;
         if dtype != DTYPE_F32 {
@@ -197,7 +251,7 @@ impl<'a> In<'a> {
         let n = (rows as usize).checked_mul(cols as usize).ok_or_else(|| self.err("shape overflows"))?;
         Ok(WireHidden { batch, len, pos, rows, cols, data: self.f32s(n)? })
     }
-    fn end<T>(self, v: T) -> Result<T, PayloadError> {
+    pub(crate) fn end<T>(self, v: T) -> Result<T, PayloadError> {
         if self.rest.is_empty() { Ok(v) } else { Err(self.err(format!("{} bytes left over", self.rest.len()))) }
     }
 }

@@ -56,14 +56,31 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Start `program worker ...` and wait (at most `wait`) until it listens.
     pub fn spawn(program: &Path, spec: &WorkerSpec, name: &str, wait: Duration) -> Result<WorkerProcess, WorkerError> {
+        let args: Vec<std::ffi::OsString> = vec![
+            "worker".into(),
+            "--card".into(),
+            spec.card.clone().into(),
+            "--blocks".into(),
+            format!("{}..{}", spec.blocks.start, spec.blocks.end).into(),
+            "--threads".into(),
+            spec.threads.to_string().into(),
+            "--throttle".into(),
+            spec.throttle.to_string().into(),
+        ];
+        WorkerProcess::spawn_with(program, &args, name, wait)
+    }
+
+    /// Start `program ARGS --listen 127.0.0.1:0` (any `bets` serving verb)
+    /// and wait (at most `wait`) until it reports its address.
+    pub fn spawn_with(
+        program: &Path,
+        args: &[std::ffi::OsString],
+        name: &str,
+        wait: Duration,
+    ) -> Result<WorkerProcess, WorkerError> {
         let start = |detail: String| WorkerError::Start { worker: name.to_string(), detail };
         let mut child = Command::new(program)
-            .arg("worker")
-            .arg("--card")
-            .arg(&spec.card)
-            .args(["--blocks", &format!("{}..{}", spec.blocks.start, spec.blocks.end)])
-            .args(["--threads", &spec.threads.to_string()])
-            .args(["--throttle", &spec.throttle.to_string()])
+            .args(args)
             .args(["--listen", "127.0.0.1:0"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

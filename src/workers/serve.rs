@@ -49,7 +49,7 @@ impl Worker {
     }
 
     /// Answer one request, updating `cache` (this connection's).
-    fn answer(&self, req: Request, cache: &mut KvCache) -> Reply {
+    fn respond(&self, req: Request, cache: &mut KvCache) -> Reply {
         let started = Instant::now();
         let reply = self.pool.install(|| self.compute(req, cache)).unwrap_or_else(|e| Reply::Error(format!("{e:#}")));
         let n = self.served.fetch_add(1, Ordering::Relaxed);
@@ -111,8 +111,41 @@ fn tokens_reply(c: crate::engine::Continuation, reused: bool) -> Reply {
     Reply::Tokens { tokens: c.tokens, logits: c.logits.concat(), reused }
 }
 
+/// What a served process answers, whatever its messages: the pipeline's
+/// [`Worker`], or a federated worker ([`crate::federated::serve`]).
+pub trait Handler: Send + Sync + 'static {
+    /// Per-connection state (a KV cache; nothing).
+    type Session;
+    /// A new connection's state.
+    fn session(&self) -> Self::Session;
+    /// The reply frame (tag, payload) to a request frame.
+    fn answer(&self, tag: u8, payload: &[u8], session: &mut Self::Session) -> (u8, Vec<u8>);
+    /// The error reply carrying `message`.
+    fn error(&self, message: String) -> (u8, Vec<u8>);
+}
+
+impl Handler for Worker {
+    type Session = KvCache;
+
+    fn session(&self) -> KvCache {
+        KvCache::new()
+    }
+
+    fn answer(&self, tag: u8, payload: &[u8], cache: &mut KvCache) -> (u8, Vec<u8>) {
+        match Request::decode(tag, payload) {
+            Ok(req) => self.respond(req, cache),
+            Err(e) => Reply::Error(e.to_string()),
+        }
+        .encode()
+    }
+
+    fn error(&self, message: String) -> (u8, Vec<u8>) {
+        Reply::Error(message).encode()
+    }
+}
+
 /// Serve connections on `listener` until the process ends.
-pub fn serve(listener: TcpListener, worker: Arc<Worker>) -> anyhow::Result<()> {
+pub fn serve<H: Handler>(listener: TcpListener, handler: Arc<H>) -> anyhow::Result<()> {
     for conn in listener.incoming() {
         let conn = match conn {
             Ok(c) => c,
@@ -121,9 +154,9 @@ pub fn serve(listener: TcpListener, worker: Arc<Worker>) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let worker = Arc::clone(&worker);
+        let handler = Arc::clone(&handler);
         std::thread::spawn(move || {
-            if let Err(e) = connection(conn, &worker) {
+            if let Err(e) = connection(conn, handler.as_ref()) {
                 tracing::info!("connection ended: {e}");
             }
         });
@@ -132,18 +165,18 @@ pub fn serve(listener: TcpListener, worker: Arc<Worker>) -> anyhow::Result<()> {
 }
 
 /// One connection's request loop (see the module docs for retransmissions).
-fn connection(conn: TcpStream, worker: &Worker) -> Result<(), FrameError> {
+fn connection<H: Handler>(conn: TcpStream, handler: &H) -> Result<(), FrameError> {
     conn.set_nodelay(true)?;
     let mut reader = conn.try_clone()?;
     let mut writer = BufWriter::new(conn);
-    let mut cache = KvCache::new();
+    let mut session = handler.session();
     let mut last: Option<(u64, Vec<u8>)> = None;
     loop {
         let (header, payload) = match frame::read_frame(&mut reader) {
             Ok(f) => f,
             Err(FrameError::Closed) => return Ok(()),
             Err(FrameError::Malformed(m)) => {
-                let (tag, p) = Reply::Error(format!("malformed frame: {m}")).encode();
+                let (tag, p) = handler.error(format!("malformed frame: {m}"));
                 let _ = frame::write_frame(&mut writer, tag, 0, &p);
                 return Err(FrameError::Malformed(m));
             }
@@ -153,11 +186,7 @@ fn connection(conn: TcpStream, worker: &Worker) -> Result<(), FrameError> {
             Some((seq, reply)) if *seq == header.seq => reply.clone(),
             Some((seq, _)) if header.seq < *seq => continue, // a stale duplicate: already answered
             _ => {
-                let reply = match Request::decode(header.tag, &payload) {
-                    Ok(req) => worker.answer(req, &mut cache),
-                    Err(e) => Reply::Error(e.to_string()),
-                };
-                let (tag, p) = reply.encode();
+                let (tag, p) = handler.answer(header.tag, &payload, &mut session);
                 let bytes = frame::encode(tag, header.seq, &p);
                 last = Some((header.seq, bytes.clone()));
                 bytes
