@@ -116,6 +116,11 @@ pub enum Command {
     /// bets start and stop these themselves). Prints `listening on ADDR`,
     /// then serves until its standard input closes.
     Worker(WorkerArgs),
+    /// Serve one federated-training replica over loopback TCP (bets 41 and
+    /// 44 start and stop these themselves): a job file names the model, the
+    /// inner training run and the data shard. Prints `listening on ADDR`,
+    /// then serves until its standard input closes.
+    FederatedWorker(FederatedWorkerArgs),
     /// List the bets (or, with --experiments, the experiment kinds).
     List {
         #[arg(long)]
@@ -233,6 +238,18 @@ pub struct WorkerArgs {
     /// `none`, `steady:F` or `ramp:FROM:TO:PERIOD`: answer F times slower.
     #[arg(long, default_value = "none")]
     pub throttle: String,
+    /// Loopback address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+}
+
+/// Options of `bets federated-worker`.
+#[derive(Debug, Args)]
+pub struct FederatedWorkerArgs {
+    /// The job (JSON, written by the coordinator): model geometry, inner
+    /// training run, shard file and its SHA-256.
+    #[arg(long)]
+    pub job: PathBuf,
     /// Loopback address to listen on (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,

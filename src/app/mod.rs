@@ -158,6 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Engine { cmd } => engine_cmds::engine(&cmd, &repo.paths),
         Command::Tlog { cmd } => tlog_cmds::tlog(&repo, &cmd),
         Command::Worker(args) => worker::worker(&args),
+        Command::FederatedWorker(args) => worker::federated_worker(&args),
         Command::Specialist { cmd } => worker::specialist(&cmd),
         Command::Bench { cmd: crate::cli::BenchCmd::Engine(args) } => engine_cmds::bench(&args, &repo.paths),
         Command::Bench { cmd: crate::cli::BenchCmd::Ternary(args) } => engine_cmds::bench_ternary(&args),

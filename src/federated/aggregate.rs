@@ -1,6 +1,8 @@
 //! Aggregation rules for federated updates (bet 44): pure functions from
 //! `n` workers' update vectors (gradients or pseudo-gradients, all of one
-//! length) to one update, computed in f64 and returned as f32.
+//! length) to one update, all in f64: a pseudo-gradient formed in f64 from
+//! f32 parameters is exact, so a lone worker's update reaches the outer
+//! step unrounded.
 //!
 //! - [`mean`]: the plain average;
 //! - [`median`]: coordinate-wise median (the mean of the two middle values
@@ -26,7 +28,7 @@ pub enum AggregateError {
     #[error("worker {worker}'s update has {got} values, worker 0's has {expected}")]
     Length { worker: usize, expected: usize, got: usize },
     #[error("worker {worker}'s update is not finite at coordinate {coord} ({value})")]
-    NonFinite { worker: usize, coord: usize, value: f32 },
+    NonFinite { worker: usize, coord: usize, value: f64 },
     #[error("{rule} with f = {f} needs at least {needed} updates, got {n}")]
     TooFew { rule: &'static str, n: usize, f: usize, needed: usize },
     #[error("{rule}: {detail}")]
@@ -36,7 +38,7 @@ pub enum AggregateError {
 type Result<T> = std::result::Result<T, AggregateError>;
 
 /// Check that `updates` are non-empty, of one length and finite.
-fn checked(updates: &[&[f32]]) -> Result<usize> {
+fn checked(updates: &[&[f64]]) -> Result<usize> {
     let first = updates.first().ok_or(AggregateError::Empty)?;
     for (worker, u) in updates.iter().enumerate() {
         if u.len() != first.len() {
@@ -49,13 +51,13 @@ fn checked(updates: &[&[f32]]) -> Result<usize> {
     Ok(first.len())
 }
 
-fn average(updates: &[&[f32]], d: usize) -> Vec<f32> {
-    (0..d).map(|j| (updates.iter().map(|u| u[j] as f64).sum::<f64>() / updates.len() as f64) as f32).collect()
+fn average(updates: &[&[f64]], d: usize) -> Vec<f64> {
+    (0..d).map(|j| updates.iter().map(|u| u[j]).sum::<f64>() / updates.len() as f64).collect()
 }
 
 /// Each coordinate's values, sorted ascending.
-fn column(updates: &[&[f32]], j: usize) -> Vec<f64> {
-    let mut c: Vec<f64> = updates.iter().map(|u| u[j] as f64).collect();
+fn column(updates: &[&[f64]], j: usize) -> Vec<f64> {
+    let mut c: Vec<f64> = updates.iter().map(|u| u[j]).collect();
     c.sort_by(f64::total_cmp);
     c
 }
@@ -66,20 +68,20 @@ fn median_of_sorted(c: &[f64]) -> f64 {
 }
 
 /// The plain average.
-pub fn mean(updates: &[&[f32]]) -> Result<Vec<f32>> {
+pub fn mean(updates: &[&[f64]]) -> Result<Vec<f64>> {
     let d = checked(updates)?;
     Ok(average(updates, d))
 }
 
 /// The coordinate-wise median.
-pub fn median(updates: &[&[f32]]) -> Result<Vec<f32>> {
+pub fn median(updates: &[&[f64]]) -> Result<Vec<f64>> {
     let d = checked(updates)?;
-    Ok((0..d).map(|j| median_of_sorted(&column(updates, j)) as f32).collect())
+    Ok((0..d).map(|j| median_of_sorted(&column(updates, j))).collect())
 }
 
 /// The coordinate-wise mean after dropping the `floor(trim * n)` largest
 /// and smallest values; `trim` in `[0, 0.5)` and at least one value left.
-pub fn trimmed_mean(updates: &[&[f32]], trim: f64) -> Result<Vec<f32>> {
+pub fn trimmed_mean(updates: &[&[f64]], trim: f64) -> Result<Vec<f64>> {
     let d = checked(updates)?;
     let n = updates.len();
     if !(0.0..0.5).contains(&trim) {
@@ -92,17 +94,17 @@ pub fn trimmed_mean(updates: &[&[f32]], trim: f64) -> Result<Vec<f32>> {
     Ok((0..d)
         .map(|j| {
             let c = column(updates, j);
-            (c[k..n - k].iter().sum::<f64>() / (n - 2 * k) as f64) as f32
+            c[k..n - k].iter().sum::<f64>() / (n - 2 * k) as f64
         })
         .collect())
 }
 
-fn sq_dist(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum()
+fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
 }
 
 /// Krum scores of `updates` with `k` nearest neighbours each.
-fn scores(updates: &[&[f32]], k: usize) -> Vec<f64> {
+fn scores(updates: &[&[f64]], k: usize) -> Vec<f64> {
     let n = updates.len();
     (0..n)
         .map(|i| {
@@ -129,19 +131,19 @@ fn krum_needs(rule: &'static str, n: usize, f: usize) -> Result<()> {
 }
 
 /// Krum: the update whose `n - f - 2` nearest others are closest.
-pub fn krum(updates: &[&[f32]], f: usize) -> Result<Vec<f32>> {
+pub fn krum(updates: &[&[f64]], f: usize) -> Result<Vec<f64>> {
     multi_krum(updates, f, 1)
 }
 
 /// Multi-Krum: the average of the `m` best-scored updates (`1 <= m <= n`).
-pub fn multi_krum(updates: &[&[f32]], f: usize, m: usize) -> Result<Vec<f32>> {
+pub fn multi_krum(updates: &[&[f64]], f: usize, m: usize) -> Result<Vec<f64>> {
     let d = checked(updates)?;
     let n = updates.len();
     krum_needs("Krum", n, f)?;
     if m == 0 || m > n {
         return Err(AggregateError::Param { rule: "Multi-Krum", detail: format!("m = {m} is not in 1..={n}") });
     }
-    let chosen: Vec<&[f32]> = best(&scores(updates, n - f - 2), m).into_iter().map(|i| updates[i]).collect();
+    let chosen: Vec<&[f64]> = best(&scores(updates, n - f - 2), m).into_iter().map(|i| updates[i]).collect();
     Ok(average(&chosen, d))
 }
 
@@ -149,7 +151,7 @@ pub fn multi_krum(updates: &[&[f32]], f: usize, m: usize) -> Result<Vec<f32>> {
 /// remaining ones with `max(1, r - f - 2)` neighbours, `r` of them left),
 /// then per coordinate the mean of the `n - 4f` chosen values closest to
 /// their median (ties: the smaller value).
-pub fn bulyan(updates: &[&[f32]], f: usize) -> Result<Vec<f32>> {
+pub fn bulyan(updates: &[&[f64]], f: usize) -> Result<Vec<f64>> {
     let d = checked(updates)?;
     let n = updates.len();
     if n < 4 * f + 3 {
@@ -158,7 +160,7 @@ pub fn bulyan(updates: &[&[f32]], f: usize) -> Result<Vec<f32>> {
     let mut left: Vec<usize> = (0..n).collect();
     let mut chosen = Vec::with_capacity(n - 2 * f);
     while chosen.len() < n - 2 * f {
-        let rest: Vec<&[f32]> = left.iter().map(|&i| updates[i]).collect();
+        let rest: Vec<&[f64]> = left.iter().map(|&i| updates[i]).collect();
         let k = (rest.len().saturating_sub(f + 2)).max(1);
         let pick = best(&scores(&rest, k), 1)[0];
         chosen.push(updates[left.remove(pick)]);
@@ -170,7 +172,7 @@ pub fn bulyan(updates: &[&[f32]], f: usize) -> Result<Vec<f32>> {
             let med = median_of_sorted(&c);
             let mut by_distance = c.clone();
             by_distance.sort_by(|a, b| (a - med).abs().total_cmp(&(b - med).abs()).then(a.total_cmp(b)));
-            (by_distance[..beta].iter().sum::<f64>() / beta as f64) as f32
+            by_distance[..beta].iter().sum::<f64>() / beta as f64
         })
         .collect())
 }
@@ -179,11 +181,11 @@ pub fn bulyan(updates: &[&[f32]], f: usize) -> Result<Vec<f32>> {
 mod tests {
     use super::*;
 
-    fn rows(v: &[&[f32]]) -> Vec<Vec<f32>> {
+    fn rows(v: &[&[f64]]) -> Vec<Vec<f64>> {
         v.iter().map(|r| r.to_vec()).collect()
     }
 
-    fn refs(v: &[Vec<f32>]) -> Vec<&[f32]> {
+    fn refs(v: &[Vec<f64>]) -> Vec<&[f64]> {
         v.iter().map(Vec::as_slice).collect()
     }
 
@@ -228,7 +230,7 @@ mod tests {
             AggregateError::TooFew { rule: "Bulyan", n: 6, f: 1, needed: 7 }
         );
         // With f = 0 every update is chosen and every value kept: the mean.
-        assert_eq!(bulyan(&refs(&u), 0).unwrap(), [(115.0f64 / 7.0) as f32]);
+        assert_eq!(bulyan(&refs(&u), 0).unwrap(), [115.0f64 / 7.0]);
     }
 
     #[test]
@@ -236,7 +238,7 @@ mod tests {
         assert_eq!(mean(&[]).unwrap_err(), AggregateError::Empty);
         let ragged = rows(&[&[1.0, 2.0], &[3.0]]);
         assert_eq!(median(&refs(&ragged)).unwrap_err(), AggregateError::Length { worker: 1, expected: 2, got: 1 });
-        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
             let u = rows(&[&[1.0, 2.0], &[3.0, bad]]);
             for rule in [mean, median] {
                 match rule(&refs(&u)) {

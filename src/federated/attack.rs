@@ -56,21 +56,21 @@ impl Attack {
     /// The update a byzantine worker sends, from its own honest update
     /// `own` and the round's honest updates `honest`; `seed` fixes the
     /// noise (derive it from the round and the worker).
-    pub fn forge(&self, own: &[f32], honest: &[&[f32]], seed: u64) -> Vec<f32> {
+    pub fn forge(&self, own: &[f64], honest: &[&[f64]], seed: u64) -> Vec<f64> {
         match *self {
-            Attack::Scale { factor } => own.iter().map(|&x| (x as f64 * factor) as f32).collect(),
+            Attack::Scale { factor } => own.iter().map(|&x| x * factor).collect(),
             Attack::SignFlip => own.iter().map(|&x| -x).collect(),
             Attack::Gaussian { sigma } => {
                 let normals = crate::engine::model::normal_vec(own.len(), 1.0, seed);
-                normals.iter().map(|&g| (g as f64 * sigma) as f32).collect()
+                normals.iter().map(|&g| g as f64 * sigma).collect()
             }
             Attack::LittleIsEnough { z } => {
                 let n = honest.len().max(1) as f64;
                 (0..own.len())
                     .map(|j| {
-                        let mean = honest.iter().map(|u| u[j] as f64).sum::<f64>() / n;
-                        let var = honest.iter().map(|u| (u[j] as f64 - mean).powi(2)).sum::<f64>() / n;
-                        (mean - z * var.sqrt()) as f32
+                        let mean = honest.iter().map(|u| u[j]).sum::<f64>() / n;
+                        let var = honest.iter().map(|u| (u[j] - mean).powi(2)).sum::<f64>() / n;
+                        mean - z * var.sqrt()
                     })
                     .collect()
             }
@@ -84,17 +84,17 @@ mod tests {
 
     #[test]
     fn each_attack_forges_what_it_declares() {
-        let own = [1.0f32, -2.0, 0.5];
+        let own = [1.0f64, -2.0, 0.5];
         assert_eq!(Attack::Scale { factor: 1000.0 }.forge(&own, &[], 0), [1000.0, -2000.0, 500.0]);
         assert_eq!(Attack::SignFlip.forge(&own, &[], 0), [-1.0, 2.0, -0.5]);
         let g = Attack::Gaussian { sigma: 2.0 };
         assert_eq!(g.forge(&own, &[], 7), g.forge(&own, &[], 7), "seeded");
         assert_ne!(g.forge(&own, &[], 7), g.forge(&own, &[], 8));
         let big = g.forge(&[0.0; 20_000], &[], 3);
-        let sd = (big.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / big.len() as f64).sqrt();
+        let sd = (big.iter().map(|&x| x.powi(2)).sum::<f64>() / big.len() as f64).sqrt();
         assert!((sd - 2.0).abs() < 0.05, "sample sd {sd}");
         // Honest coordinates (1, 3) and (2, 6): means 2 and 4, population sds 1 and 2.
-        let honest: [&[f32]; 2] = [&[1.0, 2.0], &[3.0, 6.0]];
+        let honest: [&[f64]; 2] = [&[1.0, 2.0], &[3.0, 6.0]];
         assert_eq!(Attack::LittleIsEnough { z: 1.5 }.forge(&[0.0, 0.0], &honest, 0), [0.5, 1.0]);
     }
 

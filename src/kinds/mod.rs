@@ -17,6 +17,7 @@ pub mod audit_log;
 pub mod bandwidth_ledger;
 pub mod bet_results;
 mod columns;
+pub mod federated;
 pub mod gossip_directory;
 mod memo;
 mod params;
@@ -216,6 +217,8 @@ static REGISTRY: LazyLock<Vec<Box<dyn Experiment>>> = LazyLock::new(|| {
         Registered::<audit_log::AuditLog>::boxed(),
         Registered::<bandwidth_ledger::BandwidthLedger>::boxed(),
         Registered::<bet_results::BetResults>::boxed(),
+        Registered::<federated::ByzantineAggregation>::boxed(),
+        Registered::<federated::Diloco>::boxed(),
         Registered::<gossip_directory::GossipDirectory>::boxed(),
         Registered::<pipeline::HiddenHandoff>::boxed(),
         Registered::<pipeline::WorkerPipeline>::boxed(),
