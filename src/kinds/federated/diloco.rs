@@ -126,7 +126,7 @@ impl Ready {
         let k = arm_k(arm)?;
         let every = p.steps / p.checkpoints;
         if let Some(k) = k
-            && every % k != 0
+            && !every.is_multiple_of(k)
         {
             anyhow::bail!(
                 "factor `arm` = {arm}: procedure.steps / procedure.checkpoints = {every} is not a multiple of K = {k}"
@@ -137,7 +137,7 @@ impl Ready {
         let mut points = Vec::with_capacity(p.checkpoints);
         let mut record = |at: Synced| {
             let steps = at.done * steps_per_sync;
-            if steps % every == 0 {
+            if steps.is_multiple_of(every) {
                 points.push(Point {
                     tokens: steps as u64 * s.tokens_per_step,
                     eval: self.bench.evaluate(at.params)?,
@@ -179,7 +179,7 @@ impl Kind for Diloco {
 
     fn check(p: &Params) -> Result<(), ParamProblem> {
         ParamProblem::all_positive(&[("workers", p.workers), ("steps", p.steps), ("checkpoints", p.checkpoints)])?;
-        if p.steps % p.checkpoints != 0 {
+        if !p.steps.is_multiple_of(p.checkpoints) {
             return Err(ParamProblem::new("steps", format!("must be a multiple of checkpoints ({})", p.checkpoints)));
         }
         p.training.check()
@@ -202,7 +202,7 @@ impl Kind for Diloco {
         let run = memo(&r.runs, format!("{}/{}", f.arm, f.seed), || Ok(Arc::new(r.train(&f.arm, f.seed)?)))?;
         let nan = EvalStats { nll: f64::NAN, ppl: f64::NAN, bpb: f64::NAN, bytes: 0 };
         let (tokens, eval, syncs, bytes, train_loss) = match run.points.get(c - 1) {
-            Some(pt) => (pt.tokens, pt.eval.clone(), pt.syncs, pt.bytes, pt.train_loss),
+            Some(pt) => (pt.tokens, pt.eval, pt.syncs, pt.bytes, pt.train_loss),
             // The run diverged before this checkpoint.
             None => (0, nan, 0, 0, f64::NAN),
         };
