@@ -6,7 +6,7 @@
 //! failed assertion).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bets::engine::ModelConfig;
 use bets::engine::model::init_weights;
@@ -15,6 +15,7 @@ use bets::federated::attack::Attack;
 use bets::federated::{
     Byzantine, Fleet, InProcess, Layout, Outer, Plan, Processes, Replica, Rule, diloco, shard, sync_data_parallel,
 };
+use bets::workers::WorkerError;
 use candle_core::Device;
 
 /// Longest wait for one reply (a tiny round takes milliseconds).
@@ -169,11 +170,12 @@ fn a_killed_worker_is_a_named_error_at_once_and_no_worker_outlives_the_fleet() {
     let pids: Vec<u32> = procs.processes().iter().map(|p| p.pid()).collect();
     assert!(pids.iter().all(|&p| alive(p)));
     procs.processes()[1].kill();
-    let t0 = Instant::now();
     let err = procs.rounds(&start, 1).unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("federated worker 1") && text.contains("died"), "{text}");
-    assert!(t0.elapsed() < Duration::from_secs(30), "reported, not waited on: {:?}", t0.elapsed());
+    // Died, not Timeout: the closed socket was reported, not waited on
+    // until the deadline.
+    assert!(matches!(err.downcast_ref::<WorkerError>(), Some(WorkerError::Died { .. })), "{text}");
     drop(procs);
     std::thread::sleep(Duration::from_millis(100));
     for p in pids {

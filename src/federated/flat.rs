@@ -17,6 +17,11 @@ impl Layout {
         Layout(weights.iter().map(|(n, t)| (n.clone(), t.dims().to_vec())).collect())
     }
 
+    /// The layout of a model of geometry `cfg` (without building it).
+    pub fn of_model(cfg: &crate::engine::ModelConfig) -> Layout {
+        Layout(crate::engine::model::shapes(cfg))
+    }
+
     /// Scalars in all.
     pub fn len(&self) -> usize {
         self.0.iter().map(|(_, s)| s.iter().product::<usize>()).sum()
@@ -38,15 +43,6 @@ impl Layout {
             out.extend(t.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(out)
-    }
-
-    /// Per-tensor gradients (in layout order), concatenated.
-    pub fn concat(&self, parts: &[Vec<f32>]) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.len());
-        for p in parts {
-            out.extend_from_slice(p);
-        }
-        out
     }
 
     /// Split a flat vector back into per-tensor pieces, in layout order.

@@ -95,12 +95,12 @@ impl Fleet for InProcess {
 
     fn rounds(&mut self, start: &[f32], k: usize) -> anyhow::Result<Vec<Trained>> {
         let req = FedRequest::Round { k: k as u32, params: start.to_vec() };
-        self.each(&req, |r| r.round(start, k), |t| FedReply::trained_bytes(t.params.len()))
+        self.each(&req, |r| r.round(start, k), |t| FedReply::vector_bytes(t.params.len()))
     }
 
     fn gradients(&mut self, params: &[f32]) -> anyhow::Result<Vec<Gradient>> {
         let req = FedRequest::Gradient { params: params.to_vec() };
-        self.each(&req, |r| r.gradient(params), |g| FedReply::gradient_bytes(g.grad.len()))
+        self.each(&req, |r| r.gradient(params), |g| FedReply::vector_bytes(g.grad.len()))
     }
 
     fn traffic(&self) -> &Traffic {
@@ -135,8 +135,7 @@ impl Processes {
     ) -> anyhow::Result<Processes> {
         let timeouts = Timeouts { initial_rto: deadline, min_rto: deadline, max_rto: deadline, deadline };
         let dir = tempfile::tempdir()?;
-        let expected =
-            crate::engine::model::shapes(model).iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>();
+        let expected = super::flat::Layout::of_model(model).len();
         let mut procs = Vec::with_capacity(shards.len());
         let mut conns = Vec::with_capacity(shards.len());
         for (i, (train, shard)) in trains.iter().zip(shards).enumerate() {

@@ -91,7 +91,7 @@ impl Replica {
             anyhow::bail!("{}: SHA-256 {got}, the job expects {}", job.shard.display(), job.shard_sha256);
         }
         job.model.validate()?;
-        let layout = Layout(crate::engine::model::shapes(&job.model));
+        let layout = Layout::of_model(&job.model);
         Ok(Replica::new(job.model.clone(), job.train.clone(), shard, layout, device))
     }
 
@@ -137,6 +137,6 @@ impl Replica {
         let (xs, ys) = batcher.next(self.train.batch, &self.device)?;
         self.batches += 1;
         let (loss, gs) = full_gradients(&self.model, &w, &xs, &ys, &self.train)?;
-        Ok(Gradient { grad: self.layout.concat(&gs), loss: loss as f64 })
+        Ok(Gradient { grad: gs.concat(), loss: loss as f64 })
     }
 }

@@ -72,19 +72,14 @@ impl FedReply {
     pub fn wire_bytes(&self) -> u64 {
         match self {
             FedReply::Ready { .. } => frame_bytes(16),
-            FedReply::Trained { params, .. } => FedReply::trained_bytes(params.len()),
-            FedReply::Gradient { grad, .. } => FedReply::gradient_bytes(grad.len()),
+            FedReply::Trained { params: v, .. } | FedReply::Gradient { grad: v, .. } => FedReply::vector_bytes(v.len()),
             FedReply::Error(m) => frame_bytes(4 + m.len()),
         }
     }
 
-    /// Bytes of a [`FedReply::Trained`] frame of `n` parameters.
-    pub fn trained_bytes(n: usize) -> u64 {
-        frame_bytes(12 + 4 * n)
-    }
-
-    /// Bytes of a [`FedReply::Gradient`] frame of `n` parameters.
-    pub fn gradient_bytes(n: usize) -> u64 {
+    /// Bytes of a [`FedReply::Trained`] or [`FedReply::Gradient`] frame of
+    /// `n` values (count, values, loss).
+    pub fn vector_bytes(n: usize) -> u64 {
         frame_bytes(12 + 4 * n)
     }
 

@@ -252,10 +252,8 @@ mod tests {
         );
         assert_eq!((sync["k"].clone(), k2["k"].clone()), (Value::Int(0), Value::Int(2)));
         // Per round and worker: 28-byte headers, 8 + 12 bytes of fields, 4 bytes a parameter each way.
-        let n = crate::engine::model::shapes(&crate::engine::Profile::from_name("tiny").unwrap().model)
-            .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum::<usize>() as i64;
+        let n =
+            crate::federated::Layout::of_model(&crate::engine::Profile::from_name("tiny").unwrap().model).len() as i64;
         assert_eq!(k2["bytes"], Value::Int(2 * 2 * (28 + 8 + 4 * n + 28 + 12 + 4 * n)));
         for row in [&sync, &k2, &k2_half] {
             let nll = row["nll"].as_f64().unwrap();

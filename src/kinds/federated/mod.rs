@@ -50,7 +50,7 @@ pub enum Mode {
 }
 
 /// The training every federated arm shares (defaults: `small`'s
-/// pre-training settings, per worker).
+/// pre-training learning rate and weight decay, two sequences a worker).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Training {
@@ -160,7 +160,7 @@ impl Bench {
         let mut inputs = BTreeMap::new();
         inputs.insert("general_train".into(), hex::encode(Sha256::digest(&train_text)));
         inputs.insert("general_eval".into(), hex::encode(Sha256::digest(&eval_text)));
-        let layout = Layout(crate::engine::model::shapes(&model));
+        let layout = Layout::of_model(&model);
         Ok(Bench { training, model, layout, train_text, eval_text, inputs, threads: env.threads })
     }
 
@@ -194,7 +194,7 @@ impl Bench {
             derive_seed(&seed.to_string(), "federated init"),
             &device,
         )?)?;
-        let seq = trains[0].seq.min(self.model.context) as u64;
+        let seq = trains[0].seq as u64;
         Ok(Started { fleet, init, tokens_per_step: workers as u64 * self.training.batch as u64 * seq, started })
     }
 
