@@ -132,11 +132,13 @@ fn top1_routing_sends_each_token_to_its_argmax_expert() {
     let base = base();
     let view = View::new(&base.config, &base.weights);
     let h = Tensor::from_vec(model::normal_vec(20 * 32, 1.0, 5), (20, 32), &Device::Cpu).unwrap();
-    let (out, _, routes) = view.moe("blocks.0", &h).unwrap();
+    let moe = view.moe("blocks.0", &h).unwrap();
+    let (out, routes) = (moe.y, moe.routes);
     let logits = h.matmul(&base.weights["blocks.0.moe.router.weight"]).unwrap();
     assert_eq!(routes, argmax_rows(&logits).unwrap());
     assert!(routes.contains(&0) && routes.contains(&1), "both experts used: {routes:?}");
     let probs = candle_nn::ops::softmax(&logits, 1).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(moe.probs.unwrap().to_vec2::<f32>().unwrap(), probs, "the router probabilities an audit keeps");
     let out = out.to_vec2::<f32>().unwrap();
     for (i, &e) in routes.iter().enumerate() {
         let row = h.narrow(0, i, 1).unwrap();

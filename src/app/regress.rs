@@ -59,7 +59,7 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
     let mut drifts: Vec<Drift> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for bet in &published {
-        let (now, decisive) = rerun(repo, bet, opts, &scratch.path().join(bet.id()))?;
+        let (now, decisive, measured) = rerun(repo, bet, opts, &scratch.path().join(bet.id()))?;
         let path = baseline_path(repo, bet);
         let old: Option<Baseline> = baseline::read(&path)?;
         if opts.accept {
@@ -78,7 +78,7 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
                 "accepted {:02} {}: {} ({what}) -> {}",
                 bet.spec.number,
                 bet.spec.slug,
-                new.verdict,
+                baseline::verdict_text(new.verdict),
                 repo.relative(&path)
             );
             continue;
@@ -89,15 +89,22 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
                 missing.push(repo.relative(&path));
             }
             Some(old) => {
+                if !measured.is_empty() {
+                    println!("    measured, not compared: {}", measured.join(", "));
+                }
                 let tolerance = opts.tolerance.unwrap_or(old.tolerance);
                 let found = baseline::compare(&old, &now, &decisive, tolerance);
                 if found.is_empty() {
                     let how = if tolerance == 0.0 { "bit-exact".to_string() } else { format!("within {tolerance}") };
+                    let criteria = match now.criteria.len() {
+                        0 => String::new(),
+                        n => format!(", {n} criterion outcome(s)"),
+                    };
                     println!(
-                        "ok  {:02} {}: {} and {} quantities {how}",
+                        "ok  {:02} {}: {}{criteria} and {} quantities {how}",
                         bet.spec.number,
                         bet.spec.slug,
-                        now.verdict,
+                        baseline::verdict_text(now.verdict),
                         now.quantities.len()
                     );
                 } else {
@@ -138,13 +145,14 @@ pub fn baseline_path(repo: &Repo, bet: &Bet) -> PathBuf {
 }
 
 /// Rerun a bet at the CI profile with a fresh cell cache; returns the
-/// baseline it would write and the names of its decisive quantities.
+/// baseline it would write, the names of its decisive quantities, and its
+/// measured quantities as `name = value` (shown, never compared).
 fn rerun(
     repo: &Repo,
     bet: &Bet,
     opts: &RegressOptions,
     cells: &std::path::Path,
-) -> anyhow::Result<(Baseline, Vec<String>)> {
+) -> anyhow::Result<(Baseline, Vec<String>, Vec<String>)> {
     let settings = crate::pipeline::Settings {
         paths: repo.paths.clone(),
         jobs: opts.jobs,
@@ -158,5 +166,15 @@ fn rerun(
     decisive.sort();
     decisive.dedup();
     let experiment = format!("{} v{}", bet.experiment.kind(), bet.experiment.version());
-    Ok((Baseline::of(bet.spec.number, &bet.spec.slug, &plan.profile, &bet.hash(), &experiment, &record), decisive))
+    let measured = &bet.spec.measured;
+    let shown = measured
+        .iter()
+        .map(|m| {
+            let value = record.quantities.get(m).and_then(|q| q.value.as_ref());
+            format!("{m} = {}", value.map_or("NULL".to_string(), |v| v.to_string()))
+        })
+        .collect();
+    let baseline =
+        Baseline::of(bet.spec.number, &bet.spec.slug, &plan.profile, &bet.hash(), &experiment, &record, measured);
+    Ok((baseline, decisive, shown))
 }

@@ -269,7 +269,8 @@ how vexingly quick daft zebras jump; sphinx of black quartz, judge my vow.";
         // Same experts, so the uniform model's block output is the kept one's
         // expert output scaled by 1/2 instead of by the router's top probability.
         let h = Tensor::from_vec(normal_vec(5 * 32, 1.0, 2), (5, 32), &Device::Cpu).unwrap();
-        let (yu, _, ru) = View::new(&uniform.config, &uniform.weights).moe("blocks.0", &h).unwrap();
+        let moe = View::new(&uniform.config, &uniform.weights).moe("blocks.0", &h).unwrap();
+        let (yu, ru) = (moe.y, moe.routes);
         assert_eq!(ru, vec![0; 5]);
         let ye = View::new(&kept.config, &kept.weights).expert("blocks.0", 0, &h).unwrap();
         let diff = (yu - (ye * 0.5).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();

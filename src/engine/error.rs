@@ -1,7 +1,7 @@
 //! The engine's typed errors: every failure a caller may want to tell apart
 //! (bad configuration, too little text, mismatched adapters or optimiser
-//! state) has its own variant. The engine does no file or process IO, so
-//! none of its errors are about files.
+//! state) has its own variant. The engine does no file or process IO of
+//! its own: an audit log goes to a writer the caller hands it.
 
 /// Everything the engine can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,10 @@ pub enum EngineError {
     /// Saved optimiser state that cannot be used.
     #[error(transparent)]
     Optim(#[from] OptimStateError),
+    /// The writer an audit log goes to failed (the caller chose it: a file,
+    /// a socket, a buffer).
+    #[error("writing the audit log: {0}")]
+    AuditSink(std::io::Error),
     /// The tensor library failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -216,7 +216,9 @@ pub struct Forward {
 /// The residual stream between stages, as one pipeline stage hands it to
 /// the next: `x` is `[batch*len, d_model]`, `batch` sequences of `len`
 /// tokens whose first is at position `pos`; `aux` and `routes` gather the
-/// MoE load-balancing loss and the routes of the blocks run so far.
+/// MoE load-balancing loss and the routes of the blocks run so far, and
+/// `gates` their router probabilities (`[batch*len, experts]`, `None` for a
+/// one-expert block), which an audit record keeps.
 #[derive(Debug, Clone)]
 pub struct Hidden {
     pub x: Tensor,
@@ -225,6 +227,27 @@ pub struct Hidden {
     pub pos: usize,
     pub aux: Option<Tensor>,
     pub routes: Vec<Vec<u32>>,
+    pub gates: Vec<Option<Tensor>>,
+}
+
+impl Hidden {
+    /// A residual stream with nothing gathered yet.
+    pub fn new(x: Tensor, batch: usize, len: usize, pos: usize) -> Hidden {
+        Hidden { x, batch, len, pos, aux: None, routes: Vec::new(), gates: Vec::new() }
+    }
+}
+
+/// What one mixture-of-experts layer gives back.
+#[derive(Debug)]
+pub struct MoeOut {
+    /// `[N, d_model]`: each token's expert output, scaled by its gate.
+    pub y: Tensor,
+    /// Switch-style load-balancing loss (scalar); `None` with one expert.
+    pub aux: Option<Tensor>,
+    /// Per token, the expert it was routed to.
+    pub routes: Vec<u32>,
+    /// `[N, experts]` router probabilities; `None` with one expert.
+    pub probs: Option<Tensor>,
 }
 
 /// Keys and values of the tokens seen so far, per block, each
@@ -374,7 +397,7 @@ impl<'a> View<'a> {
         let emb = self.w("wte")?.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, d))?;
         let wpe = self.w("wpe")?.narrow(0, pos, t)?;
         let x = emb.broadcast_add(&wpe)?.reshape((b * t, d))?;
-        Ok(Hidden { x, batch: b, len: t, pos, aux: None, routes: Vec::with_capacity(self.cfg.layers) })
+        Ok(Hidden::new(x, b, t, pos))
     }
 
     /// Run blocks `blocks` (a sub-range of `0..layers`) on `h`. With a
@@ -387,23 +410,24 @@ impl<'a> View<'a> {
                 blocks.start, blocks.end, self.cfg.layers
             )));
         }
-        let Hidden { mut x, batch: b, len: t, pos, mut aux, mut routes } = h;
+        let Hidden { mut x, batch: b, len: t, pos, mut aux, mut routes, mut gates } = h;
         for l in blocks {
             let p = format!("blocks.{l}");
             let h = self.norm(&format!("{p}.norm1.gain"), &x)?;
             x = (x + self.attention(&p, l, &h, (b, t, pos), cache.as_deref_mut())?)?;
             let h = self.norm(&format!("{p}.norm2.gain"), &x)?;
-            let (y, a, r) = self.moe(&p, &h)?;
-            x = (x + y)?;
-            if let Some(a) = a {
+            let moe = self.moe(&p, &h)?;
+            x = (x + moe.y)?;
+            if let Some(a) = moe.aux {
                 aux = Some(match aux {
                     Some(s) => (s + a)?,
                     None => a,
                 });
             }
-            routes.push(r);
+            routes.push(moe.routes);
+            gates.push(moe.probs);
         }
-        Ok(Hidden { x, batch: b, len: t, pos, aux, routes })
+        Ok(Hidden { x, batch: b, len: t, pos, aux, routes, gates })
     }
 
     /// Final norm and LM head: `[batch*len, vocab]` next-byte logits.
@@ -450,8 +474,7 @@ impl<'a> View<'a> {
             return Err(EngineError::Config("a continuation needs a prefilled prompt".into()));
         }
         let device = self.w("wte")?.device().clone();
-        let hidden = |x: Tensor| Hidden { x, batch: 1, len: 1, pos: 0, aux: None, routes: Vec::new() };
-        let mut row = self.head(&hidden(last))?;
+        let mut row = self.head(&Hidden::new(last, 1, 1, 0))?;
         let mut out = Continuation { tokens: Vec::with_capacity(max_new), logits: Vec::with_capacity(max_new) };
         while out.tokens.len() < max_new {
             let next = argmax_rows(&row)?[0] as u8;
@@ -516,12 +539,12 @@ impl<'a> View<'a> {
 
     /// Top-1 mixture of experts of block prefix `p` on `h [N, d]`: each token goes to the argmax of the router
     /// logits and its output is scaled by that expert's softmax probability
-    /// (so the router learns). Returns output, load-balancing loss, routes.
-    pub fn moe(&self, p: &str, h: &Tensor) -> Result<(Tensor, Option<Tensor>, Vec<u32>)> {
+    /// (so the router learns).
+    pub fn moe(&self, p: &str, h: &Tensor) -> Result<MoeOut> {
         let e_count = self.cfg.experts;
         let n = h.dim(0)?;
         if e_count == 1 {
-            return Ok((self.expert(p, 0, h)?, None, vec![0; n]));
+            return Ok(MoeOut { y: self.expert(p, 0, h)?, aux: None, routes: vec![0; n], probs: None });
         }
         let logits = self.linear(&format!("{p}.moe.router"), h)?;
         let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
@@ -542,7 +565,7 @@ impl<'a> View<'a> {
         }
         let f = Tensor::from_vec(counts, e_count, h.device())?;
         let aux = ((probs.mean(0)? * f)?.sum_all()? * e_count as f64)?;
-        Ok((out, Some(aux), route))
+        Ok(MoeOut { y: out, aux: Some(aux), routes: route, probs: Some(probs) })
     }
 }
 

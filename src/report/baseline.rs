@@ -87,12 +87,22 @@ pub struct Baseline {
     pub spec_hash: String,
     /// Experiment kind and version that produced it.
     pub experiment: String,
-    /// The verdict the rerun gave.
-    pub verdict: Verdict,
+    /// The verdict the rerun gave; `null` when a criterion reads a measured
+    /// quantity, whose outcome no two runs need share (then `criteria` holds
+    /// the outcomes that are compared).
+    pub verdict: Option<Verdict>,
     /// Planned, ok and failed cells of the rerun.
     pub cells: CellCounts,
-    /// Every quantity, NULL as `null`.
+    /// Every quantity but the measured ones, NULL as `null`.
     pub quantities: BTreeMap<String, Option<Value>>,
+    /// The quantities the spec declares measured (read off a clock): left
+    /// out of `quantities`, never compared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measured: Vec<String>,
+    /// When the verdict is not kept: level -> whether each criterion that
+    /// reads no measured quantity holds (`null`: undecided).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub criteria: BTreeMap<String, Option<bool>>,
     /// Relative tolerance for numbers (0 = bit-exact), kept with the
     /// baseline so a non-deterministic bet documents its own slack.
     #[serde(default)]
@@ -100,7 +110,8 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// The baseline a fresh rerun would write.
+    /// The baseline a fresh rerun would write; `measured` names the
+    /// quantities the spec declares measured.
     pub fn of(
         bet: u32,
         slug: &str,
@@ -108,7 +119,17 @@ impl Baseline {
         spec_hash: &str,
         experiment: &str,
         record: &VerdictRecord,
+        measured: &[String],
     ) -> Baseline {
+        let reads_measured = |c: &crate::criteria::CriterionOutcome| c.uses.keys().any(|k| measured.contains(k));
+        let verdict_measured = record.criteria.iter().any(reads_measured);
+        let criteria = if verdict_measured {
+            record.criteria.iter().filter(|c| !reads_measured(c)).map(|c| (c.level.clone(), c.holds)).collect()
+        } else {
+            BTreeMap::new()
+        };
+        let mut measured = measured.to_vec();
+        measured.sort();
         Baseline {
             format: BASELINE_FORMAT,
             bet,
@@ -116,9 +137,16 @@ impl Baseline {
             profile: profile.to_string(),
             spec_hash: spec_hash.to_string(),
             experiment: experiment.to_string(),
-            verdict: record.verdict,
+            verdict: (!verdict_measured).then_some(record.verdict),
             cells: record.cells,
-            quantities: record.quantities.iter().map(|(k, q)| (k.clone(), q.value.clone())).collect(),
+            quantities: record
+                .quantities
+                .iter()
+                .filter(|(k, _)| !measured.contains(k))
+                .map(|(k, q)| (k.clone(), q.value.clone()))
+                .collect(),
+            measured,
+            criteria,
             tolerance: 0.0,
         }
     }
@@ -148,7 +176,22 @@ pub fn compare(baseline: &Baseline, now: &Baseline, decisive: &[String], toleran
         out.push(Drift { bet: now.bet, what: what.into(), baseline: b, now: n, decisive });
     };
     if baseline.verdict != now.verdict {
-        push("verdict", baseline.verdict.to_string(), now.verdict.to_string(), true);
+        push("verdict", verdict_text(baseline.verdict), verdict_text(now.verdict), true);
+    }
+    if baseline.measured != now.measured {
+        push("measured", baseline.measured.join(", "), now.measured.join(", "), false);
+    }
+    let levels: std::collections::BTreeSet<&String> = baseline.criteria.keys().chain(now.criteria.keys()).collect();
+    for level in levels {
+        let (b, n) = (baseline.criteria.get(level), now.criteria.get(level));
+        if b != n {
+            let show = |h: Option<&Option<bool>>| match h {
+                None => "(absent)".to_string(),
+                Some(None) => "undecided".to_string(),
+                Some(Some(h)) => if *h { "holds" } else { "does not hold" }.to_string(),
+            };
+            push(&format!("criteria.{level}"), show(b), show(n), true);
+        }
     }
     if baseline.spec_hash != now.spec_hash {
         push("spec_hash", baseline.spec_hash.clone(), now.spec_hash.clone(), false);
@@ -179,6 +222,11 @@ pub fn compare(baseline: &Baseline, now: &Baseline, decisive: &[String], toleran
         }
     }
     out
+}
+
+/// A kept verdict, or what stands in for one that reads a measured quantity.
+pub fn verdict_text(v: Option<Verdict>) -> String {
+    v.map_or_else(|| "verdict not compared (it reads a measured quantity)".to_string(), |v| v.to_string())
 }
 
 /// A value with every bit of a float visible (`{:?}` round-trips).

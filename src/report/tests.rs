@@ -440,7 +440,7 @@ fn holm_runs_across_every_bet_of_the_catalogue() {
 
 fn base() -> Baseline {
     let (df, _) = cells(4);
-    Baseline::of(46, "n", "tiny", "h", "adapter-train-eval v1", &record(&df))
+    Baseline::of(46, "n", "tiny", "h", "adapter-train-eval v1", &record(&df), &[])
 }
 
 #[test]
@@ -461,10 +461,37 @@ fn baselines_compare_bit_exact_unless_a_tolerance_is_given() {
 }
 
 #[test]
+fn measured_quantities_and_the_verdicts_that_read_them_are_not_compared() {
+    let q = quantities();
+    let decide = |wins: i64, catastrophic: &str| {
+        let set = CriteriaSet { quantities: &q, strict: "wins >= 4", lenient: None, catastrophic: Some(catastrophic) };
+        criteria::decide(&set, &cells(wins).0, CellCounts { planned: 10, ok: 10, failed: 0 })
+    };
+    let of = |wins: i64, catastrophic: &str| {
+        Baseline::of(46, "n", "tiny", "h", "k v1", &decide(wins, catastrophic), &["wins".to_string()])
+    };
+    let (then, now) = (of(4, "trials < 1"), of(2, "trials < 1"));
+    assert_eq!((then.verdict, then.measured.clone()), (None, vec!["wins".to_string()]));
+    assert_eq!(then.quantities.keys().collect::<Vec<_>>(), ["trials"], "the measured value is not kept");
+    assert_eq!(then.criteria, BTreeMap::from([("catastrophic".to_string(), Some(false))]));
+    assert!(baseline::compare(&then, &now, &[], 0.0).is_empty(), "STRICT then FAIL, on a measured quantity");
+    // The outcome of a criterion that reads no measured quantity still is.
+    let drifts = baseline::compare(&then, &of(4, "trials > 1"), &[], 0.0);
+    let what: Vec<_> = drifts.iter().map(|d| (d.what.as_str(), d.baseline.as_str(), d.now.as_str())).collect();
+    assert_eq!(what, [("criteria.catastrophic", "does not hold", "holds")]);
+    // Without measured quantities a baseline is written as before.
+    let plain = serde_json::to_string(&base()).unwrap();
+    assert!(!plain.contains("measured") && !plain.contains("criteria") && plain.contains(r#""verdict":"STRICT""#));
+    let text = serde_json::to_string(&then).unwrap();
+    assert!(text.contains(r#""verdict":null"#) && text.contains(r#""measured":["wins"]"#), "{text}");
+    assert_eq!(serde_json::from_str::<Baseline>(&text).unwrap(), then);
+}
+
+#[test]
 fn a_changed_verdict_or_decisive_number_is_a_drift_in_the_table() {
     let b = base();
     let (df, _) = cells(2);
-    let now = Baseline::of(46, "n", "tiny", "h", "adapter-train-eval v1", &record(&df));
+    let now = Baseline::of(46, "n", "tiny", "h", "adapter-train-eval v1", &record(&df), &[]);
     let drifts = baseline::compare(&b, &now, &["wins".into()], 0.0);
     let what: Vec<(&str, &str, &str, bool)> =
         drifts.iter().map(|d| (d.what.as_str(), d.baseline.as_str(), d.now.as_str(), d.decisive)).collect();

@@ -106,7 +106,7 @@ impl Bet {
     /// section, plots and notes are presentation and may change freely.
     pub fn canonical(&self) -> serde_json::Value {
         let s = &self.spec;
-        serde_json::json!({
+        let mut canonical = serde_json::json!({
             "number": s.number,
             "slug": s.slug,
             "hypothesis": s.hypothesis,
@@ -119,7 +119,13 @@ impl Bet {
             "profiles": s.profiles,
             "quantities": s.quantities,
             "criteria": s.criteria,
-        })
+        });
+        // Only where a bet declares them, so the hashes of earlier
+        // registrations stay what they were.
+        if !s.measured.is_empty() {
+            canonical["measured"] = serde_json::json!(s.measured);
+        }
+        canonical
     }
 
     /// SHA-256 of [`Bet::canonical`]: the spec hash the ledger registers.
@@ -233,6 +239,21 @@ strict = "n > 0"
 
     fn bet(text: &str) -> Bet {
         parse(std::path::Path::new("bets/46_norm_replication.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn measured_quantities_are_registered_and_must_be_quantities() {
+        let base = bet(SPEC).hash();
+        let with = |m: &str| SPEC.replace("[procedure]", &format!("measured = {m}\n\n[procedure]"));
+        // An empty list is the default: the registered hash of older bets stays.
+        assert_eq!(bet(&with("[]")).hash(), base);
+        let measured = bet(&with(r#"["n"]"#));
+        assert_eq!(measured.spec.measured, ["n"]);
+        assert_ne!(measured.hash(), base, "declaring a quantity measured is part of the registration");
+        let path = std::path::Path::new("bets/46_norm_replication.toml");
+        let err = parse(path, &with(r#"["n", "wall", "n"]"#)).unwrap_err().to_string();
+        assert!(err.contains("measured[1]") && err.contains("no quantity `wall`"), "{err}");
+        assert!(err.contains("measured[2]") && err.contains("`n` is named twice"), "{err}");
     }
 
     #[test]

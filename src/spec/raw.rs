@@ -45,6 +45,11 @@ pub struct SpecFile {
     pub profiles: BTreeMap<String, ProfileOverride>,
     /// Named quantities: SQL over the `cells` table giving one scalar.
     pub quantities: BTreeMap<String, String>,
+    /// Quantities read off a clock (timing ratios): no two runs give the
+    /// same bits, so `bets regress` shows them but compares neither them nor
+    /// the verdict of a criterion that reads them. Registered with the bet.
+    #[serde(default)]
+    pub measured: Vec<String>,
     /// The registered criteria, SQL boolean expressions over the quantities.
     pub criteria: Criteria,
     /// Plots to draw in the bundle (a default is drawn when empty).
@@ -197,6 +202,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "controls",
     "profiles",
     "quantities",
+    "measured",
     "criteria",
     "plots",
     "notes",

@@ -334,6 +334,16 @@ impl Checker {
                 }
             }
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, name) in s.measured.iter().enumerate() {
+            let key = format!("measured[{i}]");
+            if !s.quantities.contains_key(name) {
+                let names: Vec<_> = s.quantities.keys().cloned().collect();
+                self.push(&key, format!("no quantity `{name}`"), Some(format!("quantities: {}", names.join(", "))));
+            } else if !seen.insert(name) {
+                self.push(&key, format!("`{name}` is named twice"), None);
+            }
+        }
         let qframe = match table::Table::from_rows(&qcols, &[qrow]) {
             Ok(df) => df,
             Err(_) => return,

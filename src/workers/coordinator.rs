@@ -101,6 +101,7 @@ impl Chain {
             .map_err(|e| WorkerError::Unexpected { worker: "the chain".into(), detail: e.to_string() })?;
         out.aux = h.aux;
         out.routes = h.routes;
+        out.gates = h.gates;
         Ok(out)
     }
 

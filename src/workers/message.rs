@@ -92,14 +92,7 @@ impl WireHidden {
             )));
         }
         let x = Tensor::from_vec(self.data.clone(), (self.rows as usize, self.cols as usize), device)?;
-        Ok(Hidden {
-            x,
-            batch: self.batch as usize,
-            len: self.len as usize,
-            pos: self.pos as usize,
-            aux: None,
-            routes: Vec::new(),
-        })
+        Ok(Hidden::new(x, self.batch as usize, self.len as usize, self.pos as usize))
     }
 }
 

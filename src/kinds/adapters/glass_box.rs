@@ -99,13 +99,8 @@ impl Kind for GlassBox {
             p.users.iter().map(|u| w.adapter("norm-only", u, "real", f.seed)).collect::<anyhow::Result<_>>()?;
         let views: Vec<_> = trained.iter().map(|t| t.adapter.view(&w.base)).collect();
         let text = w.held_out(GENERAL, crate::data::Split::A)?;
-        let stride = 3 * p.prompt_bytes;
-        let first = f.seed as usize * p.prompts_per_cell;
         let mut records = Vec::new();
-        for i in first..first + p.prompts_per_cell {
-            let prompt = text.get(i * stride..i * stride + p.prompt_bytes).ok_or_else(|| {
-                anyhow::anyhow!("prompt {i} lies beyond the {} bytes of the general held-out slice A", text.len())
-            })?;
+        for prompt in prompts(&text, p.prompt_bytes, p.prompts_per_cell, f.seed)? {
             records.extend(with_threads(r.threads, || generate_mixture(&views, prompt, p.new_tokens))?);
         }
         let shares: Vec<(f64, usize)> = records
@@ -128,4 +123,19 @@ impl Kind for GlassBox {
             first_user_top: shares.iter().filter(|s| s.1 == 0).count() as u64,
         })
     }
+}
+
+/// The prompts of cell `seed`: `count` windows of `bytes` bytes of the
+/// general held-out slice A, one every `3 * bytes`, the seed-th chunk of
+/// `count` of them (bets 17 and 18 share them).
+pub(super) fn prompts(text: &[u8], bytes: usize, count: usize, seed: u64) -> anyhow::Result<Vec<&[u8]>> {
+    let stride = 3 * bytes;
+    let first = seed as usize * count;
+    (first..first + count)
+        .map(|i| {
+            text.get(i * stride..i * stride + bytes).ok_or_else(|| {
+                anyhow::anyhow!("prompt {i} lies beyond the {} bytes of the general held-out slice A", text.len())
+            })
+        })
+        .collect()
 }

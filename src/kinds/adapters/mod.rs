@@ -1,6 +1,8 @@
 //! Per-user adapter experiments on the engine (bets 10, 37, 46, 49, 54, 55,
-//! 60, 61), the falsifications and controls that share their base and budget (31, 38, 39,
-//! 40, 63), and the production wire format on the same footing (13, 52, 53).
+//! 60, 61), the specialists' mixtures and their audit (04, 17, 18), the
+//! falsifications and controls that share their base and budget (31, 38,
+//! 39, 40, 63), and the production wire format on the same footing (13, 52,
+//! 53).
 //!
 //! Every kind here shares one [`Workbench`]: the corpus, the base model of
 //! the run's profile, and memoised adapters and base evaluations, so an
@@ -9,6 +11,7 @@
 //! `steps`) and the data order of a seed: arms differ only in what is
 //! trainable.
 
+mod audit_overhead;
 mod average;
 mod collapse;
 mod combiners;
@@ -17,10 +20,12 @@ mod hidden_noise;
 mod layer_skip;
 mod manifest;
 mod mixture;
+mod replication;
 mod soup;
 mod train_eval;
 mod wire_format;
 
+pub use audit_overhead::AuditOverhead;
 pub use average::AdapterAverage;
 pub use collapse::ExpertCollapse;
 pub use combiners::SpecialistCombiners;
@@ -29,6 +34,7 @@ pub use hidden_noise::HiddenNoise;
 pub use layer_skip::LayerSkip;
 pub use manifest::SpecialistManifest;
 pub use mixture::AdapterMixture;
+pub use replication::ReplicationTrainEval;
 pub use soup::WeightSoup;
 pub use train_eval::AdapterTrainEval;
 pub use wire_format::WireFormat;
@@ -217,11 +223,55 @@ impl Workbench {
     /// adapter (46, 49, 60 and 61 all train the programmer's norm-only
     /// adapter at seed 0) train it once.
     pub fn adapter(&self, arm: &str, user: &str, data: &str, seed: u64) -> anyhow::Result<Trained> {
-        memo(&self.adapters, format!("{arm}/{user}/{data}/{seed}"), || {
-            let text = self.train_text(user, data, seed)?;
+        self.adapter_on(arm, &format!("{user}/{data}"), seed, self.budget.lr, || self.train_text(user, data, seed))
+    }
+
+    /// The adapter of (arm, user, seed) trained at peak learning rate `lr`
+    /// on the first `bytes` bytes of the user's real training text (all of
+    /// it for `None`): the replication study's causes (bets 101 and up).
+    /// With neither changed it is [`Workbench::adapter`]'s real-data adapter.
+    pub fn adapter_varied(
+        &self,
+        arm: &str,
+        user: &str,
+        bytes: Option<usize>,
+        lr: f64,
+        seed: u64,
+    ) -> anyhow::Result<Trained> {
+        let mut what = format!("{user}/real");
+        if let Some(n) = bytes {
+            what.push_str(&format!("/first-{n}"));
+        }
+        if lr.to_bits() != self.budget.lr.to_bits() {
+            what.push_str(&format!("/lr-{lr:e}"));
+        }
+        self.adapter_on(arm, &what, seed, lr, || {
+            let mut text = self.train_text(user, "real", seed)?;
+            if let Some(n) = bytes {
+                if n > text.len() {
+                    anyhow::bail!("user `{user}` has {} training bytes, fewer than the {n} asked for", text.len());
+                }
+                text.truncate(n);
+            }
+            Ok(text)
+        })
+    }
+
+    /// The adapter named `what` (memo key, with arm and seed) trained at
+    /// peak `lr` on `text()`, from memory, from disk or trained now.
+    fn adapter_on(
+        &self,
+        arm: &str,
+        what: &str,
+        seed: u64,
+        lr: f64,
+        text: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<Trained> {
+        memo(&self.adapters, format!("{arm}/{what}/{seed}"), || {
+            let text = text()?;
             let trainable = self.trainable(arm)?;
             let cfg = TrainConfig {
-                lr: self.budget.lr,
+                lr,
                 steps: self.budget.steps,
                 batch: self.budget.batch,
                 seq: self.base.config.context,
