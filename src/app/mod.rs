@@ -64,7 +64,12 @@ impl Repo {
                 p.extension().is_some_and(|e| e == "toml") && name.as_bytes().first().is_some_and(u8::is_ascii_digit)
             })
             .collect();
-        out.sort();
+        // By number, so study bets (101 and up) follow the catalogue's.
+        out.sort_by_key(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+            (digits.parse::<u64>().unwrap_or(u64::MAX), name)
+        });
         Ok(out)
     }
 

@@ -11,7 +11,7 @@ use super::Repo;
 use crate::error::integrity;
 use crate::registry::{Ledger, diff_canonical};
 use crate::report::model::{BetReport, Catalogue, LedgerEvent, Rejected, RunInfo};
-use crate::report::{self, analysis};
+use crate::report::{self, analysis, replication};
 use crate::results;
 use crate::signing::{Signer, TrustedKeys};
 use crate::spec::{Bet, Criteria};
@@ -19,7 +19,8 @@ use crate::stats::Bootstrap;
 
 /// Folders and files of reports/ that `bets report` owns: anything else in
 /// them that it did not render is stale and removed.
-const MANAGED: &[&str] = &["SUMMARY.md", "SUMMARY.json", "bets", "html", "plots", "retractions", "confirmations"];
+const MANAGED: &[&str] =
+    &["SUMMARY.md", "SUMMARY.json", "REPLICATION.md", "bets", "html", "plots", "retractions", "confirmations"];
 
 /// `bets report`.
 pub fn report(repo: &Repo, resamples: usize) -> anyhow::Result<()> {
@@ -83,6 +84,7 @@ pub fn load_catalogue(
 ) -> anyhow::Result<Catalogue> {
     let mut rejected = Vec::new();
     let mut reports = Vec::new();
+    let mut study_cells = BTreeMap::new();
     for bet in bets {
         let mut runs = Vec::new();
         for dir in results::find_bundles_in(&repo.paths.bet_results(&bet.id())) {
@@ -98,7 +100,11 @@ pub fn load_catalogue(
                 let path = repo.root.join(&run.dir).join(results::CELLS_PARQUET);
                 let cells =
                     crate::table::Table::read_parquet(&path).with_context(|| format!("reading {}", path.display()))?;
-                Some(analysis::analyse(&run.verdict, &cells, &bootstrap))
+                let a = analysis::analyse(&run.verdict, &cells, &bootstrap);
+                if bet.spec.section == crate::spec::Section::Replication {
+                    study_cells.insert(bet.spec.number, cells);
+                }
+                Some(a)
             }
         };
         let history = ledger.history(bet.spec.number);
@@ -135,7 +141,17 @@ pub fn load_catalogue(
         });
     }
     reports.sort_by_key(|b| b.number);
-    Ok(Catalogue { bets: reports, rejected, bootstrap, ledger_head: ledger.head() })
+    let replication = reports
+        .iter()
+        .filter_map(|b| study_cells.get(&b.number).map(|cells| replication::findings(b, cells, &reports, &bootstrap)))
+        .flatten()
+        .collect();
+    let published = match std::fs::read_to_string(repo.paths.published()) {
+        Ok(text) => Some(replication::parse_published(&repo.relative(&repo.paths.published()), &text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", repo.paths.published().display()))),
+    };
+    Ok(Catalogue { bets: reports, rejected, bootstrap, ledger_head: ledger.head(), published, replication })
 }
 
 fn kebab<T: serde::Serialize>(v: &T) -> String {

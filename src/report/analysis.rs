@@ -29,13 +29,7 @@ pub fn analyse(verdict: &VerdictFile, cells: &Table, cfg: &Bootstrap) -> Analysi
     };
     let sql: Vec<(&str, &str)> =
         decisive.iter().filter_map(|n| record.quantities.get(*n).map(|q| (n.as_str(), q.sql.as_str()))).collect();
-    let (resampling, resampling_text) = match ok.units_by(CLUSTER_FACTOR) {
-        Some(units) => (
-            Resampling::Clusters { factor: CLUSTER_FACTOR.into() },
-            format!("clusters of `{CLUSTER_FACTOR}` ({} drawn with replacement)", units.len()),
-        ),
-        None => (Resampling::Rows, format!("rows ({} drawn with replacement)", ok.height())),
-    };
+    let (resampling, resampling_text) = resampling_of(&ok);
     let intervals = stats::bootstrap(&ok, &resampling, &sql, cfg, &verdict.run_id);
     let ends: BTreeMap<String, (f64, f64)> = intervals
         .iter()
@@ -70,6 +64,18 @@ pub fn analyse(verdict: &VerdictFile, cells: &Table, cfg: &Bootstrap) -> Analysi
         criteria,
         sign_tests: sign_tests(verdict),
         cells: CellsView { columns, rows },
+    }
+}
+
+/// How the ok cells `ok` are resampled, and that in words: whole seeds
+/// when the table has a `seed` column, else rows.
+pub fn resampling_of(ok: &Table) -> (Resampling, String) {
+    match ok.units_by(CLUSTER_FACTOR) {
+        Some(units) => (
+            Resampling::Clusters { factor: CLUSTER_FACTOR.into() },
+            format!("clusters of `{CLUSTER_FACTOR}` ({} drawn with replacement)", units.len()),
+        ),
+        None => (Resampling::Rows, format!("rows ({} drawn with replacement)", ok.height())),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod markdown;
 pub mod model;
 pub mod pages;
 mod render;
+pub mod replication;
 #[cfg(test)]
 mod tests;
 

@@ -25,6 +25,12 @@ pub struct Catalogue {
     /// The ledger's newest entry when the report was made (written into
     /// SUMMARY.json and every document, checked by `bets verify`).
     pub ledger_head: Option<crate::registry::LedgerHead>,
+    /// What the original catalogue published (`bets/published.toml`), when
+    /// the repo has that file.
+    pub published: Option<super::replication::PublishedFile>,
+    /// What each replication-study bet's latest counted run measured about
+    /// the bets it depends on, in study order.
+    pub replication: Vec<super::replication::Finding>,
 }
 
 impl Catalogue {

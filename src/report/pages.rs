@@ -65,7 +65,7 @@ fn date(time: &str) -> &str {
     time.get(..10).unwrap_or(time)
 }
 
-fn interval_text(r: Option<&Result<Option<Interval>, IntervalError>>) -> String {
+pub(super) fn interval_text(r: Option<&Result<Option<Interval>, IntervalError>>) -> String {
     match r {
         Some(Ok(Some(i))) if i.units < 2 => format!("[{}, {}] (one replicate)", fmt_f64(i.low), fmt_f64(i.high)),
         Some(Ok(Some(i))) => format!("[{}, {}]", fmt_f64(i.low), fmt_f64(i.high)),
@@ -105,7 +105,7 @@ fn verdict_inlines(bet: &BetReport) -> Vec<Inline> {
 }
 
 /// `name = value [lo, hi]` for each decisive quantity of the latest run.
-fn decisive_text(bet: &BetReport) -> String {
+pub(super) fn decisive_text(bet: &BetReport) -> String {
     let (Some(run), Some(a)) = (bet.latest(), &bet.analysis) else { return "-".into() };
     let parts: Vec<String> = a
         .intervals
@@ -200,6 +200,7 @@ pub fn summary(catalogue: &Catalogue, holm: &[HolmRow], documents: &[Document]) 
         .to_vec(),
         rows,
     }));
+    blocks.extend(super::replication::summary_blocks(catalogue));
     blocks.push(Block::Heading(2, "Sign tests across the catalogue".into()));
     if holm.is_empty() {
         blocks.push(Block::Para(rich(
@@ -336,6 +337,7 @@ pub fn bet_page(catalogue: &Catalogue, bet: &BetReport, documents: &[Document]) 
             }
         }
     }
+    blocks.extend(super::replication::bet_blocks(catalogue, bet));
     related_blocks(catalogue, bet, &mut blocks);
     history_blocks(bet, documents, &mut blocks);
     if let Some(n) = &bet.notes {
@@ -857,5 +859,6 @@ pub fn summary_json(catalogue: &Catalogue, holm: &[HolmRow], documents: &[Docume
             "kind": d.kind(), "bet": d.bet(), "run_id": d.run_id(), "path": format!("{}.md", d.path()),
         })).collect::<Vec<_>>(),
         "rejected_bundles": catalogue.rejected,
+        "replication": super::replication::summary_json(catalogue),
     })
 }

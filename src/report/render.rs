@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::analysis::holm_family;
 use super::history::{Document, headline_document, rerun_documents};
 use super::model::Catalogue;
-use super::{html, markdown, pages};
+use super::{html, markdown, pages, replication};
 
 /// Folder of the HTML twin of the Markdown tree, inside reports/.
 pub const HTML_DIR: &str = "html";
@@ -35,6 +35,9 @@ pub fn render(catalogue: &Catalogue) -> Rendered {
         }
     }
     let mut docs = vec![pages::summary(catalogue, &holm, &documents)];
+    if catalogue.published.is_some() {
+        docs.push(replication::page(catalogue));
+    }
     for bet in &catalogue.bets {
         docs.push(pages::bet_page(catalogue, bet, &documents));
     }

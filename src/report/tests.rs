@@ -177,6 +177,8 @@ fn catalogue() -> Catalogue {
             entry_hash: "ab".repeat(32),
             root: Some("q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=".into()),
         }),
+        published: None,
+        replication: vec![],
     }
 }
 
@@ -372,7 +374,14 @@ fn a_held_verdict_is_confirmed_and_a_changed_one_retracted_with_what_differs() {
     let json: serde_json::Value = serde_json::from_str(&d.json(None)).unwrap();
     assert_eq!(json["kind"], "retraction");
     assert_eq!(json["previous"]["verdict"], "STRICT");
-    let c = Catalogue { bets: vec![b], rejected: vec![], bootstrap: Bootstrap::default(), ledger_head: None };
+    let c = Catalogue {
+        bets: vec![b],
+        rejected: vec![],
+        bootstrap: Bootstrap::default(),
+        ledger_head: None,
+        published: None,
+        replication: vec![],
+    };
     let page = markdown::render(&pages::document_page(&d, &c));
     assert!(
         page.contains("The rerun changes the verdict from STRICT to FAIL: the earlier finding is retracted."),
@@ -550,4 +559,142 @@ fn recorded_heads_name_a_report_file_of_an_unknown_version() {
         Err(FormatError::UnknownVersion { what: "report document", found: 999, .. }) => {}
         other => panic!("expected an unknown version, got {other:?}"),
     }
+}
+
+const PUBLISHED: &str = r#"
+format = 1
+setup = "30M parameters"
+
+[[bet]]
+number = 46
+outcome = "STRICT, 15/15 wins"
+held = true
+verdict = "STRICT"
+source = "the original's page"
+
+[[bet]]
+number = 60
+outcome = "partly"
+source = "the original's page"
+"#;
+
+#[test]
+fn published_outcomes_parse_and_bad_entries_are_named() {
+    use super::replication::parse_published;
+    let p = parse_published("bets/published.toml", PUBLISHED).unwrap();
+    assert_eq!((p.bets.len(), p.bets[0].verdict, p.bets[1].held), (2, Some(Verdict::Strict), None));
+    let bad = |from: &str, to: &str| {
+        parse_published("bets/published.toml", &PUBLISHED.replacen(from, to, 1)).unwrap_err().to_string()
+    };
+    assert_eq!(bad("number = 60", "number = 46"), "bets/published.toml: bet 46 is listed twice");
+    assert_eq!(bad("held = true\n", ""), "bets/published.toml: bet 46: verdict = STRICT needs held = true");
+    assert_eq!(bad("held = true", "held = false"), "bets/published.toml: bet 46: verdict = STRICT needs held = true");
+    assert_eq!(
+        bad("number = 60", "number = 101"),
+        "bets/published.toml: bet 101: expected a catalogue number 1..=99 (the original has no study bets)"
+    );
+    assert_eq!(bad("format = 1", "format = 2"), "bets/published.toml: format = 2: this build reads format 1");
+    assert_eq!(
+        bad("outcome = \"partly\"", "outcome = \" \""),
+        "bets/published.toml: bet 60: `outcome` must not be empty"
+    );
+    let e = bad("source = \"the original's page\"\n\n[[bet]]", "sauce = 1\n\n[[bet]]");
+    assert!(e.starts_with("bets/published.toml: ") && e.contains("unknown field `sauce`"), "{e}");
+    let e = bad("verdict = \"STRICT\"", "verdict = \"GREAT\"");
+    assert!(e.contains("unknown variant `GREAT`"), "{e}");
+}
+
+#[test]
+fn agreement_compares_whether_the_hypothesis_held() {
+    use super::replication::{Agreement, Published, agreement};
+    let theirs = |held| Published { number: 46, outcome: "o".into(), held, verdict: None, source: "s".into() };
+    assert_eq!(agreement(Some(Verdict::Lenient), &theirs(Some(true))), Agreement::Agree);
+    assert_eq!(agreement(Some(Verdict::Fail), &theirs(Some(false))), Agreement::Agree);
+    assert_eq!(agreement(Some(Verdict::Catastrophic), &theirs(Some(true))), Agreement::Differ);
+    assert_eq!(agreement(Some(Verdict::Strict), &theirs(Some(false))), Agreement::Differ);
+    assert!(matches!(agreement(Some(Verdict::Inconclusive), &theirs(Some(true))), Agreement::Open(_)));
+    assert!(matches!(agreement(None, &theirs(Some(true))), Agreement::Open(_)));
+    assert_eq!(
+        agreement(Some(Verdict::Fail), &theirs(None)).word(),
+        "not comparable: the original published no pass or fail"
+    );
+}
+
+/// A study of bet 46 varying `train_bytes`: norm-only wins `wins` of 5 seeds at each level.
+fn study_run(levels: &[(i64, i64)]) -> (RunInfo, table::Table) {
+    let mut cols = vec![Column { name: "train_bytes".into(), kind: ColumnType::Int }];
+    let mut rows = Vec::new();
+    for (i, &(bytes, wins)) in levels.iter().enumerate() {
+        let (df, level_rows) = cells(wins);
+        if i == 0 {
+            cols.extend(df.columns().into_iter().map(|c| Column { name: c.name, kind: c.kind }));
+        }
+        for mut r in level_rows {
+            r.insert("train_bytes".into(), Value::Int(bytes));
+            let cell = r["cell"].as_i64().unwrap() + 10 * i as i64;
+            r.insert("cell".into(), Value::Int(cell));
+            rows.push(r);
+        }
+    }
+    let df = table::Table::from_rows(&cols, &rows).unwrap();
+    let (mut info, _) = run(101, "corpus-size", "20250105T000000Z-small", 0, "0.1.0");
+    info.manifest.grid.insert("train_bytes".into(), levels.iter().map(|l| Value::Int(l.0)).collect());
+    info.verdict.record = record(&df);
+    (info, df)
+}
+
+#[test]
+fn a_study_decides_the_studied_bets_criteria_per_level_of_its_cause() {
+    use super::replication::{PAGE, findings, parse_published};
+    let mut c = catalogue();
+    c.bets[0] = bet(46, "norm-replication", vec![run(46, "norm-replication", "20250102T000000Z-small", 0, "0.1.0")]);
+    let (info, df) = study_run(&[(4096, 5), (65536, 0)]);
+    let mut study = bet(101, "corpus-size", vec![(info, df.clone())]);
+    study.section = "replication".into();
+    study.depends_on = vec![46, 99];
+    let found = findings(&study, &df, &c.bets, &c.bootstrap);
+    assert_eq!(found.len(), 2);
+    let f = &found[0];
+    assert_eq!(
+        (f.target, f.target_verdict, f.cause.clone()),
+        (46, Some(Verdict::Catastrophic), vec!["train_bytes".to_string()])
+    );
+    let verdicts: Vec<_> = f.levels.iter().map(|l| (l.label(), l.record.verdict)).collect();
+    assert_eq!(
+        verdicts,
+        vec![("train_bytes = 4096".into(), Verdict::Strict), ("train_bytes = 65536".into(), Verdict::Catastrophic)]
+    );
+    assert_eq!(f.levels[0].record.quantities["wins"].value, Some(Value::Int(5)));
+    assert_eq!(f.levels[0].record.cells, CellCounts { planned: 10, ok: 10, failed: 0 });
+    assert_eq!(f.levels[0].intervals.keys().collect::<Vec<_>>(), vec!["wins"]);
+    assert_eq!(f.moved().len(), 1);
+    assert_eq!(found[1].problem.as_deref(), Some("bet 99 is not in the catalogue"));
+    // The same cells give the same finding (bootstrap streams are seeded).
+    assert_eq!(findings(&study, &df, &c.bets, &c.bootstrap), found);
+
+    c.bets.push(study);
+    c.replication = found;
+    c.published = Some(parse_published("bets/published.toml", PUBLISHED).unwrap());
+    let rendered = render(&c);
+    let page = &rendered.files[&format!("{PAGE}.md")];
+    assert!(page.contains("| [bet 46](bets/46-norm-replication.md) | STRICT, 15/15 wins | CATASTROPHIC | **differ** | [bet 101](bets/101-corpus-size.md) |"), "{page}");
+    assert!(page.contains("| [bet 60](bets/60-noise-floor.md) | partly | no counted run | **not comparable: no counted run here** | - |"), "{page}");
+    assert!(
+        page.contains(
+            "train_bytes moved bet 46's verdict from CATASTROPHIC to STRICT at train_bytes = 4096 (1 of 2 levels)."
+        ),
+        "{page}"
+    );
+    assert!(page.contains("| `train_bytes = 65536` | **CATASTROPHIC** | no | wins = 0 "), "{page}");
+    let summary = &rendered.files["SUMMARY.md"];
+    assert!(summary.contains("## Against the original catalogue"), "{summary}");
+    let bet_page = &rendered.files["bets/46-norm-replication.md"];
+    assert!(
+        bet_page.contains("STRICT, 15/15 wins (the original's page). Ours: CATASTROPHIC; we differ."),
+        "{bet_page}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&rendered.files["SUMMARY.json"]).unwrap();
+    assert_eq!(json["replication"]["findings"][0]["levels"][0]["verdict"], "STRICT");
+    assert_eq!(json["replication"]["outcomes"][0]["agreement"], "differ");
+    assert_eq!(render(&c), rendered, "rendering is a pure function of the catalogue");
 }

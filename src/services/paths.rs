@@ -75,6 +75,12 @@ impl Paths {
         Paths::checkpoint_of(&self.ledger())
     }
 
+    /// `bets/published.toml`: what the original catalogue published, for
+    /// the report's comparison.
+    pub fn published(&self) -> PathBuf {
+        self.bets_dir().join("published.toml")
+    }
+
     /// `bets/keys/`: trusted public keys.
     pub fn keys_dir(&self) -> PathBuf {
         self.bets_dir().join("keys")

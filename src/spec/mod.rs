@@ -10,7 +10,7 @@ mod validate;
 
 pub use raw::{Claim, Control, Criteria, PROFILES, PlotKind, PlotSpec, Procedure, ProfileOverride, Section, SpecFile};
 pub use schema::json_schema;
-pub use validate::{load, parse};
+pub use validate::{CATALOGUE_NUMBERS, STUDY_NUMBERS, load, parse};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -289,6 +289,26 @@ strict = "n > 0"
     fn the_file_name_must_match_number_and_slug() {
         let e = parse(std::path::Path::new("bets/47_x.toml"), SPEC).unwrap_err();
         assert!(e.to_string().contains("rename it to `46_norm_replication.toml`"), "{e}");
+    }
+
+    #[test]
+    fn numbers_101_and_up_are_replication_study_bets_and_only_those() {
+        let study = SPEC.replace("number = 46", "number = 101").replace("per-user-adapters", "replication");
+        let path = std::path::Path::new("bets/101_norm_replication.toml");
+        assert_eq!(parse(path, &study).unwrap().id(), "101-norm-replication");
+        let problem = |path: &str, text: &str| {
+            let SpecErrors(p) = parse(std::path::Path::new(path), text).unwrap_err();
+            (p[0].key.clone(), p[0].message.clone(), p[0].hint.clone().unwrap_or_default())
+        };
+        let (key, message, hint) =
+            problem("bets/101_norm_replication.toml", &study.replace("replication\"", "federated\""));
+        assert_eq!((key.as_str(), message.as_str()), ("number", "101 is out of range"));
+        assert!(hint.contains("101 and up are for section `replication`"), "{hint}");
+        let (key, message, _) =
+            problem("bets/46_norm_replication.toml", &SPEC.replace("per-user-adapters", "replication"));
+        assert_eq!((key.as_str(), message.as_str()), ("number", "46 is out of range for section `replication`"));
+        let (_, message, _) = problem("bets/1000_norm_replication.toml", &study.replace("101", "1000"));
+        assert_eq!(message, "1000 is out of range for section `replication`");
     }
 
     #[test]

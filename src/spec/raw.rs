@@ -15,7 +15,8 @@ use crate::table::Value;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpecFile {
-    /// Catalogue number; the file name must start with it (two digits).
+    /// Catalogue number 1..=99, or a replication-study number 101..=999;
+    /// the file name must start with it (at least two digits).
     pub number: u32,
     /// Kebab-case identifier; the file name is `NN_<slug with _>.toml`.
     pub slug: String,
@@ -73,6 +74,9 @@ pub enum Section {
     Falsifications,
     OperatingLayer,
     OpenQuestions,
+    /// Our own study of why a replication disagrees with the original
+    /// (numbers 101 and up, not in the catalogue).
+    Replication,
 }
 
 /// The nature of a claim, which decides what a reader must check next to it.

@@ -9,10 +9,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::raw::{PROFILES, SpecFile, TOP_LEVEL_KEYS};
+use super::raw::{PROFILES, Section, SpecFile, TOP_LEVEL_KEYS};
 use super::{Bet, Claim, Problem, SpecErrors, table_columns};
 use crate::kinds::{self, Experiment, Parameters};
 use crate::table::{self, Column, ColumnType, Row, Value, sandbox};
+
+/// Numbers of the SharedLLM catalogue's bets.
+pub const CATALOGUE_NUMBERS: std::ops::RangeInclusive<u32> = 1..=99;
+
+/// Numbers of our own replication-study bets (section `replication`), kept
+/// apart so they never collide with a catalogue number.
+pub const STUDY_NUMBERS: std::ops::RangeInclusive<u32> = 101..=999;
 
 /// Read and validate a spec file.
 pub fn load(path: &Path) -> Result<Bet, SpecErrors> {
@@ -162,8 +169,20 @@ impl Checker {
     }
 
     fn check_identity(&mut self, s: &SpecFile) {
-        if !(1..=99).contains(&s.number) {
-            self.push("number", format!("{} is out of range", s.number), Some("a catalogue number 1..=99".into()));
+        let study = s.section == Section::Replication;
+        if study && !STUDY_NUMBERS.contains(&s.number) {
+            self.push(
+                "number",
+                format!("{} is out of range for section `replication`", s.number),
+                Some("a study number 101..=999".into()),
+            );
+        } else if !study && !CATALOGUE_NUMBERS.contains(&s.number) {
+            let hint = if STUDY_NUMBERS.contains(&s.number) {
+                "a catalogue number 1..=99 (101 and up are for section `replication`)"
+            } else {
+                "a catalogue number 1..=99"
+            };
+            self.push("number", format!("{} is out of range", s.number), Some(hint.into()));
         }
         let kebab = !s.slug.is_empty()
             && s.slug.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
