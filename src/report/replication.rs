@@ -202,9 +202,14 @@ pub fn findings(study: &BetReport, cells: &Table, bets: &[BetReport], cfg: &Boot
                 return f;
             };
             f.target_verdict = Some(t_run.verdict.record.verdict);
-            f.cause = run.manifest.grid.keys().filter(|k| !t_run.manifest.grid.contains_key(*k)).cloned().collect();
+            let factors: Vec<String> =
+                run.manifest.grid.keys().filter(|k| !t_run.manifest.grid.contains_key(*k)).cloned().collect();
+            let params = changed_params(&run.manifest.params, &t_run.manifest.params);
+            f.cause = params.iter().map(|(k, _)| k.clone()).chain(factors.iter().cloned()).collect();
             if f.cause.is_empty() {
-                f.problem = Some(format!("the study varies no factor that bet {target:02}'s grid lacks"));
+                f.problem = Some(format!(
+                    "the study changes no parameter of bet {target:02} and varies no factor its grid lacks"
+                ));
                 return f;
             }
             let record = &t_run.verdict.record;
@@ -225,10 +230,11 @@ pub fn findings(study: &BetReport, cells: &Table, bets: &[BetReport], cfg: &Boot
                 record.criteria.iter().flat_map(|c| c.uses.keys()).map(String::as_str).collect();
             let sql: Vec<(&str, &str)> =
                 decisive.iter().filter_map(|n| quantities.get(*n).map(|q| (*n, q.as_str()))).collect();
-            match split(cells, &f.cause) {
+            match split(cells, &factors) {
                 Err(e) => f.problem = Some(e),
                 Ok(parts) => {
-                    for (values, part) in parts {
+                    for (factor_values, part) in parts {
+                        let values = params.iter().cloned().chain(factor_values).collect();
                         let ok = table::query(&[("all_cells", &part)], "SELECT * FROM all_cells WHERE status = 'ok'")
                             .unwrap_or_else(|_| part.clone());
                         let counts =
@@ -242,6 +248,21 @@ pub fn findings(study: &BetReport, cells: &Table, bets: &[BetReport], cfg: &Boot
                 }
             }
             f
+        })
+        .collect()
+}
+
+/// The procedure parameters the study sets otherwise than the target,
+/// with the study's values (`absent` where it leaves one out).
+fn changed_params(study: &serde_json::Value, target: &serde_json::Value) -> Vec<(String, Value)> {
+    let empty = serde_json::Map::new();
+    let (s, t) = (study.as_object().unwrap_or(&empty), target.as_object().unwrap_or(&empty));
+    let keys: BTreeSet<&String> = s.keys().chain(t.keys()).collect();
+    keys.into_iter()
+        .filter(|k| s.get(*k) != t.get(*k))
+        .map(|k| {
+            let shown = s.get(k).map(|v| v.to_string()).unwrap_or_else(|| "absent".into());
+            (k.clone(), Value::Str(shown))
         })
         .collect()
 }

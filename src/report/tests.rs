@@ -671,6 +671,21 @@ fn a_study_decides_the_studied_bets_criteria_per_level_of_its_cause() {
     assert_eq!(found[1].problem.as_deref(), Some("bet 99 is not in the catalogue"));
     // The same cells give the same finding (bootstrap streams are seeded).
     assert_eq!(findings(&study, &df, &c.bets, &c.bootstrap), found);
+    // A procedure parameter set otherwise is a cause too, named in every level.
+    let mut other_base = study.clone();
+    other_base.runs[0].manifest.params["base_mix"] = serde_json::json!(["programmer"]);
+    let f = &findings(&other_base, &df, &c.bets, &c.bootstrap)[0];
+    assert_eq!(f.cause, ["base_mix", "train_bytes"]);
+    assert_eq!(f.levels[0].label(), "base_mix = [\"programmer\"], train_bytes = 4096");
+    other_base.runs[0].manifest.grid.remove("train_bytes");
+    let mut whole = findings(&other_base, &df, &c.bets, &c.bootstrap);
+    assert_eq!(whole[0].levels.iter().map(|l| l.record.cells.planned).collect::<Vec<_>>(), [20]);
+    other_base.runs[0].manifest.params = c.bets[0].runs[0].manifest.params.clone();
+    whole = findings(&other_base, &df, &c.bets, &c.bootstrap);
+    assert_eq!(
+        whole[0].problem.as_deref(),
+        Some("the study changes no parameter of bet 46 and varies no factor its grid lacks")
+    );
 
     c.bets.push(study);
     c.replication = found;

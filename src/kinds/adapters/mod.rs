@@ -83,6 +83,12 @@ pub struct Budget {
     pub general_eval: bool,
     /// Seed of the base model's pre-training.
     pub base_seed: u64,
+    /// Users whose training splits are appended to the general text the
+    /// base is pre-trained on (in this order; empty: the general text
+    /// alone). The replication study's base-domain cause (bet 103): the
+    /// original used a "programmer-fixture base". Held-out slices are never
+    /// mixed in.
+    pub base_mix: Vec<String>,
 }
 
 impl Default for Budget {
@@ -96,6 +102,7 @@ impl Default for Budget {
             eval_bytes: 0,
             general_eval: false,
             base_seed: 0,
+            base_mix: vec![],
         }
     }
 }
@@ -109,10 +116,18 @@ impl Budget {
             ("batch", self.batch == 0),
             ("lora_rank", self.lora_rank == 0),
         ];
-        match bad.into_iter().find(|(_, bad)| *bad) {
-            Some((key, _)) => Err(ParamProblem::new(key, "must be positive")),
-            None => Ok(()),
+        if let Some((key, _)) = bad.into_iter().find(|(_, bad)| *bad) {
+            return Err(ParamProblem::new(key, "must be positive"));
         }
+        for (i, user) in self.base_mix.iter().enumerate() {
+            if user == GENERAL {
+                return Err(ParamProblem::new("base_mix", "`general` is the base's own text already: name users"));
+            }
+            if self.base_mix[..i].contains(user) {
+                return Err(ParamProblem::new("base_mix", format!("`{user}` is named twice")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -139,6 +154,17 @@ pub struct Workbench {
     base_evals: Memo<EvalStats>,
 }
 
+/// The text the base is pre-trained on: the general training text, then
+/// each `mix` user's training split, separated like documents.
+pub fn base_text(corpus: &Corpus, mix: &[String]) -> anyhow::Result<Vec<u8>> {
+    let mut text = corpus.general_train();
+    for user in mix {
+        text.extend_from_slice(b"\n\n");
+        text.extend_from_slice(&corpus.train(user)?);
+    }
+    Ok(text)
+}
+
 impl Workbench {
     /// Load (fetching if needed) the corpus and build or load the base of
     /// the run's profile.
@@ -147,7 +173,7 @@ impl Workbench {
         let profile = Profile::from_name(&env.profile)?;
         let (base, _) = BaseModels::new(env.paths.models_dir()).get_or_pretrain(
             &profile,
-            &corpus.general_train(),
+            &base_text(&corpus, &budget.base_mix)?,
             &corpus.general_eval(),
             budget.base_seed,
             PRETRAIN_THREADS,
@@ -183,6 +209,9 @@ impl Workbench {
         let mut inputs = BTreeMap::new();
         inputs.insert("base_model".to_string(), self.base.hash.clone());
         inputs.insert("general_train".to_string(), self.corpus.general_train_hash());
+        if !self.budget.base_mix.is_empty() {
+            inputs.insert("base_mix".to_string(), self.budget.base_mix.join("+"));
+        }
         for user in self.corpus.users() {
             for split in [Split::Train, Split::A, Split::B, Split::C] {
                 if let Ok(h) = self.corpus.split_hash(user, split) {

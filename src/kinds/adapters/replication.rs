@@ -4,7 +4,9 @@
 //! verdicts may differ from the original's by as a grid factor: how much of
 //! the user's training text the adapter sees (`train_bytes`, the first N
 //! bytes of the train split, recorded by hash) and the peak learning rate
-//! (`lr`). A cell with neither factor is bet 46's cell, bit for bit.
+//! (`lr`). A cell with neither factor is bet 46's cell, bit for bit. The
+//! base's domain is a procedure parameter every adapter kind has
+//! (`base_mix`, users' training text mixed into the base's pre-training).
 
 use std::collections::BTreeMap;
 
@@ -159,5 +161,23 @@ mod tests {
         assert!(e.contains("fewer than the 1099511627776 asked for"), "{e}");
         let e = study.run_cell(&cell(&[("lr", Value::Float(-1.0))])).unwrap_err().to_string();
         assert!(e.contains("lr = -1: expected a positive learning rate"), "{e}");
+    }
+
+    #[test]
+    fn a_base_pretrained_with_a_users_training_text_is_another_base() {
+        let problem = |extra: &str| testing::check("replication-train-eval", &format!("{TINY}\n{extra}")).unwrap_err();
+        let e = problem("base_mix = [\"general\"]");
+        assert!(e.contains("base_mix") && e.contains("`general` is the base's own text already"), "{e}");
+        let e = problem("base_mix = [\"novelist\", \"novelist\"]");
+        assert!(e.contains("`novelist` is named twice"), "{e}");
+
+        let plain = testing::prepare("replication-train-eval", TINY);
+        let mixed = testing::prepare("replication-train-eval", &format!("{TINY}\nbase_mix = [\"novelist\"]"));
+        let (p, m) = (plain.inputs(), mixed.inputs());
+        assert_ne!(p["base_model"], m["base_model"]);
+        assert_eq!((p.get("base_mix"), m["base_mix"].as_str()), (None, "novelist"));
+        let (a, b) = (plain.run_cell(&cell(&[])).unwrap(), mixed.run_cell(&cell(&[])).unwrap());
+        assert_eq!(a["train_sha256"], b["train_sha256"], "the adapter's own text is unchanged");
+        assert_ne!(a["base_ppl"], b["base_ppl"], "the novelist's held-out text under another base");
     }
 }
