@@ -122,7 +122,9 @@ pub fn load_catalogue(
             })
             .collect();
         let s = &bet.spec;
+        let profile = runs.iter().rev().find(|r| r.verdict.counted).map(|r| r.manifest.profile.clone());
         reports.push(BetReport {
+            procedure: written_procedure(s, profile.as_deref()),
             number: s.number,
             slug: s.slug.clone(),
             title: s.title.clone(),
@@ -152,6 +154,16 @@ pub fn load_catalogue(
         Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", repo.paths.published().display()))),
     };
     Ok(Catalogue { bets: reports, rejected, bootstrap, ledger_head: ledger.head(), published, replication })
+}
+
+/// The procedure's parameters as `spec` writes them, with `profile`'s
+/// overrides applied.
+fn written_procedure(spec: &crate::spec::SpecFile, profile: Option<&str>) -> BTreeMap<String, serde_json::Value> {
+    let mut params = spec.procedure.params.clone();
+    if let Some(o) = profile.and_then(|p| spec.profiles.get(p)) {
+        params.extend(o.procedure.clone());
+    }
+    params.into_iter().filter_map(|(k, v)| serde_json::to_value(v).ok().map(|v| (k, v))).collect()
 }
 
 fn kebab<T: serde::Serialize>(v: &T) -> String {

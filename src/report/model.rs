@@ -72,6 +72,10 @@ pub struct BetReport {
     pub tests_headline_of: Vec<u32>,
     /// Declared negative controls: name -> bet number.
     pub controls: BTreeMap<String, u32>,
+    /// The procedure's parameters as the spec writes them for its latest
+    /// counted run's profile (defaults left out, `experiment` apart), so a
+    /// study can name what it sets otherwise than the bet it studies.
+    pub procedure: BTreeMap<String, serde_json::Value>,
     /// The spec's quantities (name -> SQL) as the file has them now.
     pub quantities: BTreeMap<String, String>,
     /// The criteria in force: the latest ledger entry's, else the spec's.

@@ -204,7 +204,7 @@ pub fn findings(study: &BetReport, cells: &Table, bets: &[BetReport], cfg: &Boot
             f.target_verdict = Some(t_run.verdict.record.verdict);
             let factors: Vec<String> =
                 run.manifest.grid.keys().filter(|k| !t_run.manifest.grid.contains_key(*k)).cloned().collect();
-            let params = changed_params(&run.manifest.params, &t_run.manifest.params);
+            let params = changed_params(&study.procedure, &t.procedure);
             f.cause = params.iter().map(|(k, _)| k.clone()).chain(factors.iter().cloned()).collect();
             if f.cause.is_empty() {
                 f.problem = Some(format!(
@@ -252,16 +252,17 @@ pub fn findings(study: &BetReport, cells: &Table, bets: &[BetReport], cfg: &Boot
         .collect()
 }
 
-/// The procedure parameters the study sets otherwise than the target,
-/// with the study's values (`absent` where it leaves one out).
-fn changed_params(study: &serde_json::Value, target: &serde_json::Value) -> Vec<(String, Value)> {
-    let empty = serde_json::Map::new();
-    let (s, t) = (study.as_object().unwrap_or(&empty), target.as_object().unwrap_or(&empty));
+/// The procedure parameters the study's spec writes otherwise than the
+/// target's, with the study's values (`default` where it leaves one out).
+fn changed_params(
+    s: &BTreeMap<String, serde_json::Value>,
+    t: &BTreeMap<String, serde_json::Value>,
+) -> Vec<(String, Value)> {
     let keys: BTreeSet<&String> = s.keys().chain(t.keys()).collect();
     keys.into_iter()
         .filter(|k| s.get(*k) != t.get(*k))
         .map(|k| {
-            let shown = s.get(k).map(|v| v.to_string()).unwrap_or_else(|| "absent".into());
+            let shown = s.get(k).map(|v| v.to_string()).unwrap_or_else(|| "default".into());
             (k.clone(), Value::Str(shown))
         })
         .collect()
@@ -314,6 +315,20 @@ fn decisive(level: &Level) -> String {
     if parts.is_empty() { "-".into() } else { parts.join("; ") }
 }
 
+/// `name = value` for the quantities of `record` not in `skip` (the
+/// decisive ones, shown with intervals); for a reference run, those no
+/// criterion names.
+fn others(record: &VerdictRecord, skip: &BTreeSet<&String>) -> String {
+    let named: BTreeSet<&String> = record.criteria.iter().flat_map(|c| c.uses.keys()).collect();
+    let parts: Vec<String> = record
+        .quantities
+        .iter()
+        .filter(|(n, _)| !skip.contains(n) && !named.contains(n))
+        .map(|(n, q)| format!("{n} = {}", fmt_value(q.value.as_ref())))
+        .collect();
+    if parts.is_empty() { "-".into() } else { parts.join("; ") }
+}
+
 /// The studies bearing on bet `n`.
 fn bearing_on(catalogue: &Catalogue, n: u32) -> Vec<&Finding> {
     catalogue.replication.iter().filter(|f| f.target == n).collect()
@@ -347,7 +362,8 @@ fn moved_sentence(f: &Finding) -> String {
 }
 
 /// The replication page: for every bet the original published, its outcome
-/// next to ours; for every disagreement, what the study bets measured.
+/// next to ours; for every one that does not plainly agree (a difference,
+/// or no comparison), what the study bets measured.
 pub fn page(catalogue: &Catalogue) -> Doc {
     let mut blocks = vec![Block::Para(vec![
         text(
@@ -371,7 +387,7 @@ pub fn page(catalogue: &Catalogue) -> Doc {
     let mut any = false;
     for p in &published.bets {
         let ours = catalogue.bet(p.number).and_then(BetReport::verdict);
-        if agreement(ours, p) != Agreement::Differ {
+        if agreement(ours, p) == Agreement::Agree {
             continue;
         }
         any = true;
@@ -390,18 +406,19 @@ pub fn page(catalogue: &Catalogue) -> Doc {
         }
     }
     if !any {
-        blocks.push(Block::Para(vec![text("Our verdicts differ from none of the original's.")]));
+        blocks.push(Block::Para(vec![text("Every verdict of ours agrees with the original's.")]));
     }
     Doc { path: PAGE.into(), title: "Bets: replication of the original".into(), blocks }
 }
 
 fn finding_blocks(catalogue: &Catalogue, f: &Finding, blocks: &mut Vec<Block>) {
-    let study_verdict = catalogue.bet(f.study).and_then(BetReport::verdict);
+    let study = catalogue.bet(f.study);
+    let own = study.map(decisive_text).unwrap_or_else(|| "-".into());
     blocks.push(Block::Para(vec![
         bet_link(catalogue, f.study),
-        text(format!(" ({}, run ", verdict_word(study_verdict))),
+        text(format!(" ({}, run ", verdict_word(study.and_then(BetReport::verdict)))),
         code(&f.study_run),
-        text(format!("): {}.", moved_sentence(f))),
+        text(format!(", by its own criteria: {own}): {}.", moved_sentence(f))),
     ]));
     if f.levels.is_empty() {
         return;
@@ -411,6 +428,13 @@ fn finding_blocks(catalogue: &Catalogue, f: &Finding, blocks: &mut Vec<Block>) {
         vec![text(verdict_word(f.target_verdict))],
         vec![text("-")],
         vec![text(catalogue.bet(f.target).map(decisive_text).unwrap_or_else(|| "-".into()))],
+        vec![text(
+            catalogue
+                .bet(f.target)
+                .and_then(|t| t.latest())
+                .map(|r| others(&r.verdict.record, &BTreeSet::new()))
+                .unwrap_or_else(|| "-".into()),
+        )],
     ];
     let mut rows = vec![reference];
     rows.extend(f.levels.iter().map(|l| {
@@ -420,6 +444,7 @@ fn finding_blocks(catalogue: &Catalogue, f: &Finding, blocks: &mut Vec<Block>) {
             vec![Inline::Strong(l.record.verdict.to_string())],
             vec![text(if moved { "yes" } else { "no" })],
             vec![text(decisive(l))],
+            vec![text(others(&l.record, &l.intervals.keys().collect()))],
         ]
     }));
     blocks.push(Block::Table(DocTable {
@@ -429,6 +454,7 @@ fn finding_blocks(catalogue: &Catalogue, f: &Finding, blocks: &mut Vec<Block>) {
             format!("Bet {:02}'s criteria give", f.target),
             "Moved".into(),
             "Decisive numbers [95% CI]".into(),
+            "Other quantities".into(),
         ]
         .to_vec(),
         rows,

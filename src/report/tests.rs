@@ -136,6 +136,7 @@ fn bet(number: u32, slug: &str, runs: Vec<(RunInfo, table::Table)>) -> BetReport
         depends_on: vec![],
         tests_headline_of: vec![],
         controls: BTreeMap::new(),
+        procedure: BTreeMap::from([("steps".to_string(), serde_json::json!(100))]),
         quantities: quantities(),
         criteria: spec_criteria(),
         registration: vec![],
@@ -673,14 +674,14 @@ fn a_study_decides_the_studied_bets_criteria_per_level_of_its_cause() {
     assert_eq!(findings(&study, &df, &c.bets, &c.bootstrap), found);
     // A procedure parameter set otherwise is a cause too, named in every level.
     let mut other_base = study.clone();
-    other_base.runs[0].manifest.params["base_mix"] = serde_json::json!(["programmer"]);
+    other_base.procedure.insert("base_mix".into(), serde_json::json!(["programmer"]));
     let f = &findings(&other_base, &df, &c.bets, &c.bootstrap)[0];
     assert_eq!(f.cause, ["base_mix", "train_bytes"]);
     assert_eq!(f.levels[0].label(), "base_mix = [\"programmer\"], train_bytes = 4096");
     other_base.runs[0].manifest.grid.remove("train_bytes");
     let mut whole = findings(&other_base, &df, &c.bets, &c.bootstrap);
     assert_eq!(whole[0].levels.iter().map(|l| l.record.cells.planned).collect::<Vec<_>>(), [20]);
-    other_base.runs[0].manifest.params = c.bets[0].runs[0].manifest.params.clone();
+    other_base.procedure = c.bets[0].procedure.clone();
     whole = findings(&other_base, &df, &c.bets, &c.bootstrap);
     assert_eq!(
         whole[0].problem.as_deref(),
