@@ -2,17 +2,20 @@
 //! the content hash that names the result, and the manifest recorded beside
 //! it. Where bases are kept is not decided here (see `services::BaseModels`).
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use super::base::ENGINE_VERSION;
 use super::base::{BaseModel, hash_json};
 use super::config::{ModelConfig, Profile};
+use super::error::EngineError;
 use super::error::Result;
 use super::eval::{EvalConfig, EvalStats, evaluate};
+use super::model::Weights;
 use super::model::init_weights;
-use super::train::{TrainConfig, TrainStats, train_full};
+use super::optim::AdamW;
+use super::train::{TrainConfig, TrainStats, train_full_resume};
 use crate::services::Progress;
 
 /// On-disk format version of base manifests.
@@ -92,18 +95,108 @@ pub fn pretrain(
     device: &Device,
     progress: &dyn Progress,
 ) -> Result<Pretrained> {
+    let mut no_saves = |_: &Checkpoint| Ok(());
+    let resumable = Resumable { from: None, every: usize::MAX, save: &mut no_saves };
+    pretrain_resumable(profile, text, eval_text, seed, threads, device, progress, resumable)
+}
+
+/// A pre-training run stopped after `step` steps: enough to go on with the
+/// bits of an uninterrupted run (the engine's `*_resume` guarantee).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// Steps taken.
+    pub step: usize,
+    /// The weights after `step` steps, as safetensors bytes.
+    pub weights: Vec<u8>,
+    /// The AdamW state ([`AdamW::to_bytes`]).
+    pub optim: Vec<u8>,
+    /// The loss of every step taken.
+    pub losses: Vec<f32>,
+    /// Wall seconds spent training so far.
+    pub seconds: f64,
+}
+
+/// Where a resumable pre-training starts and how it saves its progress.
+pub struct Resumable<'a> {
+    /// The checkpoint to go on from (`None`: from the seeded init).
+    pub from: Option<Checkpoint>,
+    /// Save a checkpoint after every this many steps.
+    pub every: usize,
+    /// Called with each checkpoint (the caller stores it).
+    pub save: &'a mut dyn FnMut(&Checkpoint) -> Result<()>,
+}
+
+/// [`pretrain`], going on from `resumable.from` and handing a checkpoint to
+/// `resumable.save` every `resumable.every` steps, so a killed run loses at
+/// most that many steps. The base is bit for bit the uninterrupted run's.
+#[allow(clippy::too_many_arguments)]
+pub fn pretrain_resumable(
+    profile: &Profile,
+    text: &[u8],
+    eval_text: &[u8],
+    seed: u64,
+    threads: usize,
+    device: &Device,
+    progress: &dyn Progress,
+    resumable: Resumable<'_>,
+) -> Result<Pretrained> {
     let data_sha256 = hex::encode(Sha256::digest(text));
     let train = pretrain_config(profile, seed, threads);
     let hash = base_key(&profile.model, &train, &data_sha256);
-    let mut weights = init_weights(&profile.model, seed, device)?;
+    let (mut weights, mut optim, mut losses, mut seconds) = match resumable.from {
+        None => (init_weights(&profile.model, seed, device)?, None, vec![], 0.0),
+        Some(c) => {
+            let weights: Weights = candle_core::safetensors::load_buffer(&c.weights, device)?.into_iter().collect();
+            let optim = AdamW::from_bytes(&c.optim)?;
+            if optim.step_count() != c.step || c.losses.len() != c.step {
+                return Err(EngineError::Malformed {
+                    what: "pre-training checkpoint".into(),
+                    detail: format!(
+                        "step {} but the optimiser has taken {} and {} losses are recorded",
+                        c.step,
+                        optim.step_count(),
+                        c.losses.len()
+                    ),
+                });
+            }
+            (weights, Some(optim), c.losses, c.seconds)
+        }
+    };
     let bar = progress.start("pretrain", "steps", train.steps as u64);
+    bar.inc(losses.len() as u64);
     let mut ema = f32::NAN;
-    let stats = train_full(&profile.model, &mut weights, text, &train, device, &mut |_, loss| {
-        ema = if ema.is_nan() { loss } else { 0.95 * ema + 0.05 * loss };
-        bar.set_message(format!("loss {ema:.3}"));
-        bar.inc(1);
-    })?;
+    let every = resumable.every.max(1);
+    while losses.len() < train.steps {
+        let until = (losses.len().saturating_add(every)).min(train.steps);
+        let (segment, state) = train_full_resume(
+            &profile.model,
+            &mut weights,
+            text,
+            &train,
+            optim.take(),
+            until,
+            device,
+            &mut |_, loss| {
+                ema = if ema.is_nan() { loss } else { 0.95 * ema + 0.05 * loss };
+                bar.set_message(format!("loss {ema:.3}"));
+                bar.inc(1);
+            },
+        )?;
+        losses.extend(segment.losses);
+        seconds += segment.seconds;
+        if until < train.steps {
+            (resumable.save)(&Checkpoint {
+                step: until,
+                weights: weights_bytes(&weights)?,
+                optim: state.to_bytes()?,
+                losses: losses.clone(),
+                seconds,
+            })?;
+        }
+        optim = Some(state);
+    }
     bar.finish();
+    let stats = whole_run_stats(&train, losses, seconds, weights.values().map(Tensor::elem_count).sum());
     let base = BaseModel::from_weights(profile.model.clone(), weights, hash.clone(), device.clone());
     let eval =
         evaluate(&base, None, eval_text, &EvalConfig { max_bytes: BASE_EVAL_BYTES, threads, ..Default::default() })?;
@@ -122,4 +215,32 @@ pub fn pretrain(
         eval,
     };
     Ok(Pretrained { base, manifest, weights: bytes })
+}
+
+/// Safetensors bytes of `weights` (sorted names, deterministic).
+fn weights_bytes(weights: &Weights) -> Result<Vec<u8>> {
+    let data: Vec<(&String, &Tensor)> = weights.iter().collect();
+    safetensors::serialize(data, None)
+        .map_err(|e| EngineError::Malformed { what: "pre-training checkpoint".into(), detail: e.to_string() })
+}
+
+/// The statistics of a whole run from its per-step losses (the same as one
+/// uninterrupted run's, but for the wall time).
+fn whole_run_stats(train: &TrainConfig, losses: Vec<f32>, seconds: f64, trainable_params: usize) -> TrainStats {
+    let tokens = (losses.len() * train.batch * train.seq) as u64;
+    let tail = &losses[losses.len().saturating_sub(10)..];
+    TrainStats {
+        steps: losses.len(),
+        tokens,
+        seconds,
+        tokens_per_s: tokens as f64 / seconds.max(1e-9),
+        first_loss: losses.first().copied().unwrap_or(f32::NAN) as f64,
+        final_loss: if tail.is_empty() {
+            f64::NAN
+        } else {
+            tail.iter().map(|&x| x as f64).sum::<f64>() / tail.len() as f64
+        },
+        trainable_params,
+        losses,
+    }
 }

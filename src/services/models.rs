@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::Progress;
-use crate::engine::pretrain::{BASE_FORMAT, BaseManifest, base_hash, pretrain};
+use crate::engine::pretrain::{BASE_FORMAT, BaseManifest, Checkpoint, Resumable, base_hash, pretrain_resumable};
 use crate::engine::ternary::{TernaryBase, granularity_name, ternarize};
 use crate::engine::{BaseModel, EngineError, Profile, default_device};
 use kernels::ternary::ScaleGranularity;
@@ -53,16 +53,91 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| StoreError::Io { context: format!("{e:#}"), detail: "atomic write failed".into() })
 }
 
+/// Folder of a base's pre-training checkpoint while it is being trained.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+
+/// Steps between two pre-training checkpoints: a killed pre-training loses
+/// at most this many.
+pub const CHECKPOINT_EVERY: usize = 100;
+
+/// Version of a checkpoint's `progress.json`.
+const CHECKPOINT_FORMAT: u32 = 1;
+
+/// `progress.json`: what a checkpoint holds besides its two files, which it
+/// names by digest (it is written last, so it only ever names complete files).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointProgress {
+    format: u32,
+    step: usize,
+    losses: Vec<f32>,
+    seconds: f64,
+    weights_sha256: String,
+    optim_sha256: String,
+}
+
+fn write_checkpoint(dir: &Path, c: &Checkpoint) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Io { context: format!("creating {}", dir.display()), detail: e.to_string() })?;
+    write(&dir.join("weights.safetensors"), &c.weights)?;
+    write(&dir.join("optim.bin"), &c.optim)?;
+    let progress = CheckpointProgress {
+        format: CHECKPOINT_FORMAT,
+        step: c.step,
+        losses: c.losses.clone(),
+        seconds: c.seconds,
+        weights_sha256: hex::encode(Sha256::digest(&c.weights)),
+        optim_sha256: hex::encode(Sha256::digest(&c.optim)),
+    };
+    write(&dir.join("progress.json"), &serde_json::to_vec(&progress).expect("progress serialises"))
+}
+
+/// The checkpoint in `dir` (`None` when there is none); one whose files do
+/// not match its progress record is an error, and the caller starts over.
+fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
+    let path = dir.join("progress.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes = read(&path)?;
+    crate::error::check_json_format("pre-training checkpoint", path.display(), &bytes, &[CHECKPOINT_FORMAT])
+        .map_err(StoreError::Format)?;
+    let p: CheckpointProgress = serde_json::from_slice(&bytes)
+        .map_err(|e| StoreError::Malformed { what: path.display().to_string(), detail: e.to_string() })?;
+    let mut files = Vec::new();
+    for (name, expected) in [("weights.safetensors", &p.weights_sha256), ("optim.bin", &p.optim_sha256)] {
+        let f = dir.join(name);
+        let bytes = read(&f)?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if &actual != expected {
+            return Err(StoreError::Malformed {
+                what: f.display().to_string(),
+                detail: format!("its SHA-256 is {actual}, but progress.json names {expected}"),
+            });
+        }
+        files.push(bytes);
+    }
+    let optim = files.pop().unwrap_or_default();
+    let weights = files.pop().unwrap_or_default();
+    Ok(Some(Checkpoint { step: p.step, weights, optim, losses: p.losses, seconds: p.seconds }))
+}
+
 /// Pre-trained base models by content hash.
 #[derive(Debug, Clone)]
 pub struct BaseModels {
     dir: PathBuf,
+    checkpoint_every: usize,
 }
 
 impl BaseModels {
     /// The store kept in `dir` (`Paths::models_dir`).
     pub fn new(dir: impl Into<PathBuf>) -> BaseModels {
-        BaseModels { dir: dir.into() }
+        BaseModels { dir: dir.into(), checkpoint_every: CHECKPOINT_EVERY }
+    }
+
+    /// The same store, checkpointing pre-training every `steps` steps.
+    pub fn with_checkpoint_every(self, steps: usize) -> BaseModels {
+        BaseModels { checkpoint_every: steps.max(1), ..self }
     }
 
     /// Folder of the base named `hash`.
@@ -97,11 +172,31 @@ impl BaseModels {
                 loaded => return loaded,
             }
         }
-        let made = pretrain(profile, text, eval_text, seed, threads, &default_device(), progress)?;
+        let checkpoints = dir.join(CHECKPOINT_DIR);
+        let from = match read_checkpoint(&checkpoints) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("{e}: pre-training the base from the start");
+                None
+            }
+        };
+        let mut save = |c: &Checkpoint| {
+            write_checkpoint(&checkpoints, c)
+                .map_err(|e| EngineError::Malformed { what: "pre-training checkpoint".into(), detail: e.to_string() })
+        };
+        let resumable = Resumable { from, every: self.checkpoint_every, save: &mut save };
+        let made = pretrain_resumable(profile, text, eval_text, seed, threads, &default_device(), progress, resumable)?;
         write(&dir.join(WEIGHTS_FILE), &made.weights)?;
         // The manifest is written last: its presence means the base is complete.
         let json = serde_json::to_vec_pretty(&made.manifest).expect("manifest serialises");
         write(&dir.join(MANIFEST_FILE), &json)?;
+        // The finished base makes its checkpoints useless.
+        if checkpoints.exists() {
+            std::fs::remove_dir_all(&checkpoints).map_err(|e| StoreError::Io {
+                context: format!("removing {}", checkpoints.display()),
+                detail: e.to_string(),
+            })?;
+        }
         Ok((made.base, made.manifest))
     }
 
@@ -187,5 +282,54 @@ mod tests {
         assert!(store.load(&made.hash).is_ok());
         std::fs::write(entry.join(WEIGHTS_FILE), b"other bytes").unwrap();
         assert!(matches!(store.load(&made.hash), Err(StoreError::Integrity { .. })));
+    }
+
+    #[test]
+    fn a_killed_pretraining_goes_on_from_its_checkpoint_with_the_bits_of_an_uninterrupted_run() {
+        let mut profile = Profile::from_name("tiny").unwrap();
+        profile.pretrain.steps = 12;
+        let text: Vec<u8> = (0..4000u32).map(|i| b"abcdefgh "[(i * 7 % 9) as usize]).collect();
+        let whole = tempfile::tempdir().unwrap();
+        let (_, expected) =
+            BaseModels::new(whole.path()).get_or_pretrain(&profile, &text, &text, 0, 1, &Silent).unwrap();
+
+        // A run killed right after its first checkpoint (step 5).
+        let dir = tempfile::tempdir().unwrap();
+        let store = BaseModels::new(dir.path()).with_checkpoint_every(5);
+        let checkpoints = store.entry(&expected.hash).join(CHECKPOINT_DIR);
+        let mut kill = |c: &Checkpoint| {
+            write_checkpoint(&checkpoints, c).unwrap();
+            Err(EngineError::Malformed { what: "run".into(), detail: "killed".into() })
+        };
+        let resumable = Resumable { from: None, every: 5, save: &mut kill };
+        let device = default_device();
+        assert!(pretrain_resumable(&profile, &text, &text, 0, 1, &device, &Silent, resumable).is_err());
+        let saved = read_checkpoint(&checkpoints).unwrap().unwrap();
+        assert_eq!((saved.step, &saved.losses[..]), (5, &expected.stats.losses[..5]));
+        // Mark the checkpoint's first loss: a resumed run keeps it, a restarted one would not.
+        let path = checkpoints.join("progress.json");
+        let mut progress: CheckpointProgress = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        progress.losses[0] = 99.0;
+        std::fs::write(&path, serde_json::to_vec(&progress).unwrap()).unwrap();
+
+        let (_, resumed) = store.get_or_pretrain(&profile, &text, &text, 0, 1, &Silent).unwrap();
+        assert_eq!(resumed.weights_sha256, expected.weights_sha256, "the same bits as one uninterrupted run");
+        assert_eq!(resumed.stats.losses[0], 99.0, "steps 1-5 came from the checkpoint");
+        assert_eq!(resumed.stats.losses[5..], expected.stats.losses[5..]);
+        assert!(!checkpoints.exists(), "a finished base leaves no checkpoint");
+
+        // A checkpoint whose files do not match its record is not used: the run starts over.
+        let again = tempfile::tempdir().unwrap();
+        let store = BaseModels::new(again.path()).with_checkpoint_every(5);
+        let checkpoints = store.entry(&expected.hash).join(CHECKPOINT_DIR);
+        write_checkpoint(&checkpoints, &saved).unwrap();
+        std::fs::write(checkpoints.join("optim.bin"), b"damaged").unwrap();
+        let e = read_checkpoint(&checkpoints).unwrap_err().to_string();
+        assert!(e.contains("optim.bin") && e.contains("but progress.json names"), "{e}");
+        let (_, restarted) = store.get_or_pretrain(&profile, &text, &text, 0, 1, &Silent).unwrap();
+        assert_eq!(
+            (restarted.weights_sha256, restarted.stats.losses),
+            (expected.weights_sha256, expected.stats.losses)
+        );
     }
 }
