@@ -196,7 +196,8 @@ pub fn pretrain_resumable(
         optim = Some(state);
     }
     bar.finish();
-    let stats = whole_run_stats(&train, losses, seconds, weights.values().map(Tensor::elem_count).sum());
+    let tokens = (losses.len() * train.batch * train.seq) as u64;
+    let stats = TrainStats::of(losses, tokens, seconds, weights.values().map(Tensor::elem_count).sum());
     let base = BaseModel::from_weights(profile.model.clone(), weights, hash.clone(), device.clone());
     let eval =
         evaluate(&base, None, eval_text, &EvalConfig { max_bytes: BASE_EVAL_BYTES, threads, ..Default::default() })?;
@@ -222,25 +223,4 @@ fn weights_bytes(weights: &Weights) -> Result<Vec<u8>> {
     let data: Vec<(&String, &Tensor)> = weights.iter().collect();
     safetensors::serialize(data, None)
         .map_err(|e| EngineError::Malformed { what: "pre-training checkpoint".into(), detail: e.to_string() })
-}
-
-/// The statistics of a whole run from its per-step losses (the same as one
-/// uninterrupted run's, but for the wall time).
-fn whole_run_stats(train: &TrainConfig, losses: Vec<f32>, seconds: f64, trainable_params: usize) -> TrainStats {
-    let tokens = (losses.len() * train.batch * train.seq) as u64;
-    let tail = &losses[losses.len().saturating_sub(10)..];
-    TrainStats {
-        steps: losses.len(),
-        tokens,
-        seconds,
-        tokens_per_s: tokens as f64 / seconds.max(1e-9),
-        first_loss: losses.first().copied().unwrap_or(f32::NAN) as f64,
-        final_loss: if tail.is_empty() {
-            f64::NAN
-        } else {
-            tail.iter().map(|&x| x as f64).sum::<f64>() / tail.len() as f64
-        },
-        trainable_params,
-        losses,
-    }
 }

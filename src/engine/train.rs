@@ -246,21 +246,29 @@ fn run(
     }
     let seconds = t0.elapsed().as_secs_f64();
     let tokens = (steps * cfg.batch * batcher.seq()) as u64;
-    let tail = &losses[losses.len().saturating_sub(10)..];
-    Ok(TrainStats {
-        steps,
-        tokens,
-        seconds,
-        tokens_per_s: tokens as f64 / seconds.max(1e-9),
-        first_loss: losses.first().copied().unwrap_or(f32::NAN) as f64,
-        final_loss: if tail.is_empty() {
-            f64::NAN
-        } else {
-            tail.iter().map(|&x| x as f64).sum::<f64>() / tail.len() as f64
-        },
-        losses,
-        trainable_params: params.vars.iter().map(|(_, v)| v.elem_count()).sum(),
-    })
+    Ok(TrainStats::of(losses, tokens, seconds, params.vars.iter().map(|(_, v)| v.elem_count()).sum()))
+}
+
+impl TrainStats {
+    /// The statistics of a run from the loss of each of its steps, the
+    /// bytes it predicted and its wall time.
+    pub fn of(losses: Vec<f32>, tokens: u64, seconds: f64, trainable_params: usize) -> TrainStats {
+        let tail = &losses[losses.len().saturating_sub(10)..];
+        TrainStats {
+            steps: losses.len(),
+            tokens,
+            seconds,
+            tokens_per_s: tokens as f64 / seconds.max(1e-9),
+            first_loss: losses.first().copied().unwrap_or(f32::NAN) as f64,
+            final_loss: if tail.is_empty() {
+                f64::NAN
+            } else {
+                tail.iter().map(|&x| x as f64).sum::<f64>() / tail.len() as f64
+            },
+            losses,
+            trainable_params,
+        }
+    }
 }
 
 /// The cross-entropy of one batch (without the auxiliary term) and the flat
