@@ -50,9 +50,7 @@ impl BaseModel {
 
     /// Weights as safetensors bytes (sorted names, deterministic).
     pub fn weights_bytes(&self) -> Result<Vec<u8>> {
-        let data: Vec<(&String, &Tensor)> = self.weights.iter().collect();
-        safetensors::serialize(data, None)
-            .map_err(|e| EngineError::Malformed { what: "base weights".into(), detail: e.to_string() })
+        weights_bytes(&self.weights)
     }
 
     /// Total scalars (packed weights count one each).
@@ -81,6 +79,14 @@ impl BaseModel {
     pub fn is_ternary(&self) -> bool {
         self.ternary.is_some()
     }
+}
+
+/// Weights as safetensors bytes (sorted names, deterministic): a stored
+/// base, or a pre-training checkpoint.
+pub fn weights_bytes(weights: &Weights) -> Result<Vec<u8>> {
+    let data: Vec<(&String, &Tensor)> = weights.iter().collect();
+    safetensors::serialize(data, None)
+        .map_err(|e| EngineError::Malformed { what: "model weights".into(), detail: e.to_string() })
 }
 
 /// The compute device: the first CUDA GPU when built with `cuda` and one is present, else the CPU.

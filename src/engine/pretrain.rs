@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use super::base::ENGINE_VERSION;
-use super::base::{BaseModel, hash_json};
+use super::base::{BaseModel, hash_json, weights_bytes};
 use super::config::{ModelConfig, Profile};
 use super::error::EngineError;
 use super::error::Result;
@@ -83,23 +83,6 @@ pub fn base_hash(profile: &Profile, text: &[u8], seed: u64, threads: usize) -> S
     base_key(&profile.model, &pretrain_config(profile, seed, threads), &hex::encode(Sha256::digest(text)))
 }
 
-/// Pre-train the base of `profile` on `text` (reporting steps and the
-/// running loss to `progress`), then evaluate it on the first
-/// [`BASE_EVAL_BYTES`] of `eval_text`.
-pub fn pretrain(
-    profile: &Profile,
-    text: &[u8],
-    eval_text: &[u8],
-    seed: u64,
-    threads: usize,
-    device: &Device,
-    progress: &dyn Progress,
-) -> Result<Pretrained> {
-    let mut no_saves = |_: &Checkpoint| Ok(());
-    let resumable = Resumable { from: None, every: usize::MAX, save: &mut no_saves };
-    pretrain_resumable(profile, text, eval_text, seed, threads, device, progress, resumable)
-}
-
 /// A pre-training run stopped after `step` steps: enough to go on with the
 /// bits of an uninterrupted run (the engine's `*_resume` guarantee).
 #[derive(Debug, Clone, PartialEq)]
@@ -126,11 +109,14 @@ pub struct Resumable<'a> {
     pub save: &'a mut dyn FnMut(&Checkpoint) -> Result<()>,
 }
 
-/// [`pretrain`], going on from `resumable.from` and handing a checkpoint to
-/// `resumable.save` every `resumable.every` steps, so a killed run loses at
-/// most that many steps. The base is bit for bit the uninterrupted run's.
+/// Pre-train the base of `profile` on `text` (reporting steps and the
+/// running loss to `progress`), then evaluate it on the first
+/// [`BASE_EVAL_BYTES`] of `eval_text`. The run goes on from
+/// `resumable.from` and hands a checkpoint to `resumable.save` every
+/// `resumable.every` steps, so a killed run loses at most that many steps;
+/// the base is bit for bit an uninterrupted run's.
 #[allow(clippy::too_many_arguments)]
-pub fn pretrain_resumable(
+pub fn pretrain(
     profile: &Profile,
     text: &[u8],
     eval_text: &[u8],
@@ -216,11 +202,4 @@ pub fn pretrain_resumable(
         eval,
     };
     Ok(Pretrained { base, manifest, weights: bytes })
-}
-
-/// Safetensors bytes of `weights` (sorted names, deterministic).
-fn weights_bytes(weights: &Weights) -> Result<Vec<u8>> {
-    let data: Vec<(&String, &Tensor)> = weights.iter().collect();
-    safetensors::serialize(data, None)
-        .map_err(|e| EngineError::Malformed { what: "pre-training checkpoint".into(), detail: e.to_string() })
 }

@@ -107,12 +107,20 @@ fn verdict_inlines(bet: &BetReport) -> Vec<Inline> {
 /// `name = value [lo, hi]` for each decisive quantity of the latest run.
 pub(super) fn decisive_text(bet: &BetReport) -> String {
     let (Some(run), Some(a)) = (bet.latest(), &bet.analysis) else { return "-".into() };
-    let parts: Vec<String> = a
-        .intervals
-        .keys()
-        .map(|n| {
-            let v = super::model::value_of(run, n);
-            format!("{n} = {} {}", fmt_value(v.as_ref()), interval_text(a.intervals.get(n)))
+    intervals_text(&run.verdict.record, &a.intervals)
+}
+
+/// `name = value [lo, hi]` for each quantity of `intervals`, its value
+/// from `record`; `-` for none.
+pub(super) fn intervals_text(
+    record: &crate::criteria::VerdictRecord,
+    intervals: &BTreeMap<String, Result<Option<Interval>, IntervalError>>,
+) -> String {
+    let parts: Vec<String> = intervals
+        .iter()
+        .map(|(n, i)| {
+            let v = record.quantities.get(n).and_then(|q| q.value.as_ref());
+            format!("{n} = {} {}", fmt_value(v), interval_text(Some(i)))
         })
         .collect();
     if parts.is_empty() { "-".into() } else { parts.join("; ") }

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::analysis::resampling_of;
 use super::doc::{Block, Doc, Inline, Table as DocTable, code, link, one_line, rich, text};
 use super::model::{BetReport, Catalogue};
-use super::pages::{SUMMARY, decisive_text, fmt_value, interval_text};
+use super::pages::{SUMMARY, decisive_text, fmt_value, intervals_text};
 use crate::criteria::{CellCounts, CriteriaSet, Verdict, VerdictRecord, decide};
 use crate::stats::{self, Bootstrap, Interval, IntervalError};
 use crate::table::{self, Table, Value};
@@ -303,18 +303,6 @@ fn verdict_word(v: Option<Verdict>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "no counted run".into())
 }
 
-fn decisive(level: &Level) -> String {
-    let parts: Vec<String> = level
-        .intervals
-        .keys()
-        .map(|n| {
-            let v = level.record.quantities.get(n).and_then(|q| q.value.clone());
-            format!("{n} = {} {}", fmt_value(v.as_ref()), interval_text(level.intervals.get(n)))
-        })
-        .collect();
-    if parts.is_empty() { "-".into() } else { parts.join("; ") }
-}
-
 /// `name = value` for the quantities of `record` not in `skip` (the
 /// decisive ones, shown with intervals); for a reference run, those no
 /// criterion names.
@@ -443,7 +431,7 @@ fn finding_blocks(catalogue: &Catalogue, f: &Finding, blocks: &mut Vec<Block>) {
             vec![code(l.label())],
             vec![Inline::Strong(l.record.verdict.to_string())],
             vec![text(if moved { "yes" } else { "no" })],
-            vec![text(decisive(l))],
+            vec![text(intervals_text(&l.record, &l.intervals))],
             vec![text(others(&l.record, &l.intervals.keys().collect()))],
         ]
     }));

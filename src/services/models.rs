@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::Progress;
-use crate::engine::pretrain::{BASE_FORMAT, BaseManifest, Checkpoint, Resumable, base_hash, pretrain_resumable};
+use crate::engine::pretrain::{BASE_FORMAT, BaseManifest, Checkpoint, Resumable, base_hash, pretrain};
 use crate::engine::ternary::{TernaryBase, granularity_name, ternarize};
 use crate::engine::{BaseModel, EngineError, Profile, default_device};
 use kernels::ternary::ScaleGranularity;
@@ -104,6 +104,12 @@ fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
         .map_err(StoreError::Format)?;
     let p: CheckpointProgress = serde_json::from_slice(&bytes)
         .map_err(|e| StoreError::Malformed { what: path.display().to_string(), detail: e.to_string() })?;
+    if p.losses.len() != p.step {
+        return Err(StoreError::Malformed {
+            what: path.display().to_string(),
+            detail: format!("step {} but {} losses recorded", p.step, p.losses.len()),
+        });
+    }
     let mut files = Vec::new();
     for (name, expected) in [("weights.safetensors", &p.weights_sha256), ("optim.bin", &p.optim_sha256)] {
         let f = dir.join(name);
@@ -185,7 +191,7 @@ impl BaseModels {
                 .map_err(|e| EngineError::Malformed { what: "pre-training checkpoint".into(), detail: e.to_string() })
         };
         let resumable = Resumable { from, every: self.checkpoint_every, save: &mut save };
-        let made = pretrain_resumable(profile, text, eval_text, seed, threads, &default_device(), progress, resumable)?;
+        let made = pretrain(profile, text, eval_text, seed, threads, &default_device(), progress, resumable)?;
         write(&dir.join(WEIGHTS_FILE), &made.weights)?;
         // The manifest is written last: its presence means the base is complete.
         let json = serde_json::to_vec_pretty(&made.manifest).expect("manifest serialises");
@@ -303,7 +309,7 @@ mod tests {
         };
         let resumable = Resumable { from: None, every: 5, save: &mut kill };
         let device = default_device();
-        assert!(pretrain_resumable(&profile, &text, &text, 0, 1, &device, &Silent, resumable).is_err());
+        assert!(pretrain(&profile, &text, &text, 0, 1, &device, &Silent, resumable).is_err());
         let saved = read_checkpoint(&checkpoints).unwrap().unwrap();
         assert_eq!((saved.step, &saved.losses[..]), (5, &expected.stats.losses[..5]));
         // Mark the checkpoint's first loss: a resumed run keeps it, a restarted one would not.
