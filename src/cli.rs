@@ -66,6 +66,15 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Give bundles written before attestations existed their in-toto
+    /// attestation (DSSE-signed, dated, with a reason); no existing file of a
+    /// bundle is touched.
+    Attest {
+        /// Bundles or bet result folders (default: every bundle in results/).
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        reason: String,
+    },
     /// Regenerate reports/ (summary, bet pages, HTML, signed confirmations
     /// and retractions) from the verified bundles in results/.
     Report {

@@ -12,7 +12,8 @@
 //! - **Reproducibility**: every cell is content-addressed and cached
 //!   ([`runner`]); the same inputs and thread count give the same bits.
 //! - **Integrity**: result bundles carry SHA-256 sums signed in the minisign
-//!   format ([`results`]); `bets verify` checks digests, signatures and ledger.
+//!   format and an in-toto attestation in DSSE envelopes ([`results`]);
+//!   `bets verify` checks digests, signatures, attestations and ledger.
 //!
 //! The architecture, top to bottom (a layer uses the layers below it, never above):
 //!

@@ -10,6 +10,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use minisign::{PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 
 use crate::error::{ExitKind, HasExitKind};
 use crate::fsutil::FsError;
@@ -45,8 +46,8 @@ pub enum SigningError {
     /// The note (checkpoint) form of a key could not be built.
     #[error(transparent)]
     Note(#[from] CheckpointError),
-    /// The note key derived from a secret key is not its public key.
-    #[error("the note key derived from {key_id} does not match its public key")]
+    /// The Ed25519 key derived from a secret key (for notes, DSSE) is not its public key.
+    #[error("the Ed25519 key derived from the secret key {key_id} does not match its public key")]
     NoteKeyMismatch { key_id: String },
     /// A signature (`what` names the file) that is not minisign's format.
     #[error("{what}: malformed signature: {detail}")]
@@ -175,31 +176,95 @@ pub fn note_key_name(key_id: &str) -> String {
 }
 
 impl Signer {
-    /// The same Ed25519 key as a C2SP note signer, for ledger checkpoints.
-    /// The seed is the first half of minisign's 64-byte secret key, which
-    /// sits after the 62-byte header of the serialised key (algorithm ids,
-    /// KDF salt and limits, key number).
-    pub fn note_signer(&self) -> Result<NoteSigner> {
+    /// The raw Ed25519 seed: the first half of minisign's 64-byte secret
+    /// key, which sits after the 62-byte header of the serialised key
+    /// (algorithm ids, KDF salt and limits, key number).
+    fn seed(&self) -> Result<[u8; 32]> {
         let bytes = self.secret.to_bytes();
-        let seed: [u8; 32] = bytes.get(62..94).and_then(|s| s.try_into().ok()).ok_or(SigningError::SecretTooShort)?;
-        let signer = NoteSigner::from_seed(&note_key_name(&self.key_id), &seed)?;
-        if signer.public_key()[..] != self.public.to_bytes()[10..42] {
+        bytes.get(62..94).and_then(|s| s.try_into().ok()).ok_or(SigningError::SecretTooShort)
+    }
+
+    /// The same Ed25519 key as a C2SP note signer, for ledger checkpoints.
+    pub fn note_signer(&self) -> Result<NoteSigner> {
+        let signer = NoteSigner::from_seed(&note_key_name(&self.key_id), &self.seed()?)?;
+        if signer.public_key()[..] != raw_public(&self.public)[..] {
             return Err(SigningError::NoteKeyMismatch { key_id: self.key_id.clone() });
         }
         Ok(signer)
+    }
+
+    /// The same Ed25519 key as a DSSE signer, for in-toto attestations; the
+    /// envelope's `keyid` is the minisign key id.
+    pub fn dsse_signer(&self) -> Result<DsseSigner> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(&self.seed()?).map_err(|_| SigningError::SecretTooShort)?;
+        if pair.public_key().as_ref() != raw_public(&self.public) {
+            return Err(SigningError::NoteKeyMismatch { key_id: self.key_id.clone() });
+        }
+        Ok(DsseSigner { key_id: self.key_id.clone(), pair })
+    }
+}
+
+/// The 32 raw Ed25519 bytes of a minisign public key (after the 2-byte
+/// algorithm id and the 8-byte key number).
+fn raw_public(pk: &PublicKey) -> [u8; 32] {
+    let bytes = pk.to_bytes();
+    let mut raw = [0u8; 32];
+    raw.copy_from_slice(&bytes[10..42]);
+    raw
+}
+
+/// A bets key signing DSSE envelopes (ring's Ed25519, deterministic).
+pub struct DsseSigner {
+    key_id: String,
+    pair: Ed25519KeyPair,
+}
+
+impl dsse::Signer for DsseSigner {
+    fn sign(&self, message: &[u8]) -> dsse::Result<Vec<u8>> {
+        Ok(self.pair.sign(message).as_ref().to_vec())
+    }
+
+    fn key_id(&self) -> Option<String> {
+        Some(self.key_id.clone())
+    }
+}
+
+/// A trusted key checking DSSE envelopes.
+pub struct DsseVerifier {
+    key_id: String,
+    public: [u8; 32],
+}
+
+impl DsseVerifier {
+    /// The raw public key, lower-case hex (what other DSSE tools take).
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.public)
+    }
+}
+
+impl dsse::Verifier for DsseVerifier {
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, &self.public).verify(message, signature).is_ok()
+    }
+
+    fn key_id(&self) -> Option<String> {
+        Some(self.key_id.clone())
+    }
+
+    fn key_identity(&self) -> Option<Vec<u8>> {
+        Some(self.public.to_vec())
     }
 }
 
 impl TrustedKeys {
     /// A checkpoint verifier per trusted key.
     pub fn note_verifiers(&self) -> Vec<NoteVerifier> {
-        self.keys
-            .iter()
-            .filter_map(|(id, pk)| {
-                let raw: [u8; 32] = pk.to_bytes().get(10..42)?.try_into().ok()?;
-                NoteVerifier::new(&note_key_name(id), raw).ok()
-            })
-            .collect()
+        self.keys.iter().filter_map(|(id, pk)| NoteVerifier::new(&note_key_name(id), raw_public(pk)).ok()).collect()
+    }
+
+    /// The DSSE verifier of trusted key `key_id`, if it is trusted.
+    pub fn dsse_verifier(&self, key_id: &str) -> Option<DsseVerifier> {
+        self.keys.get(key_id).map(|pk| DsseVerifier { key_id: key_id.to_string(), public: raw_public(pk) })
     }
 
     /// Every `*.pub` in `dir` (a missing folder trusts nobody).

@@ -233,7 +233,13 @@ pub fn verify(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
     for b in &bundles {
         match results::verify_bundle(b, &keys) {
             Ok(c) => {
-                println!("ok  {} ({} files, signed by {})", repo.relative(b), c.files, c.signer);
+                println!(
+                    "ok  {} ({} files, signed by {}, attested by {})",
+                    repo.relative(b),
+                    c.files,
+                    c.signer,
+                    c.attested_by
+                );
                 match results::bundle_facts(b, &repo.relative(b)) {
                     Ok(f) => facts.push(f),
                     Err(e) => failures.push(format!("{e:#}")),

@@ -1,6 +1,7 @@
 //! Command handlers: the IO shell around the pure core. Only this module
 //! decides where files go (see [`Repo`]).
 
+mod attest;
 pub mod engine_cmds;
 mod inspect;
 mod register;
@@ -154,6 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { json } => inspect::status(&repo, json),
         Command::Verify { paths } => inspect::verify(&repo, &paths),
         Command::RecordRuns { reason } => inspect::record_runs(&repo, &reason),
+        Command::Attest { paths, reason } => attest::attest(&repo, &paths, &reason),
         Command::List { json, experiments } => inspect::list(&repo, json, experiments),
         Command::Report { resamples } => report::report(&repo, resamples),
         Command::Regress { accept, tolerance, jobs } => {

@@ -122,7 +122,7 @@ pub struct BundleContents {
 }
 
 /// Write a bundle into `bet_dir/<run id>/`: staged in a hidden folder,
-/// checksummed, signed, then renamed into place. Returns the final path.
+/// checksummed, signed, attested, then renamed into place. Returns the final path.
 pub fn write(bet_dir: &Path, contents: &BundleContents, signer: &Signer) -> Result<PathBuf> {
     let run_id = &contents.manifest.run_id;
     let final_dir = bet_dir.join(run_id);
@@ -158,6 +158,12 @@ pub fn write(bet_dir: &Path, contents: &BundleContents, signer: &Signer) -> Resu
     let comment = format!("bets bet {} run {run_id} spec {}", contents.manifest.bet, contents.manifest.spec_hash);
     let sig = signer.sign(sums.as_bytes(), &comment)?;
     crate::fsutil::write_atomic(&staging.join(SUMS_SIG), sig.as_bytes())?;
+    let listed: Vec<String> = files.into_iter().map(|(name, _)| name).collect();
+    let subjects = super::attest::subjects(&staging, &listed)?;
+    let statements =
+        super::attest::statements(&subjects, &contents.manifest, &contents.verdict, &contents.manifest.finished, None);
+    let attestation = super::attest::sign_statements(&statements, signer)?;
+    crate::fsutil::write_atomic(&staging.join(super::attest::ATTESTATION), &attestation)?;
     std::fs::rename(&staging, &final_dir).map_err(|error| BundleError::Move {
         from: staging.clone(),
         to: final_dir.clone(),

@@ -60,6 +60,10 @@ pub enum BundleError {
     /// A manifest or verdict of a format version this build does not read.
     #[error(transparent)]
     Format(FormatError),
+    /// The in-toto attestation is missing, unsigned by a trusted key, or
+    /// says something the bundle does not.
+    #[error("{path}: attestation: {detail}")]
+    Attestation { path: String, detail: String },
     /// The cells table cannot be read.
     #[error("reading {}: {error}", path.display())]
     Table { path: PathBuf, error: TableError },
@@ -81,6 +85,7 @@ impl HasExitKind for BundleError {
             | ListedUnreadable { .. }
             | DigestMismatch { .. }
             | Unlisted { .. }
+            | Attestation { .. }
             | Format(_) => ExitKind::Integrity,
         }
     }

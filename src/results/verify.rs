@@ -3,16 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
+use super::attest::{self, ATTESTATION};
 use super::bundle::{CELLS_PARQUET, MANIFEST, MANIFEST_FORMATS, Manifest, SUMS, SUMS_SIG, VERDICT, VerdictFile};
 use super::error::{BundleError, Result};
-use crate::signing::TrustedKeys;
+use crate::signing::{Signer, TrustedKeys};
 use crate::table::Row;
 
 /// What a verified bundle is.
 #[derive(Debug, Clone)]
 pub struct BundleCheck {
     pub dir: PathBuf,
+    /// Key id of the minisign signature over `SHA256SUMS`.
     pub signer: String,
+    /// Key id of the DSSE signatures of the attestation.
+    pub attested_by: String,
     pub files: usize,
 }
 
@@ -28,8 +32,37 @@ pub fn find_bundles(results_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Verify one bundle; any mismatch is an integrity error naming the file.
+/// Verify one bundle (the signed sums, every digest, no unlisted file, then
+/// the in-toto attestation); any mismatch is an integrity error naming the file.
 pub fn verify_bundle(dir: &Path, keys: &TrustedKeys) -> Result<BundleCheck> {
+    let (signer, listed) = verify_sums(dir, keys)?;
+    let attested_by = attest::verify(dir, &listed, keys, &read_manifest(dir)?, &read_verdict(dir)?)?;
+    Ok(BundleCheck { dir: dir.to_path_buf(), signer, attested_by, files: listed.len() })
+}
+
+/// Add the attestation to a bundle made before attestations existed (its
+/// sums verified first); the bundle's own files are not touched. Returns
+/// false when it already has one.
+pub fn write_attestation(
+    dir: &Path,
+    keys: &TrustedKeys,
+    signer: &Signer,
+    attested: &str,
+    reason: &str,
+) -> Result<bool> {
+    let (_, listed) = verify_sums(dir, keys)?;
+    if dir.join(ATTESTATION).exists() {
+        return Ok(false);
+    }
+    let subjects = attest::subjects(dir, &listed)?;
+    let statements = attest::statements(&subjects, &read_manifest(dir)?, &read_verdict(dir)?, attested, Some(reason));
+    crate::fsutil::write_atomic(&dir.join(ATTESTATION), &attest::sign_statements(&statements, signer)?)?;
+    Ok(true)
+}
+
+/// Check the signature over `SHA256SUMS`, every digest it lists, and that
+/// nothing else is in the bundle; returns the signer and the listed names.
+fn verify_sums(dir: &Path, keys: &TrustedKeys) -> Result<(String, Vec<String>)> {
     let sums_path = dir.join(SUMS);
     let sums =
         std::fs::read(&sums_path).map_err(|error| BundleError::UnreadableSums { path: sums_path.clone(), error })?;
@@ -57,11 +90,11 @@ pub fn verify_bundle(dir: &Path, keys: &TrustedKeys) -> Result<BundleCheck> {
     }
     for extra in walk(dir)? {
         let rel = extra.strip_prefix(dir).unwrap_or(&extra).to_string_lossy().replace('\\', "/");
-        if rel != SUMS && rel != SUMS_SIG && !listed.contains(&rel) {
+        if rel != SUMS && rel != SUMS_SIG && rel != ATTESTATION && !listed.contains(&rel) {
             return Err(BundleError::Unlisted { path: extra });
         }
     }
-    Ok(BundleCheck { dir: dir.to_path_buf(), signer, files: listed.len() })
+    Ok((signer, listed))
 }
 
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
