@@ -196,12 +196,13 @@ impl BaseModels {
         // The manifest is written last: its presence means the base is complete.
         let json = serde_json::to_vec_pretty(&made.manifest).expect("manifest serialises");
         write(&dir.join(MANIFEST_FILE), &json)?;
-        // The finished base makes its checkpoints useless.
-        if checkpoints.exists() {
-            std::fs::remove_dir_all(&checkpoints).map_err(|e| StoreError::Io {
-                context: format!("removing {}", checkpoints.display()),
-                detail: e.to_string(),
-            })?;
+        // The finished base makes its checkpoints useless. Removing them is
+        // tidying only: on a shared store another task may be removing (or
+        // still writing) them too, which must not fail this one.
+        if checkpoints.exists()
+            && let Err(e) = std::fs::remove_dir_all(&checkpoints)
+        {
+            tracing::warn!("could not remove {}: {e}", checkpoints.display());
         }
         Ok((made.base, made.manifest))
     }
