@@ -44,11 +44,25 @@ pub enum Command {
     },
     /// Run a registered bet over its replication grid and write a signed bundle.
     Run(RunArgs),
-    /// Join the shard bundles of a run into one bundle with a verdict.
+    /// Join the shard bundles of a run into one bundle with a verdict; or,
+    /// given a spec, join the cells that `--cells-only` shard tasks put in
+    /// the store (every cell must be there; none is computed).
     Merge {
-        /// A bet's results folder, or shard bundle folders.
+        /// A bet's results folder, shard bundle folders, or one spec.
         paths: Vec<PathBuf>,
+        /// With a spec: the profile the shard tasks ran.
+        #[arg(long, default_value = crate::spec::DEFAULT_PROFILE)]
+        profile: String,
+        /// With a spec: the engine threads the shard tasks ran with (part of a base model's identity).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
+    /// Write (and with --submit, submit) the Slurm jobs that run a bet on a
+    /// cluster: prepare, a job array of shards, and a merge that signs.
+    Slurm(SlurmArgs),
+    /// Write the Kubernetes Jobs that run a bet on a cluster: prepare, an
+    /// Indexed Job of shards, and a merge that alone mounts the key.
+    Kube(KubeArgs),
     /// Every bet: registered? runs? last verdict.
     Status {
         #[arg(long)]
@@ -230,6 +244,81 @@ pub struct RunArgs {
     /// Exit 4 unless the verdict meets this level (strict, lenient, fail).
     #[arg(long)]
     pub expect: Option<String>,
+    /// Compute this shard's missing cells into the store and stop: no
+    /// bundle, no ledger entry, no key (a cluster task; `bets merge SPEC` joins them).
+    #[arg(long, conflicts_with_all = ["prepare_only", "expect"])]
+    pub cells_only: bool,
+    /// Fetch the data and build the base model into the store, run no cell
+    /// (a cluster's first job, so the shards do not all pre-train at once).
+    #[arg(long, conflicts_with = "expect")]
+    pub prepare_only: bool,
+}
+
+/// What a cluster run is: the bet, its profile, the shards and the store.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    pub spec: PathBuf,
+    /// tiny (CI), small (default) or paper.
+    #[arg(long, default_value = crate::spec::DEFAULT_PROFILE)]
+    pub profile: String,
+    /// Shards (array tasks); default: one per cell of the plan.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Engine threads per task (CPUs asked per task).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// The shared cell store every node mounts (default: $BETS_HOME, else <repo>/.bets).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// The `bets` program as the nodes see it (default: this one).
+    #[arg(long)]
+    pub program: Option<PathBuf>,
+    /// Where the job files go (default: <store>/jobs/<NN-slug>-<profile>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Options of `bets slurm`.
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    #[command(flatten)]
+    pub run: ClusterArgs,
+    /// Array tasks running at once.
+    #[arg(long)]
+    pub array_limit: Option<usize>,
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Wall-clock limit per task (sbatch --time, e.g. 2:00:00).
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Submit the three jobs with sbatch, chained by --dependency=afterok.
+    #[arg(long)]
+    pub submit: bool,
+    /// With --submit: only these array tasks (a resubmission), e.g. 2,4.
+    #[arg(long, value_delimiter = ',', requires = "submit")]
+    pub tasks: Vec<usize>,
+}
+
+/// Options of `bets kube`.
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    #[command(flatten)]
+    pub run: ClusterArgs,
+    /// The container image holding the `bets` program.
+    #[arg(long)]
+    pub image: String,
+    /// The ReadWriteMany PersistentVolumeClaim holding the repo and the store.
+    #[arg(long)]
+    pub claim: String,
+    /// Where the claim is mounted in the pods (the repo and store paths lie under it).
+    #[arg(long, default_value = "/shared")]
+    pub mount: String,
+    /// The Secret holding the signing key as `bets.key` (mounted by the merge Job only).
+    #[arg(long, default_value = "bets-key")]
+    pub key_secret: String,
+    /// Shard pods running at once.
+    #[arg(long)]
+    pub parallelism: Option<usize>,
 }
 
 /// Options of `bets worker`.

@@ -22,7 +22,7 @@
 //!                        |      reporter, prints, maps errors to exit codes
 //!                     pipeline  plan -> execute -> decide -> bundle contents
 //!                        |
-//!   spec, runner, criteria, results, report, registry, tlog, signing
+//!   spec, runner, criteria, results, report, registry, tlog, signing, cluster
 //!     |                     |
 //!   kinds (Kind impls)      stats, table (table alone holds the dataframe crate)
 //!     |
@@ -57,7 +57,8 @@
 //! [`tlog`] is the RFC 6962 Merkle log and its signed checkpoints, [`federated`]
 //! holds federated training's aggregation rules, [`workers`]
 //! runs a model's blocks in separate processes over TCP (and emulates WAN
-//! links between them), [`bench`]
+//! links between them), [`cluster`] writes the Slurm and Kubernetes jobs that
+//! run a bet's shards over a shared cell store, [`bench`]
 //! compares the engine with PyTorch, [`app`] is the IO shell behind the CLI
 //! ([`cli`], [`cli_engine`]), and [`error`] maps failures to the documented
 //! exit codes.
@@ -66,6 +67,7 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod cli_engine;
+pub mod cluster;
 pub mod criteria;
 pub mod data;
 pub mod engine;

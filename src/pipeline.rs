@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::criteria::{self, CellCounts, VerdictRecord};
 use crate::kinds::Env;
 use crate::results::{BundleContents, MANIFEST_FORMAT, Manifest, VerdictFile};
-use crate::runner::{self, CellCache, Execution, RunOptions, Shard};
+use crate::runner::{self, CellCache, CellObserver, Compute, Execution, RunOptions, Shard};
 use crate::services::{Paths, Progress};
 use crate::spec::{Bet, Plan};
 use crate::table::{Row, Table};
@@ -28,6 +28,10 @@ pub struct Settings {
     /// Where finished cells are cached (and read back on a rerun).
     pub cells: CellCache,
     pub progress: Arc<dyn Progress>,
+    /// What to do with cells the cache lacks (compute them, by default).
+    pub compute: Compute,
+    /// Told of each cell as it is settled (a shard task's log).
+    pub observer: Option<CellObserver>,
 }
 
 /// A plan executed and decided.
@@ -44,7 +48,13 @@ pub fn run(bet: &Bet, profile: &str, s: &Settings) -> anyhow::Result<Decided> {
     let plan = bet.plan(profile)?;
     let env =
         Env { paths: s.paths.clone(), profile: plan.profile.clone(), threads: s.threads, progress: s.progress.clone() };
-    let opts = RunOptions { jobs: s.jobs, shard: s.shard, progress: s.progress.clone() };
+    let opts = RunOptions {
+        jobs: s.jobs,
+        shard: s.shard,
+        progress: s.progress.clone(),
+        compute: s.compute,
+        observer: s.observer.clone(),
+    };
     let exec = runner::execute(bet.experiment, &plan, &env, &opts, &s.cells)?;
     let (record, table) = decide(bet, &exec.rows, exec.counts)?;
     Ok(Decided { plan, exec, record, table })

@@ -20,6 +20,8 @@ fn settings(dir: &Path, jobs: usize) -> Settings {
         shard: None,
         cells: CellCache::new(&dir.join("cells")),
         progress: Arc::new(Silent),
+        compute: Default::default(),
+        observer: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! decides where files go (see [`Repo`]).
 
 mod attest;
+mod cluster;
 pub mod engine_cmds;
 mod inspect;
 mod register;
@@ -151,7 +152,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Register { spec } => register::register(&repo, &spec),
         Command::Amend { spec, reason } => register::amend(&repo, &spec, &reason),
         Command::Run(args) => run::run(&repo, &args, !cli.quiet),
-        Command::Merge { paths } => run::merge(&repo, &paths),
+        Command::Merge { paths, profile, threads } => run::merge(&repo, &paths, &profile, threads, !cli.quiet),
+        Command::Slurm(args) => cluster::slurm(&repo, &args),
+        Command::Kube(args) => cluster::kube(&repo, &args),
         Command::Status { json } => inspect::status(&repo, json),
         Command::Verify { paths } => inspect::verify(&repo, &paths),
         Command::RecordRuns { reason } => inspect::record_runs(&repo, &reason),

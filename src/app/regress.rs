@@ -160,6 +160,8 @@ fn rerun(
         shard: None,
         cells: CellCache::new(cells),
         progress: std::sync::Arc::new(super::reporter::Reporter { enabled: opts.progress }),
+        compute: Default::default(),
+        observer: None,
     };
     let crate::pipeline::Decided { plan, record, .. } = crate::pipeline::run(bet, CI_PROFILE, &settings)?;
     let mut decisive: Vec<String> = record.criteria.iter().flat_map(|c| c.uses.keys().cloned()).collect();

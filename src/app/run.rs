@@ -16,25 +16,29 @@ use crate::registry::{Ledger, Registration};
 use crate::results::{
     self, BundleContents, ExperimentRef, GitInfo, LedgerRef, MANIFEST_FORMAT, Manifest, Threads, VerdictFile,
 };
-use crate::runner::{CellCache, Shard};
+use crate::runner::{CellCache, CellEvent, Compute, Shard};
 use crate::table::Row;
 
-/// `bets run SPEC`.
+/// `bets run SPEC`: the shard comes from `--shard`, else from a scheduler
+/// task's environment (Slurm array, Kubernetes Indexed Job).
 pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
-    let expect = match &args.expect {
-        None => None,
-        Some(s) => {
-            Some(Verdict::parse(s).ok_or_else(|| usage(format!("--expect `{s}`: expected strict, lenient or fail")))?)
-        }
+    let (shard, source) = match args.shard {
+        Some(s) => (Some(s), None),
+        None => match crate::cluster::shard_from_env(|k| std::env::var(k).ok()).map_err(usage)? {
+            Some((s, source)) => (Some(s), Some(source)),
+            None => (None, None),
+        },
     };
-    if args.jobs == 0 || args.threads == 0 {
-        return Err(usage("-j and --threads must be at least 1"));
+    if args.cells_only || args.prepare_only {
+        return store_only(repo, args, shard, source, progress);
     }
-    let bet = crate::spec::load(&args.spec)?;
-    let plan = bet.plan(&args.profile)?;
-    let ledger = Ledger::open(&repo.ledger)?;
-    ledger.verify(&repo.trusted_keys()?)?;
-    let ledger_ref = match ledger.registration(bet.spec.number, &bet.hash(), &bet.canonical()) {
+    counted_run(repo, args, shard, Compute::Missing, progress)
+}
+
+/// The ledger entry a run of `bet` is checked against (none for an
+/// exploratory run of an unregistered or changed spec); refuses the rest.
+fn registration(ledger: &Ledger, bet: &crate::spec::Bet, args: &RunArgs) -> anyhow::Result<Option<LedgerRef>> {
+    Ok(match ledger.registration(bet.spec.number, &bet.hash(), &bet.canonical()) {
         Registration::Current(e) => {
             Some(LedgerRef { seq: e.seq, kind: e.kind, entry_hash: ledger.hashes[e.seq as usize].clone() })
         }
@@ -56,7 +60,98 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
                 diff.join("\n  ")
             )));
         }
+    })
+}
+
+/// `--cells-only` / `--prepare-only`: fill the store and stop. No bundle,
+/// no ledger entry, no bet lock and no secret key: a cluster task.
+fn store_only(
+    repo: &Repo,
+    args: &RunArgs,
+    shard: Option<Shard>,
+    source: Option<crate::cluster::ShardSource>,
+    progress: bool,
+) -> anyhow::Result<()> {
+    if args.jobs == 0 || args.threads == 0 {
+        return Err(usage("-j and --threads must be at least 1"));
+    }
+    let bet = crate::spec::load(&args.spec)?;
+    let plan = bet.plan(&args.profile)?;
+    let ledger = Ledger::open(&repo.ledger)?;
+    ledger.verify(&repo.trusted_keys()?)?;
+    registration(&ledger, &bet, args)?;
+    let compute = if args.prepare_only { Compute::Nothing } else { Compute::Missing };
+    let observer: crate::runner::CellObserver = std::sync::Arc::new(|cell: &crate::runner::Cell, event: CellEvent| {
+        let what = match event {
+            CellEvent::Cached(_) => "already in the store",
+            CellEvent::Computed(_) => "computed",
+            CellEvent::Failed(_) => "failed",
+        };
+        println!("cell {} {what} ({})", cell.index, short(&cell.key));
+    });
+    let settings = pipeline::Settings {
+        paths: repo.paths.clone(),
+        jobs: args.jobs,
+        threads: args.threads,
+        shard,
+        cells: CellCache::new(&repo.paths.cells_dir()),
+        progress: std::sync::Arc::new(super::reporter::Reporter { enabled: progress }),
+        compute,
+        observer: Some(observer),
     };
+    let part = match (shard, source) {
+        (Some(s), Some(src)) => format!("shard {s} (from {src})"),
+        (Some(s), None) => format!("shard {s}"),
+        (None, _) => "all cells".to_string(),
+    };
+    let exec = pipeline::run(&bet, &args.profile, &settings)?.exec;
+    let store = repo.relative(repo.paths.cache_dir());
+    if args.prepare_only {
+        println!(
+            "bet {} profile {}: prepared in {store} ({} input(s))",
+            bet.spec.number,
+            plan.profile,
+            exec.inputs.len()
+        );
+        return Ok(());
+    }
+    let computed = exec.events.iter().filter(|e| matches!(e, CellEvent::Computed(_))).count();
+    println!(
+        "bet {} profile {} {part}: {} cells, {} already in the store, {computed} computed, {} failed; store {store}",
+        bet.spec.number,
+        plan.profile,
+        exec.cells.len(),
+        exec.cached,
+        exec.counts.failed
+    );
+    if exec.counts.failed > 0 {
+        return Err(classified(ExitKind::Other, format!("{} cell(s) failed; rerun this task", exec.counts.failed)));
+    }
+    Ok(())
+}
+
+/// A run that writes a signed bundle (a counted one unless exploratory or a shard).
+fn counted_run(
+    repo: &Repo,
+    args: &RunArgs,
+    shard: Option<Shard>,
+    compute: Compute,
+    progress: bool,
+) -> anyhow::Result<()> {
+    let expect = match &args.expect {
+        None => None,
+        Some(s) => {
+            Some(Verdict::parse(s).ok_or_else(|| usage(format!("--expect `{s}`: expected strict, lenient or fail")))?)
+        }
+    };
+    if args.jobs == 0 || args.threads == 0 {
+        return Err(usage("-j and --threads must be at least 1"));
+    }
+    let bet = crate::spec::load(&args.spec)?;
+    let plan = bet.plan(&args.profile)?;
+    let ledger = Ledger::open(&repo.ledger)?;
+    ledger.verify(&repo.trusted_keys()?)?;
+    let ledger_ref = registration(&ledger, &bet, args)?;
     let signer = repo.signer()?;
     let bet_dir = repo.paths.bet_results(&bet.id());
     let _lock = lock_bet(&bet_dir, bet.spec.number)?;
@@ -68,9 +163,11 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
         paths: repo.paths.clone(),
         jobs: args.jobs,
         threads: args.threads,
-        shard: args.shard,
+        shard,
         cells: CellCache::new(&repo.paths.cells_dir()),
         progress: reporter,
+        compute,
+        observer: None,
     };
     eprintln!(
         "bet {} `{}` profile {}: {} cells{}",
@@ -78,10 +175,10 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
         bet.spec.slug,
         plan.profile,
         plan.points.len(),
-        args.shard.map(|s| format!(" (shard {s})")).unwrap_or_default()
+        shard.map(|s| format!(" (shard {s})")).unwrap_or_default()
     );
     let pipeline::Decided { plan, exec, record, table } = pipeline::run(&bet, &args.profile, &settings)?;
-    let run_id = new_run_id(&bet_dir, &plan.profile, args.shard);
+    let run_id = new_run_id(&bet_dir, &plan.profile, shard);
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         harness: crate::HARNESS_VERSION.to_string(),
@@ -102,7 +199,7 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
         grid: plan.grid.clone(),
         threads: Threads { jobs: args.jobs, engine: args.threads },
         inputs: exec.inputs.clone(),
-        shard: args.shard,
+        shard,
         merged_from: vec![],
         cells: exec.counts,
         cached_cells: exec.cached,
@@ -112,8 +209,7 @@ pub fn run(repo: &Repo, args: &RunArgs, progress: bool) -> anyhow::Result<()> {
     };
     let contents = pipeline::bundle_contents(&bet, &plan, manifest, record, &table, &exec.rows)?;
     let dir = results::write(&bet_dir, &contents, &signer)?;
-    let recorded =
-        if !args.exploratory && args.shard.is_none() { Some(put_on_record(repo, &dir, &signer)?) } else { None };
+    let recorded = if !args.exploratory && shard.is_none() { Some(put_on_record(repo, &dir, &signer)?) } else { None };
     report_written(repo, &dir, &contents, recorded, expect)
 }
 
@@ -131,8 +227,25 @@ fn put_on_record(repo: &Repo, dir: &Path, signer: &crate::signing::Signer) -> an
     Ok(entry.seq)
 }
 
-/// `bets merge`: join the shard bundles of one run into a bundle with a verdict.
-pub fn merge(repo: &Repo, paths: &[PathBuf]) -> anyhow::Result<()> {
+/// `bets merge`: join the shard bundles of one run into a bundle with a
+/// verdict, or (given one spec) the cells its shard tasks put in the store.
+pub fn merge(repo: &Repo, paths: &[PathBuf], profile: &str, threads: usize, progress: bool) -> anyhow::Result<()> {
+    if let [spec] = paths
+        && spec.extension().is_some_and(|e| e == "toml")
+    {
+        let args = RunArgs {
+            spec: spec.clone(),
+            profile: profile.to_string(),
+            jobs: 1,
+            threads,
+            shard: None,
+            exploratory: false,
+            expect: None,
+            cells_only: false,
+            prepare_only: false,
+        };
+        return counted_run(repo, &args, None, Compute::Refuse, progress);
+    }
     if paths.is_empty() {
         return Err(usage("bets merge needs a bet's results folder or shard bundles"));
     }

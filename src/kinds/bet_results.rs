@@ -314,6 +314,8 @@ mod tests {
             shard: None,
             cells: crate::runner::CellCache::new(&empty.path().join("cells")),
             progress: Arc::new(Silent),
+            compute: Default::default(),
+            observer: None,
         };
         let decided = crate::pipeline::run(&bet, "tiny", &settings).unwrap();
         assert_eq!(decided.record.verdict, Verdict::Inconclusive, "{}", decided.record.reason);

@@ -111,6 +111,11 @@ impl CellCache {
         CellCache { dir: dir.to_path_buf() }
     }
 
+    /// The folder the cache lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The file a key is stored in.
     pub fn path(&self, key: &str) -> PathBuf {
         crate::services::Paths::cell_file(&self.dir, key)

@@ -11,6 +11,8 @@ mod cache;
 
 pub use cache::CellCache;
 
+pub use crate::kinds::Cell;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -20,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::criteria::CellCounts;
-use crate::kinds::{Cell, Env, Experiment};
+use crate::kinds::{Env, Experiment};
 use crate::spec::Plan;
 use crate::table::{Row, Value};
 
@@ -59,6 +61,21 @@ impl fmt::Display for Shard {
     }
 }
 
+/// What a run does with the cells of its shard that the cache lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compute {
+    /// Compute and cache them (a normal run, a shard task).
+    #[default]
+    Missing,
+    /// Nothing: prepare the experiment's inputs (data, base model) and stop.
+    Nothing,
+    /// Refuse: every cell must already be cached (a merge from the store).
+    Refuse,
+}
+
+/// Told of each cell as it is settled, from the thread that settled it.
+pub type CellObserver = std::sync::Arc<dyn Fn(&Cell, CellEvent) + Send + Sync>;
+
 /// How to execute a plan.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -67,6 +84,9 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
     /// Where the count of finished cells is reported.
     pub progress: std::sync::Arc<dyn crate::services::Progress>,
+    pub compute: Compute,
+    /// Told of each cell as it is read back, computed or failed (a shard task's log).
+    pub observer: Option<CellObserver>,
 }
 
 /// What executing a plan produced: rows in plan order (only this shard's).
@@ -135,14 +155,40 @@ pub fn execute(
         .filter(|(i, _)| opts.shard.is_none_or(|s| s.contains(*i)))
         .map(|(i, p)| Cell { index: i, factors: p.clone(), key: cell_key(experiment, plan, p, &inputs) })
         .collect();
+    match opts.compute {
+        Compute::Missing => {}
+        Compute::Nothing => {
+            let counts = CellCounts { planned: plan.points.len(), ok: 0, failed: 0 };
+            return Ok(Execution { cells, rows: vec![], counts, cached: 0, events: vec![], inputs });
+        }
+        Compute::Refuse => {
+            let missing: Vec<usize> = cells.iter().filter(|c| cache.get(&c.key).is_none()).map(|c| c.index).collect();
+            if !missing.is_empty() {
+                return Err(crate::error::usage(format!(
+                    "{} of {} cells are not in the store {} (missing, or damaged and refused): cells {}; \
+                     rerun the shard tasks that hold them",
+                    missing.len(),
+                    cells.len(),
+                    cache.dir().display(),
+                    missing.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
 
     let bar = opts.progress.start("cells", "cells", cells.len() as u64);
     // Plain scoped threads pulling cell indices, not a rayon pool: a cell
     // that waits (on the engine's own pool, or on an adapter another cell is
     // training) must never pick up another cell on the same thread, which
     // rayon's work stealing would do, re-entering that wait and deadlocking.
+    let tell = |cell: &Cell, event: CellEvent| {
+        if let Some(observer) = &opts.observer {
+            observer(cell, event);
+        }
+    };
     let run_one = |cell: &Cell| -> Outcome {
         if let Some(row) = cache.get(&cell.key) {
+            tell(cell, CellEvent::Cached(cell.index));
             return (Ok(row), true);
         }
         let result = prepared.run_cell(cell).map_err(|e| format!("{e:#}"));
@@ -151,8 +197,12 @@ pub fn execute(
                 if let Err(e) = cache.put(&cell.key, row) {
                     tracing::warn!("could not cache cell {}: {e:#}", cell.index);
                 }
+                tell(cell, CellEvent::Computed(cell.index));
             }
-            Err(e) => tracing::warn!("cell {} failed: {e}", cell.index),
+            Err(e) => {
+                tracing::warn!("cell {} failed: {e}", cell.index);
+                tell(cell, CellEvent::Failed(cell.index));
+            }
         }
         (result, false)
     };
