@@ -1,6 +1,9 @@
 //! Side-by-side speed of this engine and the same model in PyTorch (CPU,
 //! same threads): training tokens/s, evaluation tokens/s and peak RSS, in
-//! alternating runs, reported as medians and ratios.
+//! alternating runs, reported as medians and ratios; and training FLOP/s
+//! next to the machine's matmul peak (a large square f32 matmul through the
+//! same gemm and threads, measured in the same run), so the distance to the
+//! limit is visible.
 //!
 //! The PyTorch side is `benches/torch_reference.py` (`Paths::torch_reference`),
 //! run as a child process; it is only ever used for this comparison. Both
@@ -19,9 +22,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::config::Profile;
+use crate::engine::config::{ModelConfig, Profile};
 use crate::engine::eval::{EvalConfig, evaluate};
 use crate::engine::model::init_weights;
+use crate::engine::ops::with_threads;
 use crate::engine::pretrain::pretrain_config;
 use crate::engine::train::train_full;
 use crate::engine::{BaseModel, EngineError};
@@ -78,6 +82,8 @@ pub struct BenchRow {
     pub profile: String,
     pub batch: usize,
     pub seq: usize,
+    /// Model FLOPs of one trained token ([`train_flops_per_token`]).
+    pub train_flops_per_token: f64,
     pub candle: Figures,
     pub torch: Option<Figures>,
     /// candle / torch of the best figures, for tokens/s (above 1 = candle
@@ -97,6 +103,8 @@ pub struct BenchReport {
     pub threads: usize,
     pub steps: usize,
     pub repeats: usize,
+    /// Best f32 GFLOP/s of a [`PEAK_MATMUL_N`]-square matmul through candle's gemm, same threads.
+    pub matmul_peak_gflops: f64,
     /// Why the PyTorch side is missing, if it is.
     pub torch_note: Option<String>,
     pub rows: Vec<BenchRow>,
@@ -107,6 +115,48 @@ const WARMUP_STEPS: usize = 2;
 fn random_text(n: usize, seed: u64) -> Vec<u8> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n).map(|_| rng.random::<u8>()).collect()
+}
+
+/// Side of the square matmul that measures the machine's peak.
+pub const PEAK_MATMUL_N: usize = 1024;
+
+/// Model FLOPs of training on one token of a `seq`-long window: three times
+/// the forward's (backward costs two forwards), counting each multiply-add
+/// as two. The forward per token is every linear a token passes through
+/// (q, k, v, o, the router, the one expert it is routed to, the LM head)
+/// plus attention's two matmuls over the whole window (`q k^T` and `att v`,
+/// computed unmasked, as both engines do). Embedding lookups, norms and
+/// softmaxes are not counted (the usual MFU convention).
+pub fn train_flops_per_token(cfg: &ModelConfig, seq: usize) -> f64 {
+    let (d, f, e) = (cfg.d_model as f64, cfg.expert_width as f64, cfg.experts as f64);
+    let router = if cfg.experts > 1 { d * e } else { 0.0 };
+    let per_layer = 2.0 * (4.0 * d * d + router + 2.0 * d * f) + 4.0 * seq as f64 * d;
+    let forward = cfg.layers as f64 * per_layer + 2.0 * d * cfg.vocab as f64;
+    3.0 * forward
+}
+
+/// The machine's f32 matmul peak through candle's gemm on `threads`
+/// threads: GFLOP/s of the best of `reps` [`PEAK_MATMUL_N`]-square products.
+pub fn matmul_peak_gflops(threads: usize, reps: usize) -> Result<f64> {
+    let n = PEAK_MATMUL_N;
+    let a = candle_core::Tensor::from_vec(random_f32(n * n, 3), (n, n), &Device::Cpu).map_err(EngineError::from)?;
+    let b = candle_core::Tensor::from_vec(random_f32(n * n, 4), (n, n), &Device::Cpu).map_err(EngineError::from)?;
+    with_threads(threads, || {
+        let mut best = f64::INFINITY;
+        for _ in 0..reps.max(1) + 1 {
+            let t0 = Instant::now();
+            let c = a.matmul(&b).map_err(EngineError::from)?;
+            let secs = t0.elapsed().as_secs_f64();
+            drop(c);
+            best = best.min(secs);
+        }
+        Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+    })
+}
+
+fn random_f32(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random::<f32>() - 0.5).collect()
 }
 
 /// Reset the kernel's peak-RSS counter of this process (Linux); false elsewhere.
@@ -208,6 +258,8 @@ pub fn run(cfg: &BenchConfig, log: &mut dyn FnMut(String)) -> Result<BenchReport
         torch_note =
             Some(format!("`{} -c 'import torch'` failed: PyTorch side skipped (pip install torch)", cfg.python));
     }
+    let matmul_peak_gflops = matmul_peak_gflops(cfg.threads, 5)?;
+    log(format!("matmul peak: {matmul_peak_gflops:.1} GFLOP/s ({PEAK_MATMUL_N}-square f32, {} threads)", cfg.threads));
     let mut rows = Vec::new();
     for name in &cfg.profiles {
         let profile = Profile::from_name(name)?;
@@ -231,6 +283,7 @@ pub fn run(cfg: &BenchConfig, log: &mut dyn FnMut(String)) -> Result<BenchReport
             profile: name.clone(),
             batch: tc.batch,
             seq: tc.seq,
+            train_flops_per_token: train_flops_per_token(&profile.model, tc.seq),
             candle,
             torch,
             ratio: torch.map(|t| ratio(&candle, &t)),
@@ -241,7 +294,14 @@ pub fn run(cfg: &BenchConfig, log: &mut dyn FnMut(String)) -> Result<BenchReport
             torch_runs: tr,
         });
     }
-    Ok(BenchReport { threads: cfg.threads, steps: cfg.steps, repeats: cfg.repeats, torch_note, rows })
+    Ok(BenchReport {
+        threads: cfg.threads,
+        steps: cfg.steps,
+        repeats: cfg.repeats,
+        matmul_peak_gflops,
+        torch_note,
+        rows,
+    })
 }
 
 /// The report as a Markdown table.
@@ -276,6 +336,28 @@ pub fn render_markdown(r: &BenchReport) -> String {
             line("ratio", q, m, true);
         }
     }
+    s.push_str(&format!(
+        "\nTraining FLOP/s (model FLOPs, best run) against the matmul peak: {:.1} GFLOP/s, a {PEAK_MATMUL_N}-square f32 matmul through the same gemm on {} threads\n\n",
+        r.matmul_peak_gflops, r.threads
+    ));
+    s.push_str("| profile | FLOPs/token | engine | train GFLOP/s | of peak |\n|---|---:|---|---:|---:|\n");
+    for row in &r.rows {
+        let mut line = |who: &str, f: &Figures| {
+            let gflops = f.train_tokens_per_s * row.train_flops_per_token / 1e9;
+            s.push_str(&format!(
+                "| {} | {:.3e} | {} | {:.1} | {:.0}% |\n",
+                row.profile,
+                row.train_flops_per_token,
+                who,
+                gflops,
+                100.0 * gflops / r.matmul_peak_gflops
+            ));
+        };
+        line("candle", &row.candle);
+        if let Some(t) = &row.torch {
+            line("pytorch", t);
+        }
+    }
     if let Some(n) = &r.torch_note {
         s.push_str(&format!("\n{n}\n"));
     }
@@ -306,6 +388,7 @@ mod tests {
             profile: "tiny".into(),
             batch: 8,
             seq: 32,
+            train_flops_per_token: 2.0e6,
             candle: c,
             torch: Some(t),
             ratio: Some(ratio(&c, &t)),
@@ -315,8 +398,36 @@ mod tests {
             candle_runs: vec![c],
             torch_runs: vec![t],
         };
-        let r = BenchReport { threads: 2, steps: 5, repeats: 1, torch_note: None, rows: vec![row] };
+        let r = BenchReport {
+            threads: 2,
+            steps: 5,
+            repeats: 1,
+            matmul_peak_gflops: 0.24,
+            torch_note: None,
+            rows: vec![row],
+        };
         let md = render_markdown(&r);
         assert!(md.contains("| tiny | 8x32 | ratio | 0.50x (0.50x) | 2.00x (2.00x) | 0.25x (0.25x) |"), "{md}");
+        // 30 tok/s x 2e6 FLOPs = 0.06 GFLOP/s = 25% of 0.24; torch 60 tok/s = 50%.
+        assert!(md.contains("| tiny | 2.000e6 | candle | 0.1 | 25% |"), "{md}");
+        assert!(md.contains("| tiny | 2.000e6 | pytorch | 0.1 | 50% |"), "{md}");
+        assert!(md.contains("0.2 GFLOP/s, a 1024-square f32 matmul"), "{md}");
+    }
+
+    #[test]
+    fn training_flops_count_every_linear_a_token_passes_and_attention_over_the_window() {
+        let cfg = ModelConfig { vocab: 256, d_model: 8, layers: 2, heads: 2, experts: 4, expert_width: 16, context: 4 };
+        // Per layer: 2 * (4*64 + 8*4 + 2*8*16) = 1088, attention 4*4*8 = 128;
+        // two layers 2432, LM head 2*8*256 = 4096; forward 6528, training x3.
+        assert_eq!(train_flops_per_token(&cfg, 4), 19584.0);
+        // One expert has no router.
+        let dense = ModelConfig { experts: 1, ..cfg };
+        assert_eq!(train_flops_per_token(&dense, 4), 19584.0 - 3.0 * 2.0 * 2.0 * 32.0);
+    }
+
+    #[test]
+    fn the_matmul_peak_is_a_positive_finite_rate() {
+        let g = matmul_peak_gflops(1, 1).unwrap();
+        assert!(g.is_finite() && g > 0.0, "{g}");
     }
 }
