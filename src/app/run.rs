@@ -63,6 +63,27 @@ fn registration(ledger: &Ledger, bet: &crate::spec::Bet, args: &RunArgs) -> anyh
     })
 }
 
+/// What every run starts from: the spec loaded and planned for its
+/// profile, the ledger verified, and the registration it is checked against.
+struct Checked {
+    bet: crate::spec::Bet,
+    plan: crate::spec::Plan,
+    ledger: Ledger,
+    ledger_ref: Option<LedgerRef>,
+}
+
+fn checked(repo: &Repo, args: &RunArgs) -> anyhow::Result<Checked> {
+    if args.jobs == 0 || args.threads == 0 {
+        return Err(usage("-j and --threads must be at least 1"));
+    }
+    let bet = crate::spec::load(&args.spec)?;
+    let plan = bet.plan(&args.profile)?;
+    let ledger = Ledger::open(&repo.ledger)?;
+    ledger.verify(&repo.trusted_keys()?)?;
+    let ledger_ref = registration(&ledger, &bet, args)?;
+    Ok(Checked { bet, plan, ledger, ledger_ref })
+}
+
 /// `--cells-only` / `--prepare-only`: fill the store and stop. No bundle,
 /// no ledger entry, no bet lock and no secret key: a cluster task.
 fn store_only(
@@ -72,14 +93,7 @@ fn store_only(
     source: Option<crate::cluster::ShardSource>,
     progress: bool,
 ) -> anyhow::Result<()> {
-    if args.jobs == 0 || args.threads == 0 {
-        return Err(usage("-j and --threads must be at least 1"));
-    }
-    let bet = crate::spec::load(&args.spec)?;
-    let plan = bet.plan(&args.profile)?;
-    let ledger = Ledger::open(&repo.ledger)?;
-    ledger.verify(&repo.trusted_keys()?)?;
-    registration(&ledger, &bet, args)?;
+    let Checked { bet, plan, .. } = checked(repo, args)?;
     let compute = if args.prepare_only { Compute::Nothing } else { Compute::Missing };
     let observer: crate::runner::CellObserver = std::sync::Arc::new(|cell: &crate::runner::Cell, event: CellEvent| {
         let what = match event {
@@ -144,14 +158,7 @@ fn counted_run(
             Some(Verdict::parse(s).ok_or_else(|| usage(format!("--expect `{s}`: expected strict, lenient or fail")))?)
         }
     };
-    if args.jobs == 0 || args.threads == 0 {
-        return Err(usage("-j and --threads must be at least 1"));
-    }
-    let bet = crate::spec::load(&args.spec)?;
-    let plan = bet.plan(&args.profile)?;
-    let ledger = Ledger::open(&repo.ledger)?;
-    ledger.verify(&repo.trusted_keys()?)?;
-    let ledger_ref = registration(&ledger, &bet, args)?;
+    let Checked { bet, plan, ledger, ledger_ref } = checked(repo, args)?;
     let signer = repo.signer()?;
     let bet_dir = repo.paths.bet_results(&bet.id());
     let _lock = lock_bet(&bet_dir, bet.spec.number)?;
