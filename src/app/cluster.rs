@@ -126,20 +126,23 @@ pub fn kube(repo: &Repo, args: &KubeArgs) -> anyhow::Result<()> {
         key_secret: args.key_secret.clone(),
         parallelism: args.parallelism,
     };
+    let mut apply = Vec::new();
     for step in STEPS {
         let path = out.join(kube::manifest_name(step));
-        let mut json = serde_json::to_vec_pretty(&kube::manifest(&run, &opts, step))?;
+        let manifest = kube::manifest(&run, &opts, step);
+        let mut json = serde_json::to_vec_pretty(&manifest)?;
         json.push(b'\n');
         crate::fsutil::write_atomic(&path, &json)?;
         println!("wrote {}", path.display());
+        let name = manifest["metadata"]["name"].as_str().unwrap_or_default();
+        apply.push(format!(
+            "  kubectl apply -f {} && kubectl wait --for=condition=complete --timeout=24h job/{name}",
+            path.display()
+        ));
     }
     println!("apply them in order, each after the last completes:");
-    for step in STEPS {
-        let name = kube::manifest(&run, &opts, step)["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        println!(
-            "  kubectl apply -f {} && kubectl wait --for=condition=complete --timeout=24h job/{name}",
-            out.join(kube::manifest_name(step)).display()
-        );
+    for line in apply {
+        println!("{line}");
     }
     Ok(())
 }

@@ -84,6 +84,28 @@ fn checked(repo: &Repo, args: &RunArgs) -> anyhow::Result<Checked> {
     Ok(Checked { bet, plan, ledger, ledger_ref })
 }
 
+/// How a run of `args` executes: the repo's cell cache, its `-j` and
+/// `--threads`, this shard.
+fn settings(
+    repo: &Repo,
+    args: &RunArgs,
+    shard: Option<Shard>,
+    compute: Compute,
+    observer: Option<crate::runner::CellObserver>,
+    progress: bool,
+) -> pipeline::Settings {
+    pipeline::Settings {
+        paths: repo.paths.clone(),
+        jobs: args.jobs,
+        threads: args.threads,
+        shard,
+        cells: CellCache::new(&repo.paths.cells_dir()),
+        progress: std::sync::Arc::new(super::reporter::Reporter { enabled: progress }),
+        compute,
+        observer,
+    }
+}
+
 /// `--cells-only` / `--prepare-only`: fill the store and stop. No bundle,
 /// no ledger entry, no bet lock and no secret key: a cluster task.
 fn store_only(
@@ -103,16 +125,7 @@ fn store_only(
         };
         println!("cell {} {what} ({})", cell.index, short(&cell.key));
     });
-    let settings = pipeline::Settings {
-        paths: repo.paths.clone(),
-        jobs: args.jobs,
-        threads: args.threads,
-        shard,
-        cells: CellCache::new(&repo.paths.cells_dir()),
-        progress: std::sync::Arc::new(super::reporter::Reporter { enabled: progress }),
-        compute,
-        observer: Some(observer),
-    };
+    let settings = settings(repo, args, shard, compute, Some(observer), progress);
     let part = match (shard, source) {
         (Some(s), Some(src)) => format!("shard {s} (from {src})"),
         (Some(s), None) => format!("shard {s}"),
@@ -164,18 +177,7 @@ fn counted_run(
     let _lock = lock_bet(&bet_dir, bet.spec.number)?;
 
     let started = now();
-    let reporter: std::sync::Arc<dyn crate::services::Progress> =
-        std::sync::Arc::new(super::reporter::Reporter { enabled: progress });
-    let settings = pipeline::Settings {
-        paths: repo.paths.clone(),
-        jobs: args.jobs,
-        threads: args.threads,
-        shard,
-        cells: CellCache::new(&repo.paths.cells_dir()),
-        progress: reporter,
-        compute,
-        observer: None,
-    };
+    let settings = settings(repo, args, shard, compute, None, progress);
     eprintln!(
         "bet {} `{}` profile {}: {} cells{}",
         bet.spec.number,

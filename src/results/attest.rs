@@ -58,6 +58,13 @@ pub struct Subject {
     pub digest: BTreeMap<String, String>,
 }
 
+impl Subject {
+    /// `name` with its SHA-256 (hex), the one digest bets records.
+    pub fn sha256(name: impl Into<String>, hex: impl Into<String>) -> Subject {
+        Subject { name: name.into(), digest: BTreeMap::from([("sha256".to_string(), hex.into())]) }
+    }
+}
+
 /// The test-result predicate, v0.1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -149,8 +156,7 @@ pub fn subjects(dir: &Path, listed: &[String]) -> Result<Vec<Subject>> {
     for name in listed.iter().map(String::as_str).chain([SUMS, SUMS_SIG]) {
         let path = dir.join(name);
         let bytes = std::fs::read(&path).map_err(|error| BundleError::Io { action: "reading", path, error })?;
-        let digest = BTreeMap::from([("sha256".to_string(), crate::fsutil::sha256_hex(&bytes))]);
-        out.push(Subject { name: name.to_string(), digest });
+        out.push(Subject::sha256(name, crate::fsutil::sha256_hex(&bytes)));
     }
     out.sort();
     Ok(out)
@@ -165,15 +171,10 @@ pub fn statements(
     migration: Option<&str>,
 ) -> [Statement; 2] {
     let record = &verdict.record;
-    let mut configuration = vec![Subject {
-        name: format!("{} (canonical JSON)", manifest.spec_file),
-        digest: BTreeMap::from([("sha256".to_string(), manifest.spec_hash.clone())]),
-    }];
+    let mut configuration =
+        vec![Subject::sha256(format!("{} (canonical JSON)", manifest.spec_file), &manifest.spec_hash)];
     if let Some(l) = &manifest.ledger {
-        configuration.push(Subject {
-            name: format!("bets/ledger.jsonl#{}", l.seq),
-            digest: BTreeMap::from([("sha256".to_string(), l.entry_hash.clone())]),
-        });
+        configuration.push(Subject::sha256(format!("bets/ledger.jsonl#{}", l.seq), &l.entry_hash));
     }
     let (passed_tests, warned_tests, failed_tests) = sort_tests(&record.criteria);
     let test_result = TestResult {

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::criteria::CellCounts;
-use crate::kinds::{Env, Experiment};
+use crate::kinds::{Env, Experiment, Prepared};
 use crate::spec::Plan;
 use crate::table::{Row, Value};
 
@@ -137,45 +137,28 @@ pub fn cell_key(
     crate::fsutil::sha256_hex(doc.to_string().as_bytes())
 }
 
-/// Prepare the experiment, then run every cell of the plan that belongs to
-/// the shard, reusing cached cells and caching each new one as it finishes.
-pub fn execute(
-    experiment: &dyn Experiment,
-    plan: &Plan,
-    env: &Env,
-    opts: &RunOptions,
-    cache: &CellCache,
-) -> anyhow::Result<Execution> {
-    let prepared = experiment.prepare(&plan.params, env)?;
-    let inputs = prepared.inputs();
-    let cells: Vec<Cell> = plan
-        .points
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| opts.shard.is_none_or(|s| s.contains(*i)))
-        .map(|(i, p)| Cell { index: i, factors: p.clone(), key: cell_key(experiment, plan, p, &inputs) })
-        .collect();
-    match opts.compute {
-        Compute::Missing => {}
-        Compute::Nothing => {
-            let counts = CellCounts { planned: plan.points.len(), ok: 0, failed: 0 };
-            return Ok(Execution { cells, rows: vec![], counts, cached: 0, events: vec![], inputs });
-        }
-        Compute::Refuse => {
-            let missing: Vec<usize> = cells.iter().filter(|c| cache.get(&c.key).is_none()).map(|c| c.index).collect();
-            if !missing.is_empty() {
-                return Err(crate::error::usage(format!(
-                    "{} of {} cells are not in the store {} (missing, or damaged and refused): cells {}; \
-                     rerun the shard tasks that hold them",
-                    missing.len(),
-                    cells.len(),
-                    cache.dir().display(),
-                    missing.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-                )));
-            }
-        }
+/// Every cell read back from `cache`, each once, none computed (a merge
+/// from the store); a usage error naming the cells it lacks.
+fn read_back_all(cells: &[Cell], cache: &CellCache) -> anyhow::Result<Vec<Outcome>> {
+    let rows: Vec<Option<Row>> = cells.iter().map(|c| cache.get(&c.key)).collect();
+    let missing: Vec<String> =
+        cells.iter().zip(&rows).filter(|(_, r)| r.is_none()).map(|(c, _)| c.index.to_string()).collect();
+    if !missing.is_empty() {
+        return Err(crate::error::usage(format!(
+            "{} of {} cells are not in the store {} (missing, or damaged and refused): cells {}; \
+             rerun the shard tasks that hold them",
+            missing.len(),
+            cells.len(),
+            cache.dir().display(),
+            missing.join(", ")
+        )));
     }
+    Ok(rows.into_iter().map(|r| (Ok(r.expect("checked above")), true)).collect())
+}
 
+/// Run `cells` on `opts.jobs` threads: each read back from `cache` when it
+/// is there, else computed and cached.
+fn compute_missing(cells: &[Cell], prepared: &dyn Prepared, opts: &RunOptions, cache: &CellCache) -> Vec<Outcome> {
     let bar = opts.progress.start("cells", "cells", cells.len() as u64);
     // Plain scoped threads pulling cell indices, not a rayon pool: a cell
     // that waits (on the engine's own pool, or on an adapter another cell is
@@ -221,11 +204,40 @@ pub fn execute(
             });
         }
     });
-    let outcomes: Vec<Outcome> = slots
+    let outcomes = slots
         .into_iter()
         .map(|s| s.into_inner().expect("slot lock").unwrap_or((Err("cell did not run".into()), false)))
         .collect();
     bar.finish();
+    outcomes
+}
+
+/// Prepare the experiment, then run every cell of the plan that belongs to
+/// the shard, reusing cached cells and caching each new one as it finishes.
+pub fn execute(
+    experiment: &dyn Experiment,
+    plan: &Plan,
+    env: &Env,
+    opts: &RunOptions,
+    cache: &CellCache,
+) -> anyhow::Result<Execution> {
+    let prepared = experiment.prepare(&plan.params, env)?;
+    let inputs = prepared.inputs();
+    let cells: Vec<Cell> = plan
+        .points
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| opts.shard.is_none_or(|s| s.contains(*i)))
+        .map(|(i, p)| Cell { index: i, factors: p.clone(), key: cell_key(experiment, plan, p, &inputs) })
+        .collect();
+    let outcomes: Vec<Outcome> = match opts.compute {
+        Compute::Nothing => {
+            let counts = CellCounts { planned: plan.points.len(), ok: 0, failed: 0 };
+            return Ok(Execution { cells, rows: vec![], counts, cached: 0, events: vec![], inputs });
+        }
+        Compute::Refuse => read_back_all(&cells, cache)?,
+        Compute::Missing => compute_missing(&cells, prepared.as_ref(), opts, cache),
+    };
 
     let mut rows = Vec::with_capacity(cells.len());
     let mut counts = CellCounts { planned: plan.points.len(), ok: 0, failed: 0 };
