@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
-use super::ops;
+use super::{attention, ops};
 
 /// The packed linears of a ternary base ([`super::ternary`]), by prefix
 /// (`blocks.0.attn.q`).
@@ -491,7 +491,10 @@ impl<'a> View<'a> {
     }
 
     /// Causal self-attention of block `l` (prefix `p`) on `h [b*t, d]`, the
-    /// tokens at positions `pos..pos + t`; `(b, t, pos)` is `shape`.
+    /// tokens at positions `pos..pos + t`; `(b, t, pos)` is `shape`. Without
+    /// a cache (training, evaluation) it is the fused
+    /// [`attention::causal_attention`]; with one, the new tokens' queries
+    /// attend over the cached keys and values plus their own.
     fn attention(
         &self,
         p: &str,
@@ -502,26 +505,30 @@ impl<'a> View<'a> {
     ) -> Result<Tensor> {
         let (b, t, pos) = shape;
         let (nh, hd) = (self.cfg.heads, self.cfg.head_dim());
+        let scale = 1.0 / (hd as f32).sqrt();
+        let Some(cache) = cache else {
+            let [q, k, v] = ["q", "k", "v"].map(|n| self.linear(&format!("{p}.attn.{n}"), h));
+            let geometry = attention::Geometry { batch: b, len: t, heads: nh, head_dim: hd };
+            let y = attention::causal_attention(&q?, &k?, &v?, geometry, scale)?;
+            return self.linear(&format!("{p}.attn.o"), &y);
+        };
         let split = |name: &str| -> Result<Tensor> {
             let y = self.linear(&format!("{p}.attn.{name}"), h)?;
             Ok(y.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
         };
         let (q, mut k, mut v) = (split("q")?, split("k")?, split("v")?);
-        if let Some(cache) = cache {
-            let held = cache.blocks.get(&l).map(|(k, _)| k.dims()[2]).unwrap_or(0);
-            if held != pos {
-                return Err(EngineError::Config(format!(
-                    "block {l}'s cache holds {held} tokens, but these start at position {pos}"
-                )));
-            }
-            if let Some((pk, pv)) = cache.blocks.get(&l) {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
-            }
-            cache.blocks.insert(l, (k.detach(), v.detach()));
+        let held = cache.blocks.get(&l).map(|(k, _)| k.dims()[2]).unwrap_or(0);
+        if held != pos {
+            return Err(EngineError::Config(format!(
+                "block {l}'s cache holds {held} tokens, but these start at position {pos}"
+            )));
         }
+        if let Some((pk, pv)) = cache.blocks.get(&l) {
+            k = Tensor::cat(&[pk, &k], 2)?;
+            v = Tensor::cat(&[pv, &v], 2)?;
+        }
+        cache.blocks.insert(l, (k.detach(), v.detach()));
         let scores = q.matmul(&k.t()?)?;
-        let scale = 1.0 / (hd as f32).sqrt();
         let att = if k.dim(2)? == t {
             ops::causal_softmax(&scores, scale)?
         } else {

@@ -18,7 +18,8 @@ use std::sync::Arc;
 /// so reductions happen in the same order whatever the pool size.
 const ROWS_PER_TASK: usize = 64;
 
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The f32 elements of a contiguous CPU tensor's storage; `what` names it in errors.
+pub(super) fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else { candle_core::bail!("{what}: expected f32 storage") };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
@@ -506,11 +507,12 @@ pub fn ternary_linear(x: &Tensor, t: &Arc<Ternary>) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
+    /// A seeded `[-1, 1)` tensor (an LCG: no dependency on the model's RNG).
+    pub(crate) fn rand(shape: &[usize], seed: u64) -> Tensor {
         let n: usize = shape.iter().product();
         let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let v: Vec<f32> = (0..n)

@@ -1,0 +1,376 @@
+//! Fused causal self-attention on the CPU: forward and backward as one op
+//! each, one task per (sequence, head).
+//!
+//! Why: composed from candle ops, attention is a batched matmul, a softmax
+//! and a second batched matmul. Each of candle's per-batch gemm calls is
+//! below gemm's threading threshold at our shapes (`128 x 128 x 32` at
+//! `small`), and candle runs the batches one after another, so attention ran
+//! on one thread while the others waited. It also materialised the scores
+//! and the probabilities (`[batch, heads, T, T]` each, kept for the
+//! backward), copied q, k, v and the output between `[B*T, d]` and
+//! `[B, H, T, hd]`, and zeroed every fresh buffer.
+//!
+//! Here q, k and v stay in the `[B*T, d]` layout their projections give
+//! (head `h` is columns `h*hd..(h+1)*hd`), every (sequence, head) block is
+//! an independent rayon task, and the scores and probabilities live only in
+//! a task's `T x T` scratch. The backward recomputes them (one extra
+//! `T x T x hd` product per block) instead of keeping them.
+//!
+//! Causality is used too: each product is split into row blocks
+//! ([`ROW_BLOCK`]) that skip the masked half, which only ever adds exact
+//! zeros.
+//!
+//! The arithmetic is the composition's, sum for sum: every output element
+//! is the same gemm dot product in the same order (gemm accumulates along
+//! the inner dimension one term after another; the skipped terms are the
+//! masked zeros at either end), and the softmax is the same kernel; only
+//! the layouts read and written differ. The tests check the fused op
+//! against the composition bit for bit.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::ops::f32s;
+
+/// Geometry of one attention call: `batch` sequences of `len` tokens,
+/// `heads` heads of `head_dim` columns each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub batch: usize,
+    pub len: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl Geometry {
+    fn d(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// q, k and v as slices, each checked to be `[B*T, d]` and contiguous.
+    fn inputs<'a>(&self, qkv: [(&'a CpuStorage, &Layout); 3]) -> Result<[&'a [f32]; 3]> {
+        let mut out: [&[f32]; 3] = [&[]; 3];
+        for (slot, ((s, l), what)) in out.iter_mut().zip(qkv.into_iter().zip(["q", "k", "v"])) {
+            self.check(what, l)?;
+            *slot = f32s(s, l, &format!("causal attention {what}"))?;
+        }
+        Ok(out)
+    }
+
+    fn check(&self, what: &str, l: &Layout) -> Result<()> {
+        let want = (self.batch * self.len, self.d());
+        if l.shape().dims2()? != want {
+            candle_core::bail!("causal attention {what}: shape {:?}, expected {want:?}", l.dims());
+        }
+        Ok(())
+    }
+}
+
+/// A strided f32 matrix: base pointer, row stride, column stride (elements).
+#[derive(Clone, Copy)]
+struct Mat(*const f32, isize, isize);
+
+/// A writable strided f32 matrix.
+#[derive(Clone, Copy)]
+struct MatMut(*mut f32, isize, isize);
+
+/// Base pointers of the buffers every task writes to: each task writes only
+/// its own (sequence, head) rows and columns, so writes never overlap.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: tasks write disjoint elements (see `Shared`); the buffers outlive the parallel loop.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The base pointer (a method, so closures capture the `Sync` wrapper, not the raw pointer).
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst [m, n] = lhs [m, k] @ rhs [k, n]` on this thread, as candle's CPU
+/// matmul calls gemm (alpha 0, beta 1, no conjugation).
+///
+/// # Safety
+/// The three matrices must be valid for their shapes and strides, and `dst`
+/// must not overlap the inputs or another thread's writes.
+unsafe fn gemm_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.2,
+            dst.1,
+            false,
+            lhs.0,
+            lhs.2,
+            lhs.1,
+            rhs.0,
+            rhs.2,
+            rhs.1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// Rows of a causal block handled by one gemm call: row block `r0..r1`
+/// needs keys `0..r1` only, so about half of each `T x T` product (the
+/// masked half) is never computed. The skipped terms are exact zeros, so
+/// every sum equals the full product's.
+const ROW_BLOCK: usize = 32;
+
+/// `(r0, r1)` for every row block of a `t`-row causal block; the last
+/// block takes the remainder, so no block is thinner than [`ROW_BLOCK`]
+/// (gemm sends very small products to a kernel that sums in another order).
+fn row_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = (t / ROW_BLOCK).max(1);
+    (0..blocks).map(move |b| (b * ROW_BLOCK, if b + 1 == blocks { t } else { (b + 1) * ROW_BLOCK }))
+}
+
+/// Scores and probabilities of one (sequence, head) block into `s` and `p`
+/// (`T x T` each): `s = q k^T` on and below the diagonal's row blocks (the
+/// rest of `s` is left as it was: the softmax never reads it), then
+/// `p = causal_softmax(scale * s)`.
+///
+/// # Safety
+/// `q` and `k` point at the block's first element in `[B*T, d]` buffers.
+unsafe fn probabilities(g: &Geometry, scale: f32, q: *const f32, k: *const f32, s: &mut [f32], p: &mut [f32]) {
+    let (t, hd, d) = (g.len, g.head_dim, g.d() as isize);
+    let tt = t as isize;
+    for (r0, r1) in row_blocks(t) {
+        // q [r0..r1, hd] @ k^T [hd, 0..r1]: k's transpose has row stride 1, column stride d.
+        unsafe {
+            let dst = MatMut(s.as_mut_ptr().add(r0 * t), tt, 1);
+            gemm_into(r1 - r0, r1, hd, dst, Mat(q.offset(r0 as isize * d), d, 1), Mat(k, 1, d));
+        }
+    }
+    kernels::causal_softmax_fwd(s, t, scale, p);
+}
+
+struct CausalAttention {
+    geometry: Geometry,
+    scale: f32,
+}
+
+impl CustomOp3 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "bets-causal-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geometry;
+        let [q, k, v] = g.inputs([(s1, l1), (s2, l2), (s3, l3)])?;
+        let (t, hd, d) = (g.len, g.head_dim, g.d());
+        let mut y = vec![0f32; q.len()];
+        let out = Shared(y.as_mut_ptr());
+        (0..g.batch * g.heads).into_par_iter().for_each_init(
+            || (vec![0f32; t * t], vec![0f32; t * t]),
+            |(s, p), task| {
+                let off = (task / g.heads) * t * d + (task % g.heads) * hd;
+                // SAFETY: `off` is the block's first element in buffers of
+                // `B*T*d` elements; each task writes only its own block of `y`.
+                unsafe {
+                    probabilities(&g, self.scale, q.as_ptr().add(off), k.as_ptr().add(off), s, p);
+                    // y [r0..r1] = p [r0..r1, 0..r1] @ v [0..r1, hd]
+                    for (r0, r1) in row_blocks(t) {
+                        let dst = MatMut(out.ptr().add(off + r0 * d), d as isize, 1);
+                        let lhs = Mat(p.as_ptr().add(r0 * t), t as isize, 1);
+                        gemm_into(r1 - r0, hd, r1, dst, lhs, Mat(v.as_ptr().add(off), d as isize, 1));
+                    }
+                }
+            },
+        );
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let n = q.elem_count();
+        let bwd = CausalAttentionBwd { geometry: self.geometry, scale: self.scale, dy: dy.contiguous()? };
+        let packed = q.apply_op3_no_bwd(k, v, &bwd)?;
+        let part = |i: usize| packed.narrow(0, i * n, n)?.reshape(q.shape());
+        Ok((Some(part(0)?), Some(part(1)?), Some(part(2)?)))
+    }
+}
+
+/// Backward of [`CausalAttention`]: `[dq | dk | dv]` flat, from q, k, v and
+/// the output gradient it holds.
+struct CausalAttentionBwd {
+    geometry: Geometry,
+    scale: f32,
+    dy: Tensor,
+}
+
+impl CustomOp3 for CausalAttentionBwd {
+    fn name(&self) -> &'static str {
+        "bets-causal-attention-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geometry;
+        let (dy_storage, dy_layout) = self.dy.storage_and_layout();
+        let Storage::Cpu(dy_cpu) = &*dy_storage else {
+            candle_core::bail!("causal attention dy: expected a CPU tensor")
+        };
+        g.check("dy", dy_layout)?;
+        let [q, k, v] = g.inputs([(s1, l1), (s2, l2), (s3, l3)])?;
+        let dy = f32s(dy_cpu, dy_layout, "causal attention dy")?;
+        let (t, hd, d) = (g.len, g.head_dim, g.d());
+        let (n, di, ti) = (q.len(), d as isize, t as isize);
+        let mut grads = vec![0f32; 3 * n];
+        let out = Shared(grads.as_mut_ptr());
+        (0..g.batch * g.heads).into_par_iter().for_each_init(
+            || (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * t], vec![0f32; hd * t]),
+            |(s, p, dp, dkt), task| {
+                let off = (task / g.heads) * t * d + (task % g.heads) * hd;
+                // SAFETY: as in the forward; the three gradients are the
+                // `n`-element thirds of `grads` and each task writes only its block.
+                unsafe {
+                    let (qb, kb, vb, dyb) =
+                        (q.as_ptr().add(off), k.as_ptr().add(off), v.as_ptr().add(off), dy.as_ptr().add(off));
+                    let (dq, dk, dv) = (out.ptr().add(off), out.ptr().add(n + off), out.ptr().add(2 * n + off));
+                    probabilities(&g, self.scale, qb, kb, s, p);
+                    for (r0, r1) in row_blocks(t) {
+                        // dp [r0..r1, 0..r1] = dy [r0..r1] @ v^T [hd, 0..r1]
+                        let dst = MatMut(dp.as_mut_ptr().add(r0 * t), ti, 1);
+                        gemm_into(r1 - r0, r1, hd, dst, Mat(dyb.add(r0 * d), di, 1), Mat(vb, 1, di));
+                    }
+                    // ds (into s) from the softmax backward, which reads only the causal part of dp.
+                    kernels::causal_softmax_bwd(p, dp, t, self.scale, s);
+                    for (c0, c1) in row_blocks(t) {
+                        let cols = c1 - c0;
+                        // dv [c0..c1] = p^T [c0..c1, c0..t] @ dy [c0..t]: rows above c0 see no key of c0..c1.
+                        let lhs = Mat(p.as_ptr().add(c0 * t + c0), 1, ti);
+                        gemm_into(cols, hd, t - c0, MatMut(dv.add(c0 * d), di, 1), lhs, Mat(dyb.add(c0 * d), di, 1));
+                        // dk^T [hd, c0..c1] = q^T [hd, c0..t] @ ds [c0..t, c0..c1], as the composition
+                        // computes dk (transposed), then transposed into dk below.
+                        let dst = MatMut(dkt.as_mut_ptr().add(c0), ti, 1);
+                        let rhs = Mat(s.as_ptr().add(c0 * t + c0), ti, 1);
+                        gemm_into(hd, cols, t - c0, dst, Mat(qb.add(c0 * d), 1, di), rhs);
+                    }
+                    for (r0, r1) in row_blocks(t) {
+                        // dq [r0..r1] = ds [r0..r1, 0..r1] @ k [0..r1]
+                        let lhs = Mat(s.as_ptr().add(r0 * t), ti, 1);
+                        gemm_into(r1 - r0, hd, r1, MatMut(dq.add(r0 * d), di, 1), lhs, Mat(kb, di, 1));
+                    }
+                    for j in 0..t {
+                        for c in 0..hd {
+                            *dk.add(j * d + c) = dkt[c * t + j];
+                        }
+                    }
+                }
+            },
+        );
+        Ok((CpuStorage::F32(grads), Shape::from(3 * n)))
+    }
+}
+
+/// Causal multi-head self-attention of `q`, `k`, `v` (`[B*T, d]` each, as
+/// the projections give them; head `h` is columns `h*hd..(h+1)*hd`) with
+/// scores scaled by `scale`: `[B*T, d]`, the heads side by side, ready for
+/// the output projection. Fused on the CPU in f32, else [`causal_attention_plain`].
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, geometry: Geometry, scale: f32) -> Result<Tensor> {
+    if q.device().is_cpu() && q.dtype() == DType::F32 {
+        let op = CausalAttention { geometry, scale };
+        q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    } else {
+        causal_attention_plain(q, k, v, geometry, scale)
+    }
+}
+
+/// [`causal_attention`] composed from candle ops and the causal softmax:
+/// the path off the CPU and the tests' oracle.
+pub fn causal_attention_plain(q: &Tensor, k: &Tensor, v: &Tensor, geometry: Geometry, scale: f32) -> Result<Tensor> {
+    let Geometry { batch: b, len: t, heads: nh, head_dim: hd } = geometry;
+    let split = |x: &Tensor| x.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous();
+    let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+    let att = super::ops::causal_softmax(&q.matmul(&k.t()?)?, scale)?;
+    att.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * t, nh * hd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ops::tests::rand;
+    use candle_core::{Device, Var};
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+    }
+
+    /// The fused op and the composition agree bit for bit, forward and
+    /// every gradient, at the shapes of `tiny`, `small`, `paper` and a ragged one.
+    #[test]
+    fn fused_attention_equals_the_composition_bit_for_bit() {
+        for (b, t, nh, hd) in [(3, 32, 2, 16), (2, 128, 4, 32), (1, 256, 2, 32), (2, 77, 3, 8)] {
+            let g = Geometry { batch: b, len: t, heads: nh, head_dim: hd };
+            let vars: Vec<Var> =
+                (0..3).map(|i| Var::from_tensor(&(rand(&[b * t, nh * hd], i) * 2.0).unwrap()).unwrap()).collect();
+            let (q, k, v) = (vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor());
+            let scale = 1.0 / (hd as f32).sqrt();
+            let fused = causal_attention(q, k, v, g, scale).unwrap();
+            let plain = causal_attention_plain(q, k, v, g, scale).unwrap();
+            assert_eq!(bits(&fused), bits(&plain), "forward {g:?}");
+            let w = rand(&[b * t, nh * hd], 9);
+            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gp = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, x) in ["q", "k", "v"].iter().zip([q, k, v]) {
+                assert_eq!(bits(gf.get(x).unwrap()), bits(gp.get(x).unwrap()), "d{name} {g:?}");
+            }
+        }
+    }
+
+    /// Position `i` of a sequence depends only on positions `0..=i`.
+    #[test]
+    fn fused_attention_is_causal() {
+        let g = Geometry { batch: 1, len: 12, heads: 2, head_dim: 4 };
+        let (q, k, v) = (rand(&[12, 8], 1), rand(&[12, 8], 2), rand(&[12, 8], 3));
+        let before = causal_attention(&q, &k, &v, g, 0.5).unwrap();
+        let mut later = k.to_vec2::<f32>().unwrap();
+        later[7].iter_mut().for_each(|x| *x += 1.0);
+        let k2 = Tensor::new(later, &Device::Cpu).unwrap();
+        let after = causal_attention(&q, &k2, &v, g, 0.5).unwrap();
+        let (a, b) = (before.to_vec2::<f32>().unwrap(), after.to_vec2::<f32>().unwrap());
+        assert_eq!(a[..7], b[..7], "rows before the changed key must not move");
+        assert_ne!(a[7], b[7], "the changed key's own row sees it");
+    }
+
+    #[test]
+    fn a_wrong_shape_is_an_error_naming_it() {
+        let g = Geometry { batch: 2, len: 8, heads: 2, head_dim: 4 };
+        let x = rand(&[15, 8], 1);
+        let err = causal_attention(&x, &x, &x, g, 1.0).unwrap_err().to_string();
+        assert!(err.contains("causal attention q") && err.contains("[15, 8]"), "{err}");
+    }
+}
