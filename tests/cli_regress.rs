@@ -5,7 +5,11 @@ mod common;
 
 use common::{TestRepo, code, stderr, stdout};
 
-const BASELINE: &str = "results/14-royalty-math/baseline-tiny.json";
+/// Bet 14's baseline for this machine's gemm kernels (the file `--accept` writes).
+fn baseline_file() -> String {
+    let name = bets::report::baseline::file_name("tiny", bets::engine::gemm_kernels());
+    format!("results/14-royalty-math/{name}")
+}
 
 /// The name and value of the largest integer quantity of a baseline (a
 /// count of receipts, whatever the spec calls it).
@@ -56,11 +60,12 @@ fn an_accepted_baseline_passes_and_a_doctored_one_exits_4_with_a_drift_table() {
     assert!(out.contains("ok  14 royalty-math") && out.contains("bit-exact"), "{out}");
     assert_eq!(entries(&repo), before, "regress writes no bundle into results/");
 
-    let mut b: serde_json::Value = serde_json::from_slice(&std::fs::read(repo.path(BASELINE)).unwrap()).unwrap();
+    let mut b: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.path(&baseline_file())).unwrap()).unwrap();
     let (name, count) = largest_count(&b);
     b["quantities"][&name] = (count + 1).into();
     b["verdict"] = if b["verdict"] == "FAIL" { "STRICT".into() } else { "FAIL".into() };
-    std::fs::write(repo.path(BASELINE), serde_json::to_vec_pretty(&b).unwrap()).unwrap();
+    std::fs::write(repo.path(&baseline_file()), serde_json::to_vec_pretty(&b).unwrap()).unwrap();
     let out = repo.run(&["regress"]);
     assert_eq!(code(&out), 4, "{}\n{}", stdout(&out), stderr(&out));
     let table = stdout(&out);
@@ -82,11 +87,12 @@ fn a_documented_tolerance_absorbs_a_small_numeric_drift_but_not_a_verdict() {
     let repo = TestRepo::new();
     repo.registered_run();
     repo.ok(&["regress", "--accept"]);
-    let mut b: serde_json::Value = serde_json::from_slice(&std::fs::read(repo.path(BASELINE)).unwrap()).unwrap();
+    let mut b: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.path(&baseline_file())).unwrap()).unwrap();
     let (name, count) = largest_count(&b);
     assert!(count > 100, "tiny royalty runs settle hundreds of receipts: {name} = {count}");
     b["quantities"][&name] = (count + 1).into();
-    std::fs::write(repo.path(BASELINE), serde_json::to_vec_pretty(&b).unwrap()).unwrap();
+    std::fs::write(repo.path(&baseline_file()), serde_json::to_vec_pretty(&b).unwrap()).unwrap();
     assert_eq!(code(&repo.run(&["regress"])), 4, "bit-exact by default");
     let out = repo.ok(&["regress", "--tolerance", "0.01"]);
     assert!(out.contains("within 0.01"), "{out}");

@@ -6,7 +6,8 @@
 //! it. Reruns compute every cell afresh (a temporary cell cache: a cached
 //! cell would hide exactly the change CI is looking for) and write no
 //! bundle; data and base models still come from the local cache, as in
-//! `bets run`. Exit 4 with a table of drifts when anything differs; a
+//! `bets run`. The baselines compared are those of this machine's gemm
+//! kernel family (`engine::gemm_kernels`), bit-exact within a family. Exit 4 with a table of drifts when anything differs; a
 //! missing baseline is an error that says to run `--accept`.
 
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
         println!("no published bet (no verified, counted bundle in results/): nothing to regress");
         return Ok(());
     }
+    let kernels = crate::engine::gemm_kernels();
+    println!("gemm kernels {kernels}: baselines {}", baseline::file_name(CI_PROFILE, kernels));
     let scratch = tempfile::tempdir().context("creating a temporary cell cache")?;
     let mut drifts: Vec<Drift> = Vec::new();
     let mut missing: Vec<String> = Vec::new();
@@ -117,7 +120,8 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
     if !drifts.is_empty() {
         println!("\n{}", baseline::drift_table(&drifts));
         let mut msg = format!(
-            "{} drift(s) from the CI baselines: a published finding no longer reproduces at profile {CI_PROFILE}; \
+            "{} drift(s) from the CI baselines: a published finding no longer reproduces at profile {CI_PROFILE} \
+             (gemm kernels {kernels}); \
              if the change is intended, review it and run `bets regress --accept`",
             drifts.len()
         );
@@ -130,8 +134,8 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
         return Err(classified(
             ExitKind::Other,
             format!(
-                "no CI baseline for {}: run `bets regress --accept` to record the current verdicts and numbers \
-                 (check them first), then commit the baseline file(s)",
+                "no CI baseline for {} (gemm kernels {kernels}): run `bets regress --accept` to record the \
+                 current verdicts and numbers (check them first), then commit the baseline file(s)",
                 missing.join(", ")
             ),
         ));
@@ -139,9 +143,9 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where a bet's CI baseline lives: beside its bundles.
+/// Where a bet's CI baseline for this machine's gemm kernels lives: beside its bundles.
 pub fn baseline_path(repo: &Repo, bet: &Bet) -> PathBuf {
-    repo.paths.bet_results(&bet.id()).join(baseline::file_name(CI_PROFILE))
+    repo.paths.bet_results(&bet.id()).join(baseline::file_name(CI_PROFILE, crate::engine::gemm_kernels()))
 }
 
 /// Rerun a bet at the CI profile with a fresh cell cache; returns the

@@ -92,6 +92,30 @@ pub fn configure_cpu_threads() {
     }
 }
 
+/// The family of matmul kernels candle's gemm picks for this CPU at run
+/// time: `x86_64-avx512f`, `x86_64-fma`, `x86_64-scalar`, `aarch64-neon`, ...
+///
+/// Results are bit-identical for the same inputs and threads only within
+/// one family: the tiny CI baselines recorded on AVX-512F machines drift by
+/// up to 1.6e-4 relative (verdicts unchanged) on an AVX2/FMA machine. So
+/// `bets regress` keeps a baseline per family.
+#[allow(clippy::let_and_return)]
+pub fn gemm_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    let family = if std::arch::is_x86_feature_detected!("avx512f") {
+        "x86_64-avx512f"
+    } else if std::arch::is_x86_feature_detected!("fma") {
+        "x86_64-fma"
+    } else {
+        "x86_64-scalar"
+    };
+    #[cfg(target_arch = "aarch64")]
+    let family = if std::arch::is_aarch64_feature_detected!("neon") { "aarch64-neon" } else { "aarch64-scalar" };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let family = std::env::consts::ARCH;
+    family
+}
+
 /// mimalloc's `mi_option_purge_delay`: its place in the `mi_option_e` enum of
 /// the mimalloc v3 that libmimalloc-sys 0.1.49 vendors (Cargo.lock pins it;
 /// a test checks the option's default there, 1000 ms, before changing it).

@@ -6,7 +6,9 @@
 //! quantity. The engine and the simulations are deterministic, so the
 //! default comparison is bit-exact; a tolerance (relative, on numbers) can be
 //! given for a bet whose numbers are not, on the command line or in its
-//! baseline file.
+//! baseline file. Bit-exact holds within one family of gemm kernels (the
+//! CPU decides which candle's gemm runs), so there is a baseline file per
+//! family ([`file_name`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,9 +67,21 @@ pub fn read(path: &Path) -> Result<Option<Baseline>, BaselineError> {
 /// The profile CI reruns published bets at.
 pub const CI_PROFILE: &str = "tiny";
 
-/// File name of a bet's baseline inside its results folder.
-pub fn file_name(profile: &str) -> String {
-    format!("baseline-{profile}.json")
+/// The gemm kernel family ([`crate::engine::gemm_kernels`]) of the baselines
+/// whose file name names none: every baseline recorded before baselines were
+/// kept per family was recorded on AVX-512F machines.
+pub const REFERENCE_KERNELS: &str = "x86_64-avx512f";
+
+/// File name of a bet's baseline for the gemm kernel family `kernels`
+/// inside its results folder: `baseline-<profile>.json` for
+/// [`REFERENCE_KERNELS`], `baseline-<profile>.<kernels>.json` for any other
+/// (their numbers round differently, so each family has its own).
+pub fn file_name(profile: &str, kernels: &str) -> String {
+    if kernels == REFERENCE_KERNELS {
+        format!("baseline-{profile}.json")
+    } else {
+        format!("baseline-{profile}.{kernels}.json")
+    }
 }
 
 /// `results/<NN-slug>/baseline-tiny.json`.

@@ -517,7 +517,7 @@ fn a_changed_verdict_or_decisive_number_is_a_drift_in_the_table() {
 fn a_baseline_reads_back_and_one_of_an_unknown_version_is_a_named_error() {
     use crate::error::{ExitKind, FormatError, HasExitKind, Versions};
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(baseline::file_name("tiny"));
+    let path = dir.path().join(baseline::file_name("tiny", baseline::REFERENCE_KERNELS));
     assert!(baseline::read(&path).unwrap().is_none(), "no file: no baseline");
     let b = base();
     let text = serde_json::to_string_pretty(&b).unwrap();
@@ -713,4 +713,11 @@ fn a_study_decides_the_studied_bets_criteria_per_level_of_its_cause() {
     assert_eq!(json["replication"]["findings"][0]["levels"][0]["verdict"], "STRICT");
     assert_eq!(json["replication"]["outcomes"][0]["agreement"], "differ");
     assert_eq!(render(&c), rendered, "rendering is a pure function of the catalogue");
+}
+
+#[test]
+fn each_gemm_kernel_family_has_its_own_baseline_file() {
+    assert_eq!(baseline::file_name("tiny", baseline::REFERENCE_KERNELS), "baseline-tiny.json");
+    assert_eq!(baseline::file_name("tiny", "x86_64-fma"), "baseline-tiny.x86_64-fma.json");
+    assert_ne!(baseline::file_name("tiny", "aarch64-neon"), baseline::file_name("tiny", "x86_64-fma"));
 }
