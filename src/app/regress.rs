@@ -7,8 +7,9 @@
 //! cell would hide exactly the change CI is looking for) and write no
 //! bundle; data and base models still come from the local cache, as in
 //! `bets run`. The baselines compared are those of this machine's gemm
-//! kernel family (`engine::gemm_kernels`), bit-exact within a family. Exit 4 with a table of drifts when anything differs; a
-//! missing baseline is an error that says to run `--accept`.
+//! kernel family (`engine::gemm_kernels`), bit-exact within a family. Exit
+//! 4 with a table of drifts when anything differs; a missing baseline is an
+//! error that says to run `--accept`.
 
 use std::path::PathBuf;
 
@@ -63,7 +64,7 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
     let mut missing: Vec<String> = Vec::new();
     for bet in &published {
         let (now, decisive, measured) = rerun(repo, bet, opts, &scratch.path().join(bet.id()))?;
-        let path = baseline_path(repo, bet);
+        let path = baseline_path(repo, bet, kernels);
         let old: Option<Baseline> = baseline::read(&path)?;
         if opts.accept {
             let mut new = now.clone();
@@ -143,9 +144,9 @@ pub fn regress(repo: &Repo, opts: &RegressOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where a bet's CI baseline for this machine's gemm kernels lives: beside its bundles.
-pub fn baseline_path(repo: &Repo, bet: &Bet) -> PathBuf {
-    repo.paths.bet_results(&bet.id()).join(baseline::file_name(CI_PROFILE, crate::engine::gemm_kernels()))
+/// Where a bet's CI baseline for the gemm kernel family `kernels` lives: beside its bundles.
+pub fn baseline_path(repo: &Repo, bet: &Bet, kernels: &str) -> PathBuf {
+    repo.paths.bet_results(&bet.id()).join(baseline::file_name(CI_PROFILE, kernels))
 }
 
 /// Rerun a bet at the CI profile with a fresh cell cache; returns the

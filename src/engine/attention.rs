@@ -48,6 +48,16 @@ impl Geometry {
         self.heads * self.head_dim
     }
 
+    /// (sequence, head) blocks: the tasks of one call.
+    fn blocks(&self) -> usize {
+        self.batch * self.heads
+    }
+
+    /// Offset of block `task`'s first element in a `[B*T, d]` buffer.
+    fn offset(&self, task: usize) -> usize {
+        (task / self.heads) * self.len * self.d() + (task % self.heads) * self.head_dim
+    }
+
     /// q, k and v as slices, each checked to be `[B*T, d]` and contiguous.
     fn inputs<'a>(&self, qkv: [(&'a CpuStorage, &Layout); 3]) -> Result<[&'a [f32]; 3]> {
         let mut out: [&[f32]; 3] = [&[]; 3];
@@ -180,10 +190,10 @@ impl CustomOp3 for CausalAttention {
         let (t, hd, d) = (g.len, g.head_dim, g.d());
         let mut y = vec![0f32; q.len()];
         let out = Shared(y.as_mut_ptr());
-        (0..g.batch * g.heads).into_par_iter().for_each_init(
+        (0..g.blocks()).into_par_iter().for_each_init(
             || (vec![0f32; t * t], vec![0f32; t * t]),
             |(s, p), task| {
-                let off = (task / g.heads) * t * d + (task % g.heads) * hd;
+                let off = g.offset(task);
                 // SAFETY: `off` is the block's first element in buffers of
                 // `B*T*d` elements; each task writes only its own block of `y`.
                 unsafe {
@@ -250,10 +260,10 @@ impl CustomOp3 for CausalAttentionBwd {
         let (n, di, ti) = (q.len(), d as isize, t as isize);
         let mut grads = vec![0f32; 3 * n];
         let out = Shared(grads.as_mut_ptr());
-        (0..g.batch * g.heads).into_par_iter().for_each_init(
+        (0..g.blocks()).into_par_iter().for_each_init(
             || (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * t], vec![0f32; hd * t]),
             |(s, p, dp, dkt), task| {
-                let off = (task / g.heads) * t * d + (task % g.heads) * hd;
+                let off = g.offset(task);
                 // SAFETY: as in the forward; the three gradients are the
                 // `n`-element thirds of `grads` and each task writes only its block.
                 unsafe {
