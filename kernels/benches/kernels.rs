@@ -1,5 +1,6 @@
 //! Fused kernels against their plain references, on the shapes of the
-//! `small` profile (rows of d = 128; attention rows of t = 128): the speed
+//! `small` profile (rows of d = 128; attention rows of t = 128), and the
+//! vectorised `exp` against libm's: the speed
 //! side of "every kernel is tested against its reference".
 //! Run: `cargo bench -p kernels`.
 
@@ -47,5 +48,25 @@ fn gelu(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, rmsnorm, softmax, gelu);
+fn exp(c: &mut Criterion) {
+    let x: Vec<f32> = inputs(65536).iter().map(|v| v * 20.0).collect();
+    let mut y = x.clone();
+    let mut group = c.benchmark_group("exp 65536");
+    group.bench_function("vectorised", |b| {
+        b.iter(|| {
+            y.copy_from_slice(black_box(&x));
+            kernels::exp_in_place(&mut y)
+        })
+    });
+    group.bench_function("libm f32::exp", |b| {
+        b.iter(|| {
+            for (o, &v) in y.iter_mut().zip(black_box(&x)) {
+                *o = v.exp();
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, rmsnorm, softmax, gelu, exp);
 criterion_main!(benches);

@@ -1,6 +1,7 @@
 //! CPU compute kernels for the bets engine: fused row-wise operations with
-//! their hand-written backward passes, the AdamW update, and packed ternary
-//! matrix products ([`ternary`]).
+//! their hand-written backward passes, the AdamW update, packed ternary
+//! matrix products ([`ternary`]), and a vectorised `exp` with the bits of
+//! glibc's ([`exp`]) that the softmax, GELU and cross-entropy kernels use.
 //!
 //! Every kernel works on plain `f32` slices laid out row-major, so the engine
 //! can wrap it in a candle custom op (and split rows across threads itself).
@@ -9,8 +10,11 @@
 //! candle's element-wise ops allocates about a dozen temporaries, the fused
 //! kernel none.
 
+pub mod exp;
 pub mod reference;
 pub mod ternary;
+
+pub use exp::exp_in_place;
 
 /// Root-mean-square normalisation with a gain and no bias, one row at a time.
 ///
@@ -56,24 +60,32 @@ pub fn rmsnorm_bwd(x: &[f32], gain: &[f32], eps: f32, dy: &[f32], dx: &mut [f32]
 pub fn causal_softmax_fwd(x: &[f32], t: usize, scale: f32, y: &mut [f32]) {
     for (xb, yb) in x.chunks_exact(t * t).zip(y.chunks_exact_mut(t * t)) {
         for i in 0..t {
-            let xr = &xb[i * t..i * t + i + 1];
             let (yr, rest) = yb[i * t..(i + 1) * t].split_at_mut(i + 1);
-            let mut m = f32::NEG_INFINITY;
-            for &v in xr {
-                m = m.max(v * scale);
-            }
-            let mut sum = 0.0f32;
-            for (yv, &xv) in yr.iter_mut().zip(xr) {
-                let e = (xv * scale - m).exp();
-                *yv = e;
-                sum += e;
-            }
-            let inv = 1.0 / sum;
-            for yv in yr.iter_mut() {
-                *yv *= inv;
-            }
+            softmax_row(&xb[i * t..i * t + i + 1], scale, yr);
             rest.fill(0.0);
         }
+    }
+}
+
+/// Softmax of `scale * x` into `y` (same length): one visible row of
+/// [`causal_softmax_fwd`], shared with the engine's decoding softmax so
+/// equal scores give equal weights on both paths.
+pub fn softmax_row(x: &[f32], scale: f32, y: &mut [f32]) {
+    let mut m = f32::NEG_INFINITY;
+    for &v in x {
+        m = m.max(v * scale);
+    }
+    for (yv, &xv) in y.iter_mut().zip(x) {
+        *yv = xv * scale - m;
+    }
+    exp_in_place(y);
+    let mut sum = 0.0f32;
+    for &e in y.iter() {
+        sum += e;
+    }
+    let inv = 1.0 / sum;
+    for yv in y.iter_mut() {
+        *yv *= inv;
     }
 }
 
@@ -100,30 +112,50 @@ pub fn causal_softmax_bwd(y: &[f32], dy: &[f32], t: usize, scale: f32, dx: &mut 
 const GELU_C: f32 = 0.797_884_6; // sqrt(2 / pi)
 const GELU_A: f32 = 0.044_715;
 
+/// Elements of one GELU step: the `exp` arguments of a chunk live on the stack.
+const GELU_CHUNK: usize = 256;
+
 /// GELU, tanh approximation (the GPT-2 / PyTorch `approximate="tanh"` form).
 pub fn gelu_fwd(x: &[f32], y: &mut [f32]) {
-    for (yv, &xv) in y.iter_mut().zip(x) {
-        let u = GELU_C * (xv + GELU_A * xv * xv * xv);
-        *yv = 0.5 * xv * (1.0 + fast_tanh(u));
+    let mut e = [0f32; GELU_CHUNK];
+    for (xc, yc) in x.chunks(GELU_CHUNK).zip(y.chunks_mut(GELU_CHUNK)) {
+        let e = tanh_exps(xc, &mut e);
+        for ((yv, &xv), &ev) in yc.iter_mut().zip(xc).zip(e.iter()) {
+            *yv = 0.5 * xv * (1.0 + tanh_from_exp(ev));
+        }
     }
 }
 
 /// Backward of [`gelu_fwd`]: `dx = dy * gelu'(x)`.
 pub fn gelu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    for ((dxv, &xv), &dyv) in dx.iter_mut().zip(x).zip(dy) {
-        let u = GELU_C * (xv + GELU_A * xv * xv * xv);
-        let th = fast_tanh(u);
-        let du = GELU_C * (1.0 + 3.0 * GELU_A * xv * xv);
-        *dxv = dyv * (0.5 * (1.0 + th) + 0.5 * xv * (1.0 - th * th) * du);
+    let mut e = [0f32; GELU_CHUNK];
+    for ((xc, dyc), dxc) in x.chunks(GELU_CHUNK).zip(dy.chunks(GELU_CHUNK)).zip(dx.chunks_mut(GELU_CHUNK)) {
+        let e = tanh_exps(xc, &mut e);
+        for (((dxv, &xv), &dyv), &ev) in dxc.iter_mut().zip(xc).zip(dyc).zip(e.iter()) {
+            let th = tanh_from_exp(ev);
+            let du = GELU_C * (1.0 + 3.0 * GELU_A * xv * xv);
+            *dxv = dyv * (0.5 * (1.0 + th) + 0.5 * xv * (1.0 - th * th) * du);
+        }
     }
 }
 
-/// tanh through one `exp`, accurate to a few ulps in f32 and branch-light so
-/// the loops above vectorise.
+/// `exp(2u)` for the tanh of each `x` of a chunk (`u` the GELU's inner
+/// argument, clamped to +-15), into the front of `buf`, all at once so the
+/// `exp` runs vectorised.
+fn tanh_exps<'a>(xc: &[f32], buf: &'a mut [f32; GELU_CHUNK]) -> &'a [f32] {
+    let e = &mut buf[..xc.len()];
+    for (ev, &xv) in e.iter_mut().zip(xc) {
+        let u = GELU_C * (xv + GELU_A * xv * xv * xv);
+        *ev = 2.0 * u.clamp(-15.0, 15.0);
+    }
+    exp_in_place(e);
+    e
+}
+
+/// tanh(u) from `e = exp(2u)`: accurate to a few ulps in f32 for the
+/// clamped `u` of [`tanh_exps`].
 #[inline(always)]
-fn fast_tanh(u: f32) -> f32 {
-    let u = u.clamp(-15.0, 15.0);
-    let e = (2.0 * u).exp();
+fn tanh_from_exp(e: f32) -> f32 {
     (e - 1.0) / (e + 1.0)
 }
 
@@ -140,11 +172,18 @@ pub fn cross_entropy_bwd(logits: &[f32], targets: &[u32], g: &[f32], v: usize, d
     for (((row, &t), &gr), drow) in logits.chunks_exact(v).zip(targets).zip(g).zip(dlogits.chunks_exact_mut(v)) {
         let lse = logsumexp(row);
         for (d, &x) in drow.iter_mut().zip(row) {
-            *d = gr * (x - lse).exp();
+            *d = x - lse;
+        }
+        exp_in_place(drow);
+        for d in drow.iter_mut() {
+            *d *= gr;
         }
         drow[t as usize] -= gr;
     }
 }
+
+/// Elements of one [`logsumexp`] step (its `exp` arguments live on the stack).
+const LSE_CHUNK: usize = 256;
 
 /// Numerically stable `log(sum(exp(row)))`.
 pub fn logsumexp(row: &[f32]) -> f32 {
@@ -152,7 +191,18 @@ pub fn logsumexp(row: &[f32]) -> f32 {
     if m == f32::NEG_INFINITY {
         return m;
     }
-    let s: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+    let mut buf = [0f32; LSE_CHUNK];
+    let mut s = 0.0f32;
+    for c in row.chunks(LSE_CHUNK) {
+        let e = &mut buf[..c.len()];
+        for (ev, &x) in e.iter_mut().zip(c) {
+            *ev = x - m;
+        }
+        exp_in_place(e);
+        for &ev in e.iter() {
+            s += ev;
+        }
+    }
     m + s.ln()
 }
 

@@ -226,25 +226,11 @@ impl CustomOp1 for CausalSoftmaxOffset {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(tq * tk).zip(x.par_chunks(tq * tk)).for_each(|(yb, xb)| {
             for i in 0..tq {
-                // The same row arithmetic as `kernels::causal_softmax_fwd`,
-                // so equal scores give equal weights.
+                // The row kernel of `kernels::causal_softmax_fwd`, so equal
+                // scores give equal weights.
                 let seen = tk - tq + i + 1;
-                let xr = &xb[i * tk..i * tk + seen];
                 let (yr, rest) = yb[i * tk..(i + 1) * tk].split_at_mut(seen);
-                let mut m = f32::NEG_INFINITY;
-                for &v in xr {
-                    m = m.max(v * self.scale);
-                }
-                let mut sum = 0.0f32;
-                for (yv, &xv) in yr.iter_mut().zip(xr) {
-                    let e = (xv * self.scale - m).exp();
-                    *yv = e;
-                    sum += e;
-                }
-                let inv = 1.0 / sum;
-                for yv in yr.iter_mut() {
-                    *yv *= inv;
-                }
+                kernels::softmax_row(&xb[i * tk..i * tk + seen], self.scale, yr);
                 rest.fill(0.0);
             }
         });
