@@ -12,9 +12,12 @@
 //!
 //! Here q, k and v stay in the `[B*T, d]` layout their projections give
 //! (head `h` is columns `h*hd..(h+1)*hd`), every (sequence, head) block is
-//! an independent rayon task, and the scores and probabilities live only in
-//! a task's `T x T` scratch. The backward recomputes them (one extra
-//! `T x T x hd` product per block) instead of keeping them.
+//! an independent rayon task, and the scores live only in a task's `T x T`
+//! scratch. When a backward will follow, the forward keeps the
+//! probabilities (`B*H*T*T` floats: 4 MiB a layer at `small`, 64 MiB at
+//! `paper`) and hands them to it; recomputing them instead cost a third
+//! `T x T x hd` product and the softmax's every `exp` again. Without a
+//! backward (evaluation) nothing is kept.
 //!
 //! Causality is used too: each product is split into row blocks
 //! ([`ROW_BLOCK`]) that skip the masked half, which only ever adds exact
@@ -26,6 +29,8 @@
 //! masked zeros at either end), and the softmax is the same kernel; only
 //! the layouts read and written differ. The tests check the fused op
 //! against the composition bit for bit.
+
+use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
@@ -169,6 +174,11 @@ unsafe fn probabilities(g: &Geometry, scale: f32, q: *const f32, k: *const f32, 
 struct CausalAttention {
     geometry: Geometry,
     scale: f32,
+    /// Whether a backward will follow (an input is tracked), so the
+    /// forward keeps the probabilities for it.
+    keep: bool,
+    /// The forward's probabilities (`[B*H, T, T]`), until the backward takes them.
+    kept: Mutex<Option<Vec<f32>>>,
 }
 
 impl CustomOp3 for CausalAttention {
@@ -190,13 +200,21 @@ impl CustomOp3 for CausalAttention {
         let (t, hd, d) = (g.len, g.head_dim, g.d());
         let mut y = vec![0f32; q.len()];
         let out = Shared(y.as_mut_ptr());
+        let mut kept = if self.keep { vec![0f32; g.blocks() * t * t] } else { Vec::new() };
+        let probs = Shared(kept.as_mut_ptr());
         (0..g.blocks()).into_par_iter().for_each_init(
-            || (vec![0f32; t * t], vec![0f32; t * t]),
-            |(s, p), task| {
+            || (vec![0f32; t * t], vec![0f32; if self.keep { 0 } else { t * t }]),
+            |(s, scratch), task| {
                 let off = g.offset(task);
                 // SAFETY: `off` is the block's first element in buffers of
-                // `B*T*d` elements; each task writes only its own block of `y`.
+                // `B*T*d` elements; each task writes only its own block of
+                // `y` and its own `T x T` slice of the kept probabilities.
                 unsafe {
+                    let p = if self.keep {
+                        std::slice::from_raw_parts_mut(probs.ptr().add(task * t * t), t * t)
+                    } else {
+                        &mut scratch[..]
+                    };
                     probabilities(&g, self.scale, q.as_ptr().add(off), k.as_ptr().add(off), s, p);
                     // y [r0..r1] = p [r0..r1, 0..r1] @ v [0..r1, hd]
                     for (r0, r1) in row_blocks(t) {
@@ -207,6 +225,9 @@ impl CustomOp3 for CausalAttention {
                 }
             },
         );
+        if self.keep {
+            *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
+        }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -219,19 +240,22 @@ impl CustomOp3 for CausalAttention {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let n = q.elem_count();
-        let bwd = CausalAttentionBwd { geometry: self.geometry, scale: self.scale, dy: dy.contiguous()? };
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let bwd = CausalAttentionBwd { geometry: self.geometry, scale: self.scale, dy: dy.contiguous()?, kept };
         let packed = q.apply_op3_no_bwd(k, v, &bwd)?;
         let part = |i: usize| packed.narrow(0, i * n, n)?.reshape(q.shape());
         Ok((Some(part(0)?), Some(part(1)?), Some(part(2)?)))
     }
 }
 
-/// Backward of [`CausalAttention`]: `[dq | dk | dv]` flat, from q, k, v and
-/// the output gradient it holds.
+/// Backward of [`CausalAttention`]: `[dq | dk | dv]` flat, from q, k, v,
+/// the output gradient it holds and the forward's probabilities (recomputed
+/// when the forward kept none: a second backward over one graph).
 struct CausalAttentionBwd {
     geometry: Geometry,
     scale: f32,
     dy: Tensor,
+    kept: Option<Vec<f32>>,
 }
 
 impl CustomOp3 for CausalAttentionBwd {
@@ -260,9 +284,17 @@ impl CustomOp3 for CausalAttentionBwd {
         let (n, di, ti) = (q.len(), d as isize, t as isize);
         let mut grads = vec![0f32; 3 * n];
         let out = Shared(grads.as_mut_ptr());
+        let kept = self.kept.as_deref();
         (0..g.blocks()).into_par_iter().for_each_init(
-            || (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * t], vec![0f32; hd * t]),
-            |(s, p, dp, dkt), task| {
+            || {
+                (
+                    vec![0f32; t * t],
+                    vec![0f32; if kept.is_some() { 0 } else { t * t }],
+                    vec![0f32; t * t],
+                    vec![0f32; hd * t],
+                )
+            },
+            |(s, scratch, dp, dkt), task| {
                 let off = g.offset(task);
                 // SAFETY: as in the forward; the three gradients are the
                 // `n`-element thirds of `grads` and each task writes only its block.
@@ -270,7 +302,13 @@ impl CustomOp3 for CausalAttentionBwd {
                     let (qb, kb, vb, dyb) =
                         (q.as_ptr().add(off), k.as_ptr().add(off), v.as_ptr().add(off), dy.as_ptr().add(off));
                     let (dq, dk, dv) = (out.ptr().add(off), out.ptr().add(n + off), out.ptr().add(2 * n + off));
-                    probabilities(&g, self.scale, qb, kb, s, p);
+                    let p: &[f32] = match kept {
+                        Some(all) => &all[task * t * t..(task + 1) * t * t],
+                        None => {
+                            probabilities(&g, self.scale, qb, kb, s, scratch);
+                            &scratch[..]
+                        }
+                    };
                     for (r0, r1) in row_blocks(t) {
                         // dp [r0..r1, 0..r1] = dy [r0..r1] @ v^T [hd, 0..r1]
                         let dst = MatMut(dp.as_mut_ptr().add(r0 * t), ti, 1);
@@ -312,7 +350,8 @@ impl CustomOp3 for CausalAttentionBwd {
 /// the output projection. Fused on the CPU in f32, else [`causal_attention_plain`].
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, geometry: Geometry, scale: f32) -> Result<Tensor> {
     if q.device().is_cpu() && q.dtype() == DType::F32 {
-        let op = CausalAttention { geometry, scale };
+        let keep = q.track_op() || k.track_op() || v.track_op();
+        let op = CausalAttention { geometry, scale, keep, kept: Mutex::new(None) };
         q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
     } else {
         causal_attention_plain(q, k, v, geometry, scale)
@@ -353,10 +392,14 @@ mod tests {
             let plain = causal_attention_plain(q, k, v, g, scale).unwrap();
             assert_eq!(bits(&fused), bits(&plain), "forward {g:?}");
             let w = rand(&[b * t, nh * hd], 9);
-            let gf = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gf = (&fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
             let gp = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            // A second backward over the same graph finds no kept
+            // probabilities and recomputes them: the same bits again.
+            let gf2 = (&fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
             for (name, x) in ["q", "k", "v"].iter().zip([q, k, v]) {
                 assert_eq!(bits(gf.get(x).unwrap()), bits(gp.get(x).unwrap()), "d{name} {g:?}");
+                assert_eq!(bits(gf2.get(x).unwrap()), bits(gp.get(x).unwrap()), "recomputed d{name} {g:?}");
             }
         }
     }
