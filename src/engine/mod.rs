@@ -15,6 +15,8 @@
 //!   `kernels` crate), the frozen-weight matmul, the thread pool of a run.
 //! - [`attention`]: fused causal self-attention (forward and backward), one
 //!   task per sequence and head, bit for bit the composition it replaces.
+//! - [`experts`]: a top-1 MoE layer's experts as one fused op (forward and
+//!   backward), bit for bit the composition of gathers, matmuls and adds it replaces.
 //! - [`model`]: the byte-level decoder (RMSNorm gains, causal attention,
 //!   top-1 MoE feed-forward) over a name-sorted weight map, run as stages
 //!   (embed, any range of blocks, head) with an optional KV cache.
@@ -56,6 +58,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod eval;
+pub mod experts;
 mod file_header;
 pub mod glass_box;
 pub mod int8;

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
-use super::{attention, ops};
+use super::{attention, experts, ops};
 
 /// The packed linears of a ternary base ([`super::ternary`]), by prefix
 /// (`blocks.0.attn.q`).
@@ -546,8 +546,16 @@ impl<'a> View<'a> {
 
     /// Top-1 mixture of experts of block prefix `p` on `h [N, d]`: each token goes to the argmax of the router
     /// logits and its output is scaled by that expert's softmax probability
-    /// (so the router learns).
+    /// (so the router learns). On the CPU the experts run as one fused op
+    /// ([`experts::experts`]) unless LoRA or packed ternary weights sit on
+    /// them; elsewhere they are composed from candle ops, with the same bits.
     pub fn moe(&self, p: &str, h: &Tensor) -> Result<MoeOut> {
+        self.moe_with(p, h, self.fused_experts(p, h))
+    }
+
+    /// [`View::moe`], the experts fused or composed as `fused` says (the
+    /// tests compare the two).
+    pub fn moe_with(&self, p: &str, h: &Tensor, fused: bool) -> Result<MoeOut> {
         let e_count = self.cfg.experts;
         let n = h.dim(0)?;
         if e_count == 1 {
@@ -556,28 +564,50 @@ impl<'a> View<'a> {
         let logits = self.linear(&format!("{p}.moe.router"), h)?;
         let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
         let route = argmax_rows(&logits)?;
-        let mut out = Tensor::zeros((n, self.cfg.d_model), h.dtype(), h.device())?;
-        let mut counts = vec![0f32; e_count];
-        for (e, count) in counts.iter_mut().enumerate() {
-            let idx: Vec<u32> = (0..n as u32).filter(|&i| route[i as usize] == e as u32).collect();
-            if idx.is_empty() {
-                continue;
-            }
-            *count = idx.len() as f32 / n as f32;
-            let idx = Tensor::from_vec(idx, n_of(&route, e), h.device())?;
-            let xe = h.index_select(&idx, 0)?;
-            let gate = probs.index_select(&idx, 0)?.narrow(1, e, 1)?;
-            let ye = self.expert(p, e, &xe)?.broadcast_mul(&gate)?;
-            out = out.index_add(&idx, &ye, 0)?;
+        let mut rows: Vec<Vec<usize>> = vec![Vec::new(); e_count];
+        for (i, &r) in route.iter().enumerate() {
+            rows[r as usize].push(i);
         }
+        let counts: Vec<f32> = rows.iter().map(|r| r.len() as f32 / n as f32).collect();
+        let out = if fused {
+            let stack = |which: &str| -> Result<Tensor> {
+                let ws = (0..e_count)
+                    .map(|e| self.w(&format!("{p}.moe.experts.{e}.{which}.weight")))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&ws, 0)?)
+            };
+            let y = experts::experts(h, &stack("up")?, &stack("down")?, rows)?;
+            let route_t = Tensor::from_vec(route.clone(), (n, 1), h.device())?;
+            y.broadcast_mul(&probs.gather(&route_t, 1)?)?
+        } else {
+            let mut out = Tensor::zeros((n, self.cfg.d_model), h.dtype(), h.device())?;
+            for (e, rows) in rows.iter().enumerate() {
+                if rows.is_empty() {
+                    continue;
+                }
+                let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+                let idx = Tensor::from_vec(idx, rows.len(), h.device())?;
+                let xe = h.index_select(&idx, 0)?;
+                let gate = probs.index_select(&idx, 0)?.narrow(1, e, 1)?;
+                let ye = self.expert(p, e, &xe)?.broadcast_mul(&gate)?;
+                out = out.index_add(&idx, &ye, 0)?;
+            }
+            out
+        };
         let f = Tensor::from_vec(counts, e_count, h.device())?;
         let aux = ((probs.mean(0)? * f)?.sum_all()? * e_count as f64)?;
         Ok(MoeOut { y: out, aux: Some(aux), routes: route, probs: Some(probs) })
     }
-}
 
-fn n_of(route: &[u32], e: usize) -> usize {
-    route.iter().filter(|&&r| r == e as u32).count()
+    /// Whether block `p`'s experts can run as the fused op: f32 on the CPU,
+    /// and plain weights (no LoRA factors, no packed ternary matrices).
+    fn fused_experts(&self, p: &str, h: &Tensor) -> bool {
+        let prefix = format!("{p}.moe.experts.");
+        h.device().is_cpu()
+            && h.dtype() == DType::F32
+            && !self.lora.keys().any(|k| k.starts_with(&prefix))
+            && !self.ternary.is_some_and(|m| m.keys().any(|k| k.starts_with(&prefix)))
+    }
 }
 
 /// Index of the largest value of each row of a `[N, E]` tensor (lowest index on ties).
