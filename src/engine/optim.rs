@@ -11,10 +11,14 @@
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use super::error::OptimStateError;
 use super::error::Result;
+
+/// Elements of one rayon task of the AdamW update.
+const ADAMW_TASK: usize = 1 << 14;
 
 /// On-disk format version of optimiser state.
 pub const OPTIM_FORMAT: u32 = 1;
@@ -175,7 +179,12 @@ impl AdamW {
             let h = kernels::AdamW { lr, beta1: b.beta1, beta2: b.beta2, eps: b.eps, weight_decay: decay };
             let mut p = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             let slot = &mut self.slots[i];
-            kernels::adamw_step(&mut p, &grads[i], &mut slot.m, &mut slot.v, &h, self.step as u32 + 1, grad_scale);
+            let step = self.step as u32 + 1;
+            // Element-wise, so splitting it over threads never changes a bit.
+            p.par_chunks_mut(ADAMW_TASK)
+                .zip(grads[i].par_chunks(ADAMW_TASK))
+                .zip(slot.m.par_chunks_mut(ADAMW_TASK).zip(slot.v.par_chunks_mut(ADAMW_TASK)))
+                .for_each(|((p, g), (m, v))| kernels::adamw_step(p, g, m, v, &h, step, grad_scale));
             var.set(&Tensor::from_vec(p, var.shape(), device)?)?;
         }
         self.step += 1;
