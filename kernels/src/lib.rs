@@ -54,12 +54,68 @@ pub fn rmsnorm_bwd(x: &[f32], gain: &[f32], eps: f32, dy: &[f32], dx: &mut [f32]
     }
 }
 
+/// Rows the causal softmax kernels work on side by side. Each row's max,
+/// sum or dot product stays one chain in column order, as the row alone
+/// would take it (so no bit changes), but eight independent chains keep the
+/// core busy where a single chain waited out each add's latency.
+const ROW_GROUP: usize = 8;
+
+/// `f` folded over rows `i0..i0 + ROW_GROUP` of two causal `t x t` blocks
+/// at once, each row's visible columns `0..=i` in order, starting from
+/// `init`: what [`causal_softmax_fwd`] and [`causal_softmax_bwd`] reduce.
+fn fold_rows(
+    a: &[f32],
+    b: &[f32],
+    t: usize,
+    i0: usize,
+    init: f32,
+    f: impl Fn(f32, f32, f32) -> f32,
+) -> [f32; ROW_GROUP] {
+    let span = |k: usize| (i0 + k) * t..(i0 + k) * t + i0 + k + 1;
+    let ra: [&[f32]; ROW_GROUP] = std::array::from_fn(|k| &a[span(k)]);
+    let rb: [&[f32]; ROW_GROUP] = std::array::from_fn(|k| &b[span(k)]);
+    let mut acc = [init; ROW_GROUP];
+    for j in 0..=i0 {
+        for k in 0..ROW_GROUP {
+            acc[k] = f(acc[k], ra[k][j], rb[k][j]);
+        }
+    }
+    for k in 1..ROW_GROUP {
+        for j in i0 + 1..=i0 + k {
+            acc[k] = f(acc[k], ra[k][j], rb[k][j]);
+        }
+    }
+    acc
+}
+
 /// Softmax over the last axis of `t x t` score blocks with a causal mask:
 /// row `i` of each block only sees columns `0..=i`; masked entries become 0.
 /// `scale` multiplies the scores first (the attention `1/sqrt(d_head)`).
+/// Every row gets the bits [`softmax_row`] gives it.
 pub fn causal_softmax_fwd(x: &[f32], t: usize, scale: f32, y: &mut [f32]) {
+    let grouped = t - t % ROW_GROUP;
     for (xb, yb) in x.chunks_exact(t * t).zip(y.chunks_exact_mut(t * t)) {
-        for i in 0..t {
+        for i0 in (0..grouped).step_by(ROW_GROUP) {
+            let max = fold_rows(xb, xb, t, i0, f32::NEG_INFINITY, |m, v, _| m.max(v * scale));
+            for (k, m) in max.into_iter().enumerate() {
+                let i = i0 + k;
+                let (yr, rest) = yb[i * t..(i + 1) * t].split_at_mut(i + 1);
+                for (yv, &xv) in yr.iter_mut().zip(&xb[i * t..i * t + i + 1]) {
+                    *yv = xv * scale - m;
+                }
+                exp_in_place(yr);
+                rest.fill(0.0);
+            }
+            let sum = fold_rows(yb, yb, t, i0, 0.0, |s, e, _| s + e);
+            for (k, sum) in sum.into_iter().enumerate() {
+                let i = i0 + k;
+                let inv = 1.0 / sum;
+                for yv in yb[i * t..i * t + i + 1].iter_mut() {
+                    *yv *= inv;
+                }
+            }
+        }
+        for i in grouped..t {
             let (yr, rest) = yb[i * t..(i + 1) * t].split_at_mut(i + 1);
             softmax_row(&xb[i * t..i * t + i + 1], scale, yr);
             rest.fill(0.0);
@@ -68,8 +124,8 @@ pub fn causal_softmax_fwd(x: &[f32], t: usize, scale: f32, y: &mut [f32]) {
 }
 
 /// Softmax of `scale * x` into `y` (same length): one visible row of
-/// [`causal_softmax_fwd`], shared with the engine's decoding softmax so
-/// equal scores give equal weights on both paths.
+/// [`causal_softmax_fwd`], with the same bits, and the engine's decoding
+/// softmax, so equal scores give equal weights on both paths.
 pub fn softmax_row(x: &[f32], scale: f32, y: &mut [f32]) {
     let mut m = f32::NEG_INFINITY;
     for &v in x {
@@ -92,15 +148,26 @@ pub fn softmax_row(x: &[f32], scale: f32, y: &mut [f32]) {
 /// Backward of [`causal_softmax_fwd`] from its output `y`:
 /// `dx = scale * y * (dy - sum(dy * y))` on the visible part, 0 elsewhere.
 pub fn causal_softmax_bwd(y: &[f32], dy: &[f32], t: usize, scale: f32, dx: &mut [f32]) {
+    let grouped = t - t % ROW_GROUP;
     for ((yb, dyb), dxb) in y.chunks_exact(t * t).zip(dy.chunks_exact(t * t)).zip(dx.chunks_exact_mut(t * t)) {
+        let mut dots = [0f32; ROW_GROUP];
         for i in 0..t {
+            let (k, group) = (i % ROW_GROUP, i - i % ROW_GROUP);
+            if k == 0 && i < grouped {
+                dots = fold_rows(yb, dyb, t, group, 0.0, |d, a, b| d + a * b);
+            }
             let yr = &yb[i * t..i * t + i + 1];
             let dyr = &dyb[i * t..i * t + i + 1];
             let (dxr, rest) = dxb[i * t..(i + 1) * t].split_at_mut(i + 1);
-            let mut dot = 0.0f32;
-            for (a, b) in yr.iter().zip(dyr) {
-                dot += a * b;
-            }
+            let dot = if i < grouped {
+                dots[k]
+            } else {
+                let mut dot = 0.0f32;
+                for (a, b) in yr.iter().zip(dyr) {
+                    dot += a * b;
+                }
+                dot
+            };
             for ((dxv, yv), dyv) in dxr.iter_mut().zip(yr).zip(dyr) {
                 *dxv = scale * yv * (dyv - dot);
             }
@@ -288,6 +355,40 @@ mod tests {
         let mut dx = vec![0.0; b * t * t];
         causal_softmax_bwd(&y, &dy, t, 0.5, &mut dx);
         close(&dx, &reference::causal_softmax_bwd(&ry, &f64s(&dy), t, 0.5), 1e-5);
+    }
+
+    /// The kernels that reduce eight rows side by side give each row the
+    /// bits of that row reduced alone (the remainder rows included).
+    #[test]
+    fn grouped_causal_softmax_rows_equal_rows_taken_one_at_a_time() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for t in [1, 7, 8, 32, 37] {
+            let (x, dy) = (data(2 * t * t, 11), data(2 * t * t, 12));
+            let mut y = vec![0.0; 2 * t * t];
+            causal_softmax_fwd(&x, t, 0.3, &mut y);
+            let mut want = vec![0.0; 2 * t * t];
+            for (xb, wb) in x.chunks_exact(t * t).zip(want.chunks_exact_mut(t * t)) {
+                for i in 0..t {
+                    softmax_row(&xb[i * t..i * t + i + 1], 0.3, &mut wb[i * t..i * t + i + 1]);
+                }
+            }
+            assert_eq!(bits(&y), bits(&want), "forward, t {t}");
+            let mut dx = vec![0.0; 2 * t * t];
+            causal_softmax_bwd(&y, &dy, t, 0.3, &mut dx);
+            let mut want = vec![0.0; 2 * t * t];
+            for r in 0..2 * t {
+                let i = r % t;
+                let (yr, dyr) = (&y[r * t..r * t + i + 1], &dy[r * t..r * t + i + 1]);
+                let mut dot = 0.0f32;
+                for (a, b) in yr.iter().zip(dyr) {
+                    dot += a * b;
+                }
+                for j in 0..=i {
+                    want[r * t + j] = 0.3 * yr[j] * (dyr[j] - dot);
+                }
+            }
+            assert_eq!(bits(&dx), bits(&want), "backward, t {t}");
+        }
     }
 
     #[test]
