@@ -89,6 +89,13 @@ pub struct Budget {
     /// original used a "programmer-fixture base". Held-out slices are never
     /// mixed in.
     pub base_mix: Vec<String>,
+    /// The profile whose geometry and pre-training budget the base takes,
+    /// whatever profile the run has (unset: the run's own). The
+    /// replication study's scale cause (bet 107): the original's geometry
+    /// is `paper`, so its counted runs use the `paper` base at any profile
+    /// but `tiny`, whose override sets `tiny` for CI.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geometry: Option<String>,
 }
 
 impl Default for Budget {
@@ -103,6 +110,7 @@ impl Default for Budget {
             general_eval: false,
             base_seed: 0,
             base_mix: vec![],
+            geometry: None,
         }
     }
 }
@@ -118,6 +126,12 @@ impl Budget {
         ];
         if let Some((key, _)) = bad.into_iter().find(|(_, bad)| *bad) {
             return Err(ParamProblem::new(key, "must be positive"));
+        }
+        if let Some(g) = self.geometry.as_deref().filter(|g| !Profile::NAMES.contains(g)) {
+            return Err(ParamProblem::new(
+                "geometry",
+                format!("unknown profile `{g}`; expected one of {}", Profile::NAMES.join(", ")),
+            ));
         }
         for (i, user) in self.base_mix.iter().enumerate() {
             if user == GENERAL {
@@ -167,10 +181,10 @@ pub fn base_text(corpus: &Corpus, mix: &[String]) -> anyhow::Result<Vec<u8>> {
 
 impl Workbench {
     /// Load (fetching if needed) the corpus and build or load the base of
-    /// the run's profile.
+    /// the run's profile (or of the budget's `geometry`).
     pub fn new(budget: Budget, env: &Env) -> anyhow::Result<Workbench> {
         let corpus = Corpus::load(&env.paths.data_dir(), &LoadOptions::default())?;
-        let profile = Profile::from_name(&env.profile)?;
+        let profile = Profile::from_name(budget.geometry.as_deref().unwrap_or(&env.profile))?;
         let (base, _) = BaseModels::new(env.paths.models_dir()).get_or_pretrain(
             &profile,
             &base_text(&corpus, &budget.base_mix)?,
@@ -211,6 +225,9 @@ impl Workbench {
         inputs.insert("general_train".to_string(), self.corpus.general_train_hash());
         if !self.budget.base_mix.is_empty() {
             inputs.insert("base_mix".to_string(), self.budget.base_mix.join("+"));
+        }
+        if let Some(g) = &self.budget.geometry {
+            inputs.insert("geometry".to_string(), g.clone());
         }
         for user in self.corpus.users() {
             for split in [Split::Train, Split::A, Split::B, Split::C] {

@@ -5,8 +5,9 @@
 //! the user's training text the adapter sees (`train_bytes`, the first N
 //! bytes of the train split, recorded by hash) and the peak learning rate
 //! (`lr`). A cell with neither factor is bet 46's cell, bit for bit. The
-//! base's domain is a procedure parameter every adapter kind has
-//! (`base_mix`, users' training text mixed into the base's pre-training).
+//! base's domain and scale are procedure parameters every adapter kind has
+//! (`base_mix`, users' training text mixed into the base's pre-training;
+//! `geometry`, the profile whose model the base is).
 
 use std::collections::BTreeMap;
 
@@ -161,6 +162,21 @@ mod tests {
         assert!(e.contains("fewer than the 1099511627776 asked for"), "{e}");
         let e = study.run_cell(&cell(&[("lr", Value::Float(-1.0))])).unwrap_err().to_string();
         assert!(e.contains("lr = -1: expected a positive learning rate"), "{e}");
+    }
+
+    #[test]
+    fn geometry_names_a_profile_and_at_the_runs_own_profile_changes_nothing() {
+        let e = testing::check("replication-train-eval", &format!("{TINY}\ngeometry = \"huge\"")).unwrap_err();
+        assert!(
+            e.contains("geometry") && e.contains("unknown profile `huge`; expected one of tiny, small, paper"),
+            "{e}"
+        );
+        let plain = testing::prepare("replication-train-eval", TINY);
+        let pinned = testing::prepare("replication-train-eval", &format!("{TINY}\ngeometry = \"tiny\""));
+        let (p, q) = (plain.inputs(), pinned.inputs());
+        assert_eq!((p["base_model"].as_str(), p.get("geometry")), (q["base_model"].as_str(), None));
+        assert_eq!(q["geometry"], "tiny");
+        assert_eq!(plain.run_cell(&cell(&[])).unwrap(), pinned.run_cell(&cell(&[])).unwrap());
     }
 
     #[test]
