@@ -371,12 +371,8 @@ pub fn causal_attention_plain(q: &Tensor, k: &Tensor, v: &Tensor, geometry: Geom
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ops::tests::rand;
+    use crate::engine::ops::tests::{bits, rand};
     use candle_core::{Device, Var};
-
-    fn bits(t: &Tensor) -> Vec<u32> {
-        t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
-    }
 
     /// The fused op and the composition agree bit for bit, forward and
     /// every gradient, at the shapes of `tiny`, `small`, `paper` and a ragged one.

@@ -297,17 +297,12 @@ pub fn experts(x: &Tensor, up: &Tensor, down: &Tensor, rows: Vec<Vec<usize>>) ->
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::*;
-
     use candle_core::{Device, Var};
 
+    use super::*;
     use crate::engine::config::ModelConfig;
     use crate::engine::model::{View, Weights, init_weights};
-    use crate::engine::ops::tests::rand;
-
-    fn bits(t: &Tensor) -> Vec<u32> {
-        t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
-    }
+    use crate::engine::ops::tests::{bits, rand};
 
     /// The fused experts and the composition they replace give the same
     /// output and the same gradient for the input and every weight, bit
