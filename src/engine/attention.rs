@@ -30,13 +30,11 @@
 //! the layouts read and written differ. The tests check the fused op
 //! against the composition bit for bit.
 
-use std::sync::Mutex;
-
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::ops::f32s;
+use super::ops::{Stash, f32s};
 
 /// Geometry of one attention call: `batch` sequences of `len` tokens,
 /// `heads` heads of `head_dim` columns each.
@@ -174,11 +172,8 @@ unsafe fn probabilities(g: &Geometry, scale: f32, q: *const f32, k: *const f32, 
 struct CausalAttention {
     geometry: Geometry,
     scale: f32,
-    /// Whether a backward will follow (an input is tracked), so the
-    /// forward keeps the probabilities for it.
-    keep: bool,
-    /// The forward's probabilities (`[B*H, T, T]`), until the backward takes them.
-    kept: Mutex<Option<Vec<f32>>>,
+    /// The forward's probabilities (`[B*H, T, T]`), for the backward.
+    kept: Stash<Vec<f32>>,
 }
 
 impl CustomOp3 for CausalAttention {
@@ -200,17 +195,18 @@ impl CustomOp3 for CausalAttention {
         let (t, hd, d) = (g.len, g.head_dim, g.d());
         let mut y = vec![0f32; q.len()];
         let out = Shared(y.as_mut_ptr());
-        let mut kept = if self.keep { vec![0f32; g.blocks() * t * t] } else { Vec::new() };
+        let keep = self.kept.keeps();
+        let mut kept = if keep { vec![0f32; g.blocks() * t * t] } else { Vec::new() };
         let probs = Shared(kept.as_mut_ptr());
         (0..g.blocks()).into_par_iter().for_each_init(
-            || (vec![0f32; t * t], vec![0f32; if self.keep { 0 } else { t * t }]),
+            || (vec![0f32; t * t], vec![0f32; if keep { 0 } else { t * t }]),
             |(s, scratch), task| {
                 let off = g.offset(task);
                 // SAFETY: `off` is the block's first element in buffers of
                 // `B*T*d` elements; each task writes only its own block of
                 // `y` and its own `T x T` slice of the kept probabilities.
                 unsafe {
-                    let p = if self.keep {
+                    let p = if keep {
                         std::slice::from_raw_parts_mut(probs.ptr().add(task * t * t), t * t)
                     } else {
                         &mut scratch[..]
@@ -225,9 +221,7 @@ impl CustomOp3 for CausalAttention {
                 }
             },
         );
-        if self.keep {
-            *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
-        }
+        self.kept.put(kept);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -240,7 +234,7 @@ impl CustomOp3 for CausalAttention {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let n = q.elem_count();
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let kept = self.kept.take();
         let bwd = CausalAttentionBwd { geometry: self.geometry, scale: self.scale, dy: dy.contiguous()?, kept };
         let packed = q.apply_op3_no_bwd(k, v, &bwd)?;
         let part = |i: usize| packed.narrow(0, i * n, n)?.reshape(q.shape());
@@ -350,8 +344,7 @@ impl CustomOp3 for CausalAttentionBwd {
 /// the output projection. Fused on the CPU in f32, else [`causal_attention_plain`].
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, geometry: Geometry, scale: f32) -> Result<Tensor> {
     if q.device().is_cpu() && q.dtype() == DType::F32 {
-        let keep = q.track_op() || k.track_op() || v.track_op();
-        let op = CausalAttention { geometry, scale, keep, kept: Mutex::new(None) };
+        let op = CausalAttention { geometry, scale, kept: Stash::for_inputs(&[q, k, v]) };
         q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
     } else {
         causal_attention_plain(q, k, v, geometry, scale)

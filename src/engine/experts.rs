@@ -20,13 +20,11 @@
 //! (the router probability that scales each row) stays outside, so its
 //! gradient reaches the router as before.
 
-use std::sync::Mutex;
-
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::ops::f32s;
+use super::ops::{Stash, f32s};
 
 /// Elements of one rayon task of the GELU (as `ops::gelu` splits them; the
 /// kernel is element-wise, so the split never changes a bit).
@@ -130,9 +128,8 @@ fn activations(g: &Routing, xe: &[f32], up: &CpuStorage, up_start: usize, e: usi
 
 struct Experts {
     routing: Routing,
-    /// Whether a backward will follow, so the forward keeps the activations.
-    keep: bool,
-    kept: Mutex<Option<Vec<Kept>>>,
+    /// Each expert's activations, for the backward.
+    kept: Stash<Vec<Kept>>,
 }
 
 impl CustomOp3 for Experts {
@@ -154,10 +151,11 @@ impl CustomOp3 for Experts {
         let x = f32s(s1, l1, "experts x")?;
         let (d, f) = (g.d, g.f);
         let mut y = vec![0f32; n * d];
-        let mut kept = Vec::with_capacity(if self.keep { g.experts() } else { 0 });
+        let keep = self.kept.keeps();
+        let mut kept = Vec::with_capacity(if keep { g.experts() } else { 0 });
         for (e, rows) in g.rows.iter().enumerate() {
             if rows.is_empty() {
-                kept.extend(self.keep.then(Kept::default));
+                kept.extend(keep.then(Kept::default));
                 continue;
             }
             let m = rows.len();
@@ -165,14 +163,12 @@ impl CustomOp3 for Experts {
             let act = CpuStorage::F32(a.act);
             let ye = matmul(&act, &Layout::contiguous((m, f)), s3, &g.block(l3.start_offset(), e, f, d), (m, d, f))?;
             scatter(&mut y, rows, d, &ye);
-            if self.keep {
+            if keep {
                 let CpuStorage::F32(act) = act else { unreachable!("built as f32 above") };
                 kept.push(Kept { pre: a.pre, act });
             }
         }
-        if self.keep {
-            *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
-        }
+        self.kept.put(kept);
         Ok((CpuStorage::F32(y), Shape::from((n, d))))
     }
 
@@ -185,8 +181,8 @@ impl CustomOp3 for Experts {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let weights = up.track_op() || down.track_op();
-        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let op = ExpertsBwd { routing: self.routing.clone(), dy: dy.contiguous()?, kept: Mutex::new(kept), weights };
+        let kept = Stash::holding(self.kept.take());
+        let op = ExpertsBwd { routing: self.routing.clone(), dy: dy.contiguous()?, kept, weights };
         let packed = x.apply_op3_no_bwd(up, down, &op)?;
         let (nx, nu, nd) = (x.elem_count(), up.elem_count(), down.elem_count());
         let dx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
@@ -205,7 +201,7 @@ impl CustomOp3 for Experts {
 struct ExpertsBwd {
     routing: Routing,
     dy: Tensor,
-    kept: Mutex<Option<Vec<Kept>>>,
+    kept: Stash<Vec<Kept>>,
     weights: bool,
 }
 
@@ -237,7 +233,7 @@ impl CustomOp3 for ExpertsBwd {
         let (dx, dw) = out.split_at_mut(nx);
         let (dup, ddown) = dw.split_at_mut(if self.weights { nw } else { 0 });
         let (up_start, down_start) = (l2.start_offset(), l3.start_offset());
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).take().map(Vec::into_iter);
+        let mut kept = self.kept.take().map(Vec::into_iter);
         for (e, rows) in g.rows.iter().enumerate() {
             let k = kept.as_mut().and_then(|it| it.next());
             if rows.is_empty() {
@@ -288,8 +284,7 @@ impl CustomOp3 for ExpertsBwd {
 /// same from candle ops elsewhere.
 pub fn experts(x: &Tensor, up: &Tensor, down: &Tensor, rows: Vec<Vec<usize>>) -> Result<Tensor> {
     let (d, f) = (x.dim(1)?, up.dim(1)?);
-    let keep = x.track_op() || up.track_op() || down.track_op();
-    let op = Experts { routing: Routing { d, f, rows }, keep, kept: Mutex::new(None) };
+    let op = Experts { routing: Routing { d, f, rows }, kept: Stash::for_inputs(&[x, up, down]) };
     x.contiguous()?.apply_op3(&up.contiguous()?, &down.contiguous()?, op)
 }
 

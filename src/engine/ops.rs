@@ -12,7 +12,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 use kernels::ternary::{self, Ternary};
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Rows handed to one rayon task. Fixed (not derived from the thread count)
 /// so reductions happen in the same order whatever the pool size.
@@ -48,6 +48,44 @@ pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R 
     match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
         Ok(pool) => pool.install(f),
         Err(_) => f(),
+    }
+}
+
+/// What a custom op's forward keeps for its backward (activations it would
+/// otherwise recompute): kept only when a backward can follow, that is when
+/// an input is tracked, and taken once, by the backward or the op it hands
+/// them to.
+pub(super) struct Stash<T> {
+    keep: bool,
+    slot: Mutex<Option<T>>,
+}
+
+impl<T> Stash<T> {
+    /// An empty stash that keeps what it is given when any of `inputs` is tracked.
+    pub(super) fn for_inputs(inputs: &[&Tensor]) -> Stash<T> {
+        Stash { keep: inputs.iter().any(|t| t.track_op()), slot: Mutex::new(None) }
+    }
+
+    /// A stash holding `value` (an op's backward handing its forward's activations on).
+    pub(super) fn holding(value: Option<T>) -> Stash<T> {
+        Stash { keep: true, slot: Mutex::new(value) }
+    }
+
+    /// Whether [`Stash::put`] keeps anything: the forward need not build it otherwise.
+    pub(super) fn keeps(&self) -> bool {
+        self.keep
+    }
+
+    /// Keep `value` (dropped at once when the stash does not keep).
+    pub(super) fn put(&self, value: T) {
+        if self.keep {
+            *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+        }
+    }
+
+    /// What was kept, once; `None` afterwards (a second backward recomputes).
+    pub(super) fn take(&self) -> Option<T> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
