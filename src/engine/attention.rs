@@ -31,10 +31,10 @@
 //! against the composition bit for bit.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::ops::{Stash, f32s};
+use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks};
 
 /// Geometry of one attention call: `batch` sequences of `len` tokens,
 /// `heads` heads of `head_dim` columns each.
@@ -80,73 +80,15 @@ impl Geometry {
     }
 }
 
-/// A strided f32 matrix: base pointer, row stride, column stride (elements).
-#[derive(Clone, Copy)]
-struct Mat(*const f32, isize, isize);
-
-/// A writable strided f32 matrix.
-#[derive(Clone, Copy)]
-struct MatMut(*mut f32, isize, isize);
-
-/// Base pointers of the buffers every task writes to: each task writes only
-/// its own (sequence, head) rows and columns, so writes never overlap.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: tasks write disjoint elements (see `Shared`); the buffers outlive the parallel loop.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// The base pointer (a method, so closures capture the `Sync` wrapper, not the raw pointer).
-    fn ptr(&self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// `dst [m, n] = lhs [m, k] @ rhs [k, n]` on this thread, as candle's CPU
-/// matmul calls gemm (alpha 0, beta 1, no conjugation).
-///
-/// # Safety
-/// The three matrices must be valid for their shapes and strides, and `dst`
-/// must not overlap the inputs or another thread's writes.
-unsafe fn gemm_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.0,
-            dst.2,
-            dst.1,
-            false,
-            lhs.0,
-            lhs.2,
-            lhs.1,
-            rhs.0,
-            rhs.2,
-            rhs.1,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
-}
-
 /// Rows of a causal block handled by one gemm call: row block `r0..r1`
 /// needs keys `0..r1` only, so about half of each `T x T` product (the
 /// masked half) is never computed. The skipped terms are exact zeros, so
 /// every sum equals the full product's.
 const ROW_BLOCK: usize = 32;
 
-/// `(r0, r1)` for every row block of a `t`-row causal block; the last
-/// block takes the remainder, so no block is thinner than [`ROW_BLOCK`]
-/// (gemm sends very small products to a kernel that sums in another order).
-fn row_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
-    let blocks = (t / ROW_BLOCK).max(1);
-    (0..blocks).map(move |b| (b * ROW_BLOCK, if b + 1 == blocks { t } else { (b + 1) * ROW_BLOCK }))
+/// Row blocks of a `t`-row causal block ([`row_blocks`] of [`ROW_BLOCK`]).
+fn causal_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
+    row_blocks(t, ROW_BLOCK)
 }
 
 /// Scores and probabilities of one (sequence, head) block into `s` and `p`
@@ -159,7 +101,7 @@ fn row_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
 unsafe fn probabilities(g: &Geometry, scale: f32, q: *const f32, k: *const f32, s: &mut [f32], p: &mut [f32]) {
     let (t, hd, d) = (g.len, g.head_dim, g.d() as isize);
     let tt = t as isize;
-    for (r0, r1) in row_blocks(t) {
+    for (r0, r1) in causal_blocks(t) {
         // q [r0..r1, hd] @ k^T [hd, 0..r1]: k's transpose has row stride 1, column stride d.
         unsafe {
             let dst = MatMut(s.as_mut_ptr().add(r0 * t), tt, 1);
@@ -213,7 +155,7 @@ impl CustomOp3 for CausalAttention {
                     };
                     probabilities(&g, self.scale, q.as_ptr().add(off), k.as_ptr().add(off), s, p);
                     // y [r0..r1] = p [r0..r1, 0..r1] @ v [0..r1, hd]
-                    for (r0, r1) in row_blocks(t) {
+                    for (r0, r1) in causal_blocks(t) {
                         let dst = MatMut(out.ptr().add(off + r0 * d), d as isize, 1);
                         let lhs = Mat(p.as_ptr().add(r0 * t), t as isize, 1);
                         gemm_into(r1 - r0, hd, r1, dst, lhs, Mat(v.as_ptr().add(off), d as isize, 1));
@@ -303,14 +245,14 @@ impl CustomOp3 for CausalAttentionBwd {
                             &scratch[..]
                         }
                     };
-                    for (r0, r1) in row_blocks(t) {
+                    for (r0, r1) in causal_blocks(t) {
                         // dp [r0..r1, 0..r1] = dy [r0..r1] @ v^T [hd, 0..r1]
                         let dst = MatMut(dp.as_mut_ptr().add(r0 * t), ti, 1);
                         gemm_into(r1 - r0, r1, hd, dst, Mat(dyb.add(r0 * d), di, 1), Mat(vb, 1, di));
                     }
                     // ds (into s) from the softmax backward, which reads only the causal part of dp.
                     kernels::causal_softmax_bwd(p, dp, t, self.scale, s);
-                    for (c0, c1) in row_blocks(t) {
+                    for (c0, c1) in causal_blocks(t) {
                         let cols = c1 - c0;
                         // dv [c0..c1] = p^T [c0..c1, c0..t] @ dy [c0..t]: rows above c0 see no key of c0..c1.
                         let lhs = Mat(p.as_ptr().add(c0 * t + c0), 1, ti);
@@ -321,7 +263,7 @@ impl CustomOp3 for CausalAttentionBwd {
                         let rhs = Mat(s.as_ptr().add(c0 * t + c0), ti, 1);
                         gemm_into(hd, cols, t - c0, dst, Mat(qb.add(c0 * d), 1, di), rhs);
                     }
-                    for (r0, r1) in row_blocks(t) {
+                    for (r0, r1) in causal_blocks(t) {
                         // dq [r0..r1] = ds [r0..r1, 0..r1] @ k [0..r1]
                         let lhs = Mat(s.as_ptr().add(r0 * t), ti, 1);
                         gemm_into(r1 - r0, hd, r1, MatMut(dq.add(r0 * d), di, 1), lhs, Mat(kb, di, 1));

@@ -11,32 +11,62 @@
 //! writes its rows of the output; its backward gives one `[N, d]` gradient
 //! and the weight gradients.
 //!
-//! Bits: every product is the call candle's matmul makes in the
-//! composition, through the same `CpuStorage::matmul` with the same shapes,
-//! strides and threads, and the GELU is the same kernel, so each expert's
-//! output and gradients are the composition's. Each output row is written
-//! once where the composition added it to a zero, which keeps it (up to
-//! the sign of an exact zero). The tests check both bit for bit. The gate
-//! (the router probability that scales each row) stays outside, so its
-//! gradient reaches the router as before.
+//! The work runs as rayon tasks of one expert's block of rows
+//! ([`ROW_TASK`]) each: gather the rows, up-project, GELU, down-project,
+//! write the rows of the output. Run expert after expert, each product
+//! threaded inside gemm, a layer's experts at `small` ran at about 67
+//! GFLOP/s on 2 cores (an instrumented `bets bench engine` step), the
+//! gathers and copies between the products on one thread.
+//!
+//! Bits: every product is a gemm call with candle's arguments
+//! ([`super::strided`]): the row-wise ones cut into row blocks, which
+//! changes no element, and the weight gradients (whose inner dimension is
+//! the rows) one whole product per expert. The GELU is the same kernel,
+//! so each expert's output and gradients are the composition's. Each
+//! output row is written once where the composition added it to a zero,
+//! which keeps it (up to the sign of an exact zero). The tests check both
+//! bit for bit. The gate (the router probability that scales each row)
+//! stays outside, so its gradient reaches the router as before.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::ops::{Stash, f32s};
+use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks};
 
-/// Elements of one rayon task of the GELU (as `ops::gelu` splits them; the
-/// kernel is element-wise, so the split never changes a bit).
-const GELU_TASK: usize = 4096;
+/// Rows of one expert in one task: each expert's rows are cut into blocks
+/// of this many ([`row_blocks`]), so the work shares out over the threads
+/// however unevenly the router spreads the tokens.
+const ROW_TASK: usize = 64;
 
-/// Expert `e`'s activations, kept from the forward for the backward.
+/// The experts' activations, kept from the forward for the backward: every
+/// routed row's, expert after expert (expert `e`'s rows from
+/// `Routing::starts()[e]`), `f` columns each.
 #[derive(Debug, Default)]
 struct Kept {
-    /// `x_e @ up_e`, `[m_e, f]`: the GELU's input.
+    /// `x_e @ up_e`: the GELU's input.
     pre: Vec<f32>,
-    /// `gelu(pre)`, `[m_e, f]`: the down projection's input.
+    /// `gelu(pre)`: the down projection's input.
     act: Vec<f32>,
+}
+
+impl Kept {
+    /// Room for `len` activations of each kind, not yet written: the tasks
+    /// write them through raw pointers, then [`Kept::written`] marks them so.
+    fn unwritten(len: usize) -> Kept {
+        Kept { pre: Vec::with_capacity(len), act: Vec::with_capacity(len) }
+    }
+
+    /// Mark the `len` activations of each kind as written (a no-op when they already are).
+    ///
+    /// # Safety
+    /// All `len` elements of both must have been written.
+    unsafe fn written(&mut self, len: usize) {
+        unsafe {
+            self.pre.set_len(len);
+            self.act.set_len(len);
+        }
+    }
 }
 
 /// Sizes and routes of one call.
@@ -69,67 +99,72 @@ impl Routing {
         if let Some(bad) = self.rows.iter().flatten().find(|&&r| r >= n) {
             candle_core::bail!("experts: row {bad} routed, but the input has {n} rows");
         }
+        // Tasks write their rows of the output side by side: a row routed twice would be written twice.
+        let mut seen = vec![false; n];
+        if let Some(twice) = self.rows.iter().flatten().find(|&&r| std::mem::replace(&mut seen[r], true)) {
+            candle_core::bail!("experts: row {twice} routed to more than one expert");
+        }
         Ok(n)
     }
 
-    /// Layout of expert `e`'s `[rows, cols]` block in a packed weight starting at `start`.
-    fn block(&self, start: usize, e: usize, rows: usize, cols: usize) -> Layout {
-        Layout::contiguous_with_offset((rows, cols), start + e * rows * cols)
+    /// Where each expert's rows start among all routed rows, and their total last.
+    fn starts(&self) -> Vec<usize> {
+        let mut out = vec![0];
+        for r in &self.rows {
+            out.push(out[out.len() - 1] + r.len());
+        }
+        out
+    }
+
+    /// Every (expert, row block) with rows: the tasks of the row-wise products.
+    fn tasks(&self) -> Vec<(usize, usize, usize)> {
+        let mut out = Vec::new();
+        for (e, rows) in self.rows.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+            out.extend(row_blocks(rows.len(), ROW_TASK).map(|(r0, r1)| (e, r0, r1)));
+        }
+        out
     }
 }
 
-fn gather(src: &[f32], rows: &[usize], d: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(rows.len() * d);
-    for &r in rows {
-        out.extend_from_slice(&src[r * d..(r + 1) * d]);
-    }
-    out
-}
-
-fn scatter(dst: &mut [f32], rows: &[usize], d: usize, src: &[f32]) {
-    for (&r, row) in rows.iter().zip(src.chunks_exact(d)) {
-        dst[r * d..(r + 1) * d].copy_from_slice(row);
+/// Copy rows `rows` of `src` (`width` columns) to `dst` one after another.
+fn gather_into(dst: &mut [f32], src: &[f32], rows: &[usize], width: usize) {
+    for (&r, out) in rows.iter().zip(dst.chunks_exact_mut(width)) {
+        out.copy_from_slice(&src[r * width..(r + 1) * width]);
     }
 }
 
-fn into_f32(s: CpuStorage) -> Result<Vec<f32>> {
-    match s {
-        CpuStorage::F32(v) => Ok(v),
-        _ => candle_core::bail!("experts: expected an f32 product"),
+/// Write the rows of `src` (`width` columns) to rows `rows` of the buffer at `dst`.
+///
+/// # Safety
+/// `dst` must hold every row named, and no other task may write those rows.
+unsafe fn scatter_to(dst: Shared, rows: &[usize], width: usize, src: &[f32]) {
+    for (&r, row) in rows.iter().zip(src.chunks_exact(width)) {
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst.ptr().add(r * width), width) };
     }
 }
 
-/// `lhs [m, k] (laid out as lhs_l) @ rhs [k, n] (rhs_l)`, exactly as candle's CPU matmul.
-fn matmul(
-    lhs: &CpuStorage,
-    lhs_l: &Layout,
-    rhs: &CpuStorage,
-    rhs_l: &Layout,
-    mnk: (usize, usize, usize),
-) -> Result<Vec<f32>> {
-    let (m, n, k) = mnk;
-    into_f32(lhs.matmul(rhs, (1, m, n, k), lhs_l, rhs_l)?)
+/// A task's `len` elements from `start` of a buffer shared by the tasks.
+///
+/// # Safety
+/// The range must lie in the buffer and belong to this task alone.
+unsafe fn part<'a>(buf: Shared, start: usize, len: usize) -> &'a mut [f32] {
+    unsafe { std::slice::from_raw_parts_mut(buf.ptr().add(start), len) }
 }
 
-fn gelu(pre: &[f32]) -> Vec<f32> {
-    let mut act = vec![0f32; pre.len()];
-    act.par_chunks_mut(GELU_TASK).zip(pre.par_chunks(GELU_TASK)).for_each(|(a, p)| kernels::gelu_fwd(p, a));
-    act
-}
-
-/// Expert `e`'s GELU input and output for its rows `xe` (`[m, d]`).
-fn activations(g: &Routing, xe: &[f32], up: &CpuStorage, up_start: usize, e: usize) -> Result<Kept> {
-    let (m, d, f) = (xe.len() / g.d, g.d, g.f);
-    let x = CpuStorage::F32(xe.to_vec());
-    let pre = matmul(&x, &Layout::contiguous((m, d)), up, &g.block(up_start, e, d, f), (m, f, d))?;
-    let act = gelu(&pre);
-    Ok(Kept { pre, act })
+/// `pre = xe @ up_e` and `act = gelu(pre)` for one block of `m` rows.
+///
+/// # Safety
+/// `up` points at expert `e`'s `[d, f]` block; the slices hold `m` rows.
+unsafe fn activations(g: &Routing, xe: &[f32], up: *const f32, pre: &mut [f32], act: &mut [f32]) {
+    let (m, d, f) = (xe.len() / g.d, g.d as isize, g.f as isize);
+    unsafe { gemm_into(m, g.f, g.d, MatMut(pre.as_mut_ptr(), f, 1), Mat(xe.as_ptr(), d, 1), Mat(up, f, 1)) };
+    kernels::gelu_fwd(pre, act);
 }
 
 struct Experts {
     routing: Routing,
     /// Each expert's activations, for the backward.
-    kept: Stash<Vec<Kept>>,
+    kept: Stash<Kept>,
 }
 
 impl CustomOp3 for Experts {
@@ -148,25 +183,33 @@ impl CustomOp3 for Experts {
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.routing;
         let n = g.check(l1, l2, l3)?;
-        let x = f32s(s1, l1, "experts x")?;
+        let (x, up, down) = (f32s(s1, l1, "experts x")?, f32s(s2, l2, "experts up")?, f32s(s3, l3, "experts down")?);
         let (d, f) = (g.d, g.f);
+        let starts = g.starts();
+        let routed = starts[g.experts()];
         let mut y = vec![0f32; n * d];
-        let keep = self.kept.keeps();
-        let mut kept = Vec::with_capacity(if keep { g.experts() } else { 0 });
-        for (e, rows) in g.rows.iter().enumerate() {
-            if rows.is_empty() {
-                kept.extend(keep.then(Kept::default));
-                continue;
-            }
-            let m = rows.len();
-            let a = activations(g, &gather(x, rows, d), s2, l2.start_offset(), e)?;
-            let act = CpuStorage::F32(a.act);
-            let ye = matmul(&act, &Layout::contiguous((m, f)), s3, &g.block(l3.start_offset(), e, f, d), (m, d, f))?;
-            scatter(&mut y, rows, d, &ye);
-            if let (true, CpuStorage::F32(act)) = (keep, act) {
-                kept.push(Kept { pre: a.pre, act });
-            }
-        }
+        let mut kept = Kept::unwritten(routed * f);
+        let (out, pre, act) = (Shared(y.as_mut_ptr()), Shared(kept.pre.as_mut_ptr()), Shared(kept.act.as_mut_ptr()));
+        g.tasks().into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(xe, ye), (e, r0, r1)| {
+                let (rows, m) = (&g.rows[e][r0..r1], r1 - r0);
+                xe.resize(m * d, 0.0);
+                ye.resize(m * d, 0.0);
+                gather_into(xe, x, rows, d);
+                // SAFETY: the task's rows of `pre` and `act` (from its expert's
+                // start) and of `y` (its routed rows) are its own.
+                unsafe {
+                    let (pre, act) = (part(pre, (starts[e] + r0) * f, m * f), part(act, (starts[e] + r0) * f, m * f));
+                    activations(g, xe, up.as_ptr().add(e * d * f), pre, act);
+                    let down = Mat(down.as_ptr().add(e * f * d), d as isize, 1);
+                    gemm_into(m, d, f, MatMut(ye.as_mut_ptr(), d as isize, 1), Mat(act.as_ptr(), f as isize, 1), down);
+                    scatter_to(out, rows, d, ye);
+                }
+            },
+        );
+        // SAFETY: the tasks wrote every routed row of both.
+        unsafe { kept.written(routed * f) };
         self.kept.put(kept);
         Ok((CpuStorage::F32(y), Shape::from((n, d))))
     }
@@ -197,10 +240,15 @@ impl CustomOp3 for Experts {
 /// Backward of [`Experts`]: `[dx | dup | ddown]` flat (`[dx]` alone when
 /// the weights are frozen), from the output gradient it holds and the
 /// forward's activations (recomputed when it kept none).
+///
+/// Two rounds of tasks: the row-wise products (`d act`, the GELU's
+/// backward, `dx`) by (expert, row block), then the weight gradients, one
+/// whole product per expert and weight, since their inner dimension is the
+/// expert's rows.
 struct ExpertsBwd {
     routing: Routing,
     dy: Tensor,
-    kept: Stash<Vec<Kept>>,
+    kept: Stash<Kept>,
     weights: bool,
 }
 
@@ -220,56 +268,96 @@ impl CustomOp3 for ExpertsBwd {
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.routing;
         let n = g.check(l1, l2, l3)?;
-        let x = f32s(s1, l1, "experts x")?;
+        let (x, up, down) = (f32s(s1, l1, "experts x")?, f32s(s2, l2, "experts up")?, f32s(s3, l3, "experts down")?);
         let (dy_storage, dy_layout) = self.dy.storage_and_layout();
         let candle_core::Storage::Cpu(dy_cpu) = &*dy_storage else {
             candle_core::bail!("experts dy: expected a CPU tensor")
         };
         let dy = f32s(dy_cpu, dy_layout, "experts dy")?;
         let (d, f, experts) = (g.d, g.f, g.experts());
+        let (di, fi) = (d as isize, f as isize);
         let (nx, nw) = (n * d, experts * d * f);
+        let starts = g.starts();
+        let routed = starts[experts];
+        let mut kept = self.kept.take();
+        let recompute = kept.is_none();
+        let kept = kept.get_or_insert_with(|| Kept::unwritten(routed * f));
+        // Each expert's rows of x and dy and its GELU's input gradient,
+        // packed as `Kept`: every element is written by the first round.
+        let (mut xs, mut dys, mut dpre) =
+            (Vec::with_capacity(routed * d), Vec::with_capacity(routed * d), Vec::with_capacity(routed * f));
         let mut out = vec![0f32; if self.weights { nx + 2 * nw } else { nx }];
-        let (dx, dw) = out.split_at_mut(nx);
-        let (dup, ddown) = dw.split_at_mut(if self.weights { nw } else { 0 });
-        let (up_start, down_start) = (l2.start_offset(), l3.start_offset());
-        let mut kept = self.kept.take().map(Vec::into_iter);
-        for (e, rows) in g.rows.iter().enumerate() {
-            let k = kept.as_mut().and_then(|it| it.next());
-            if rows.is_empty() {
-                continue;
-            }
-            let m = rows.len();
-            let xe = gather(x, rows, d);
-            let a = match k {
-                Some(k) => k,
-                None => activations(g, &xe, s2, up_start, e)?,
-            };
-            let (xl, dl, al) = (Layout::contiguous((m, d)), Layout::contiguous((m, d)), Layout::contiguous((m, f)));
-            let dye = CpuStorage::F32(gather(dy, rows, d));
-            // d act = dy_e @ down_e^T
-            let down_t = g.block(down_start, e, f, d).transpose(0, 1)?;
-            let dact = matmul(&dye, &dl, s3, &down_t, (m, f, d))?;
-            if self.weights {
-                // d down_e = act^T @ dy_e
-                let act = CpuStorage::F32(a.act);
-                let dd = matmul(&act, &al.transpose(0, 1)?, &dye, &dl, (f, d, m))?;
-                ddown[e * f * d..(e + 1) * f * d].copy_from_slice(&dd);
-            }
-            let mut dpre = vec![0f32; m * f];
-            dpre.par_chunks_mut(GELU_TASK)
-                .zip(a.pre.par_chunks(GELU_TASK).zip(dact.par_chunks(GELU_TASK)))
-                .for_each(|(o, (p, da))| kernels::gelu_bwd(p, da, o));
-            let dpre = CpuStorage::F32(dpre);
-            if self.weights {
-                // d up_e = x_e^T @ d pre
-                let xs = CpuStorage::F32(xe);
-                let du = matmul(&xs, &xl.transpose(0, 1)?, &dpre, &al, (d, f, m))?;
-                dup[e * d * f..(e + 1) * d * f].copy_from_slice(&du);
-            }
-            // d x_e = d pre @ up_e^T
-            let up_t = g.block(up_start, e, d, f).transpose(0, 1)?;
-            let dxe = matmul(&dpre, &al, s2, &up_t, (m, d, f))?;
-            scatter(dx, rows, d, &dxe);
+        let shared = |v: &mut Vec<f32>| Shared(v.as_mut_ptr());
+        let (xs_p, dys_p, dpre_p, out_p) = (shared(&mut xs), shared(&mut dys), shared(&mut dpre), shared(&mut out));
+        let (pre_p, act_p) = (shared(&mut kept.pre), shared(&mut kept.act));
+        g.tasks().into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(dact, dxe), (e, r0, r1)| {
+                let (rows, m, at) = (&g.rows[e][r0..r1], r1 - r0, starts[e] + r0);
+                dact.resize(m * f, 0.0);
+                dxe.resize(m * d, 0.0);
+                // SAFETY: the task's rows of the packed buffers (from its
+                // expert's start) and of dx (its routed rows) are its own.
+                unsafe {
+                    let (xe, dye) = (part(xs_p, at * d, m * d), part(dys_p, at * d, m * d));
+                    gather_into(xe, x, rows, d);
+                    gather_into(dye, dy, rows, d);
+                    let (pre, act) = (part(pre_p, at * f, m * f), part(act_p, at * f, m * f));
+                    if recompute {
+                        activations(g, xe, up.as_ptr().add(e * d * f), pre, act);
+                    }
+                    // d act = dy_e @ down_e^T
+                    let down_t = Mat(down.as_ptr().add(e * f * d), 1, di);
+                    gemm_into(m, f, d, MatMut(dact.as_mut_ptr(), fi, 1), Mat(dye.as_ptr(), di, 1), down_t);
+                    let dpre = part(dpre_p, at * f, m * f);
+                    kernels::gelu_bwd(pre, dact, dpre);
+                    // d x_e = d pre @ up_e^T
+                    let up_t = Mat(up.as_ptr().add(e * d * f), 1, fi);
+                    gemm_into(m, d, f, MatMut(dxe.as_mut_ptr(), di, 1), Mat(dpre.as_ptr(), fi, 1), up_t);
+                    scatter_to(out_p, rows, d, dxe);
+                }
+            },
+        );
+        // SAFETY: the first round wrote every routed row of each (and of
+        // `kept`, when it recomputed the activations).
+        unsafe {
+            xs.set_len(routed * d);
+            dys.set_len(routed * d);
+            dpre.set_len(routed * f);
+            kept.written(routed * f);
+        }
+        if self.weights {
+            let products: Vec<(usize, bool)> =
+                (0..experts).filter(|&e| !g.rows[e].is_empty()).flat_map(|e| [(e, true), (e, false)]).collect();
+            products.into_par_iter().for_each(|(e, is_up)| {
+                let (at, m) = (starts[e], g.rows[e].len());
+                // SAFETY: each (expert, weight) writes only its own block of `out`.
+                unsafe {
+                    if is_up {
+                        // d up_e = x_e^T @ d pre
+                        let dst = MatMut(out_p.ptr().add(nx + e * d * f), fi, 1);
+                        gemm_into(
+                            d,
+                            f,
+                            m,
+                            dst,
+                            Mat(xs_p.ptr().add(at * d), 1, di),
+                            Mat(dpre_p.ptr().add(at * f), fi, 1),
+                        );
+                    } else {
+                        // d down_e = act^T @ dy_e
+                        let dst = MatMut(out_p.ptr().add(nx + nw + e * f * d), di, 1);
+                        gemm_into(
+                            f,
+                            d,
+                            m,
+                            dst,
+                            Mat(act_p.ptr().add(at * f), 1, fi),
+                            Mat(dys_p.ptr().add(at * d), di, 1),
+                        );
+                    }
+                }
+            });
         }
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
@@ -310,6 +398,9 @@ mod tests {
             (64, 128, 16, 200, true),
             (64, 128, 16, 8, true),
             (32, 64, 4, 40, false),
+            // Experts of hundreds of rows, cut into row blocks of `ROW_TASK`.
+            (32, 64, 2, 1000, true),
+            (128, 256, 4, 2048, false),
         ] {
             let cfg = ModelConfig { vocab: 256, d_model: d, layers: 1, heads: 2, experts, expert_width: f, context: 8 };
             let base = init_weights(&cfg, 7, &Device::Cpu).unwrap();
@@ -358,5 +449,8 @@ mod tests {
         let (up, down) = (rand(&[8, 16], 2), rand(&[16, 8], 3));
         let err = experts(&x, &up, &down, vec![vec![0, 9]]).unwrap_err().to_string();
         assert!(err.contains("row 9") && err.contains("4 rows"), "{err}");
+        let (up2, down2) = (rand(&[16, 16], 2), rand(&[32, 8], 3));
+        let err = experts(&x, &up2, &down2, vec![vec![0, 2], vec![2, 3]]).unwrap_err().to_string();
+        assert!(err.contains("row 2") && err.contains("more than one expert"), "{err}");
     }
 }

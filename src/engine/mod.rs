@@ -13,6 +13,9 @@
 //! - [`config`]: model geometry and the one profile table (`tiny` / `small` / `paper`).
 //! - [`ops`]: fused CPU custom ops with their own backward (wrapping the
 //!   `kernels` crate), the frozen-weight matmul, the thread pool of a run.
+//! - `strided`: one single-threaded gemm call on raw strided matrices, with
+//!   candle's arguments, for the fused ops' parallel tasks (and why cutting
+//!   a product into row blocks keeps its bits).
 //! - [`attention`]: fused causal self-attention (forward and backward), one
 //!   task per sequence and head, bit for bit the composition it replaces.
 //! - [`experts`]: a top-1 MoE layer's experts as one fused op (forward and
@@ -67,6 +70,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod pretrain;
+mod strided;
 pub mod ternary;
 pub mod train;
 

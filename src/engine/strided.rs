@@ -1,0 +1,101 @@
+//! One gemm call on raw strided f32 matrices, for the fused ops
+//! ([`super::attention`], [`super::experts`]) that run many small products
+//! side by side as rayon tasks, each on its own thread.
+//!
+//! Why it keeps every bit of candle's CPU matmul: the call is the one
+//! candle makes (alpha 0, beta 1, no conjugation, the output not read), and
+//! gemm's result for an element does not depend on how the product is cut
+//! into tasks. Each output element is one multiply-add chain along the
+//! inner dimension `k` when `k <= 512` (longer ones are cut into depth
+//! blocks whose size can depend on the output's shape), and threads share
+//! out the rows and columns of the output, never `k`. So for `k <= 512` a
+//! product split by rows gives the rows of the whole product, with two
+//! exceptions [`row_blocks`] keeps clear of: gemm sends products of one
+//! row, or of at most 256 elements in all, to kernels that sum in another
+//! order. Products with a longer `k` are made whole, one per task.
+
+use gemm::Parallelism;
+
+/// A strided f32 matrix: base pointer, row stride, column stride (elements).
+#[derive(Clone, Copy)]
+pub(super) struct Mat(pub *const f32, pub isize, pub isize);
+
+/// A writable strided f32 matrix.
+#[derive(Clone, Copy)]
+pub(super) struct MatMut(pub *mut f32, pub isize, pub isize);
+
+/// The base pointer of a buffer that parallel tasks write to, each only
+/// its own elements, so writes never overlap.
+#[derive(Clone, Copy)]
+pub(super) struct Shared(pub *mut f32);
+// SAFETY: tasks write disjoint elements (see `Shared`); the buffers outlive the parallel loop.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The base pointer (a method, so closures capture the `Sync` wrapper, not the raw pointer).
+    pub(super) fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst [m, n] = lhs [m, k] @ rhs [k, n]` on this thread, as candle's CPU
+/// matmul calls gemm (alpha 0, beta 1, no conjugation).
+///
+/// # Safety
+/// The three matrices must be valid for their shapes and strides, and `dst`
+/// must not overlap the inputs or another thread's writes.
+pub(super) unsafe fn gemm_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.2,
+            dst.1,
+            false,
+            lhs.0,
+            lhs.2,
+            lhs.1,
+            rhs.0,
+            rhs.2,
+            rhs.1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// `(r0, r1)` for the row blocks of an `m`-row product, `block` rows each;
+/// the last takes the remainder, so no block is thinner than `block` (one
+/// block when `m < 2 * block`). With `block * n > 256` no block reaches the
+/// kernels of very small products that sum in another order.
+pub(super) fn row_blocks(m: usize, block: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = (m / block).max(1);
+    (0..blocks).map(move |b| (b * block, if b + 1 == blocks { m } else { (b + 1) * block }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_blocks_cover_every_row_once_and_none_is_thin() {
+        for (m, block) in [(0, 32), (5, 32), (32, 32), (63, 32), (64, 32), (100, 32), (300, 64)] {
+            let blocks: Vec<_> = row_blocks(m, block).collect();
+            let mut next = 0;
+            for &(r0, r1) in &blocks {
+                assert_eq!(r0, next, "m {m}: blocks must be contiguous");
+                assert!(r1 - r0 >= block.min(m), "m {m}: block {r0}..{r1} is thinner than {block}");
+                next = r1;
+            }
+            assert_eq!(next, m, "m {m}: every row is in a block");
+        }
+        assert_eq!(row_blocks(100, 32).collect::<Vec<_>>(), vec![(0, 32), (32, 64), (64, 100)]);
+    }
+}
