@@ -51,21 +51,9 @@ struct Kept {
 }
 
 impl Kept {
-    /// Room for `len` activations of each kind, not yet written: the tasks
-    /// write them through raw pointers, then [`Kept::written`] marks them so.
-    fn unwritten(len: usize) -> Kept {
-        Kept { pre: Vec::with_capacity(len), act: Vec::with_capacity(len) }
-    }
-
-    /// Mark the `len` activations of each kind as written (a no-op when they already are).
-    ///
-    /// # Safety
-    /// All `len` elements of both must have been written.
-    unsafe fn written(&mut self, len: usize) {
-        unsafe {
-            self.pre.set_len(len);
-            self.act.set_len(len);
-        }
+    /// Zeroed room for `len` activations of each kind, which the tasks fill.
+    fn zeroed(len: usize) -> Kept {
+        Kept { pre: vec![0f32; len], act: vec![0f32; len] }
     }
 }
 
@@ -188,7 +176,7 @@ impl CustomOp3 for Experts {
         let starts = g.starts();
         let routed = starts[g.experts()];
         let mut y = vec![0f32; n * d];
-        let mut kept = Kept::unwritten(routed * f);
+        let mut kept = Kept::zeroed(routed * f);
         let (out, pre, act) = (Shared(y.as_mut_ptr()), Shared(kept.pre.as_mut_ptr()), Shared(kept.act.as_mut_ptr()));
         g.tasks().into_par_iter().for_each_init(
             || (Vec::new(), Vec::new()),
@@ -208,8 +196,6 @@ impl CustomOp3 for Experts {
                 }
             },
         );
-        // SAFETY: the tasks wrote every routed row of both.
-        unsafe { kept.written(routed * f) };
         self.kept.put(kept);
         Ok((CpuStorage::F32(y), Shape::from((n, d))))
     }
@@ -281,11 +267,9 @@ impl CustomOp3 for ExpertsBwd {
         let routed = starts[experts];
         let mut kept = self.kept.take();
         let recompute = kept.is_none();
-        let kept = kept.get_or_insert_with(|| Kept::unwritten(routed * f));
-        // Each expert's rows of x and dy and its GELU's input gradient,
-        // packed as `Kept`: every element is written by the first round.
-        let (mut xs, mut dys, mut dpre) =
-            (Vec::with_capacity(routed * d), Vec::with_capacity(routed * d), Vec::with_capacity(routed * f));
+        let kept = kept.get_or_insert_with(|| Kept::zeroed(routed * f));
+        // Each expert's rows of x and dy and its GELU's input gradient, packed as `Kept`.
+        let (mut xs, mut dys, mut dpre) = (vec![0f32; routed * d], vec![0f32; routed * d], vec![0f32; routed * f]);
         let mut out = vec![0f32; if self.weights { nx + 2 * nw } else { nx }];
         let shared = |v: &mut Vec<f32>| Shared(v.as_mut_ptr());
         let (xs_p, dys_p, dpre_p, out_p) = (shared(&mut xs), shared(&mut dys), shared(&mut dpre), shared(&mut out));
@@ -318,14 +302,6 @@ impl CustomOp3 for ExpertsBwd {
                 }
             },
         );
-        // SAFETY: the first round wrote every routed row of each (and of
-        // `kept`, when it recomputed the activations).
-        unsafe {
-            xs.set_len(routed * d);
-            dys.set_len(routed * d);
-            dpre.set_len(routed * f);
-            kept.written(routed * f);
-        }
         if self.weights {
             let products: Vec<(usize, bool)> =
                 (0..experts).filter(|&e| !g.rows[e].is_empty()).flat_map(|e| [(e, true), (e, false)]).collect();
