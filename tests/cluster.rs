@@ -20,7 +20,7 @@ fn task(repo: &TestRepo, store: &Path, args: &[&str]) -> Command {
 
 fn cell_files(store: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let cells = store.join("cells");
+    let cells = store.join("cells").join(bets::engine::gemm_kernels());
     for shard in std::fs::read_dir(&cells).into_iter().flatten().flatten() {
         for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
             out.push(f.path());
@@ -71,6 +71,17 @@ fn shard_tasks_fill_the_store_without_the_key_and_the_merge_signs_what_a_local_r
     let again =
         task(&repo, &store, &["run", SPEC, "--profile", "tiny", "--cells-only", "--shard", "1/2"]).output().unwrap();
     assert!(stdout(&again).contains("2 cells, 2 already in the store, 0 computed"), "{}", stdout(&again));
+
+    // Cells a CPU of another gemm kernel family computed are kept apart:
+    // never read as this family's, however the store was shared or copied.
+    let ours = store.join("cells").join(bets::engine::gemm_kernels());
+    let theirs = store.join("cells").join("other-kernel-family");
+    std::fs::rename(&ours, &theirs).unwrap();
+    let apart =
+        task(&repo, &store, &["run", SPEC, "--profile", "tiny", "--cells-only", "--shard", "1/2"]).output().unwrap();
+    assert!(stdout(&apart).contains("2 cells, 0 already in the store, 2 computed"), "{}", stdout(&apart));
+    std::fs::remove_dir_all(&ours).unwrap();
+    std::fs::rename(&theirs, &ours).unwrap();
 
     // The merge reads every cell from the store and signs one counted bundle.
     let mut merge = repo.cmd(&["merge", SPEC, "--profile", "tiny"]);

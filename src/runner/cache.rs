@@ -46,7 +46,7 @@ impl HasExitKind for CacheError {
     }
 }
 
-/// Finished cells by key, under `<cache dir>/cells/`.
+/// Finished cells by key, under `<cache dir>/cells/<kernel family>/`.
 #[derive(Debug, Clone)]
 pub struct CellCache {
     dir: PathBuf,

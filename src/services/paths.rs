@@ -10,12 +10,18 @@
 //! <repo>/bets/keys/<KEYID>.pub        trusted public keys
 //! <repo>/results/<NN-slug>/<run id>/  signed result bundles (+ baseline-<profile>.json)
 //! <repo>/reports/                     generated pages, confirmations, retractions
-//! <cache>/cells/ab/<key>.json         finished cells (cache = $BETS_HOME or <repo>/.bets)
+//! <cache>/cells/<kernels>/ab/<key>.json   finished cells (cache = $BETS_HOME or <repo>/.bets)
 //! <cache>/data/                       the fetched corpus (data/crates/: Rust sources)
-//! <cache>/models/<hash>/              pre-trained base models (manifest.json, model.safetensors)
-//! <cache>/adapters/<hash>/            trained adapters (adapter.safetensors, stats.json)
+//! <cache>/models/<kernels>/<hash>/    pre-trained base models (manifest.json, model.safetensors)
+//! <cache>/adapters/<kernels>/<hash>/  trained adapters (adapter.safetensors, stats.json)
 //! $BETS_KEY or ~/.config/bets/bets.key   the secret signing key (never in the repo)
 //! ```
+//!
+//! `<kernels>` is this CPU's gemm kernel family (`engine::gemm_kernels`,
+//! e.g. `x86_64-avx512f`): computed numbers differ between families in
+//! their last digits, so a cache copied or shared between machines of two
+//! families keeps each family's cells, bases and adapters apart instead of
+//! handing one family's numbers to the other.
 
 use std::path::{Path, PathBuf};
 
@@ -131,9 +137,9 @@ impl Paths {
         &self.cache
     }
 
-    /// Finished cells by key.
+    /// Finished cells by key, of this CPU's kernel family.
     pub fn cells_dir(&self) -> PathBuf {
-        self.cache.join("cells")
+        Paths::computed_in(&self.cache, "cells")
     }
 
     /// The fetched corpus.
@@ -141,12 +147,12 @@ impl Paths {
         Paths::data_in(&self.cache)
     }
 
-    /// Pre-trained base models by content hash.
+    /// Pre-trained base models by content hash, of this CPU's kernel family.
     pub fn models_dir(&self) -> PathBuf {
         Paths::models_in(&self.cache)
     }
 
-    /// Trained adapters by content hash.
+    /// Trained adapters by content hash, of this CPU's kernel family.
     pub fn adapters_dir(&self) -> PathBuf {
         Paths::adapters_in(&self.cache)
     }
@@ -163,12 +169,18 @@ impl Paths {
 
     /// [`Paths::models_dir`] of the cache root `cache`.
     fn models_in(cache: &Path) -> PathBuf {
-        cache.join("models")
+        Paths::computed_in(cache, "models")
     }
 
     /// [`Paths::adapters_dir`] of the cache root `cache`.
     fn adapters_in(cache: &Path) -> PathBuf {
-        cache.join("adapters")
+        Paths::computed_in(cache, "adapters")
+    }
+
+    /// `<cache>/<what>/<kernels>`: computed things of one kind, kept apart
+    /// by gemm kernel family (see the module docs).
+    fn computed_in(cache: &Path, what: &str) -> PathBuf {
+        cache.join(what).join(crate::engine::gemm_kernels())
     }
 
     /// The unpacked crate sources (the `programmer` user) inside a data folder.
@@ -249,8 +261,9 @@ mod tests {
     #[test]
     fn defaults_put_the_cache_in_the_repo_and_the_key_in_home() {
         let p = Paths::new(Path::new("/r"), None, None, Some("/home/u".into()));
-        assert_eq!(p.cells_dir(), Path::new("/r/.bets/cells"));
-        assert_eq!(p.models_dir(), Path::new("/r/.bets/models"));
+        let family = crate::engine::gemm_kernels();
+        assert_eq!(p.cells_dir(), Path::new("/r/.bets/cells").join(family));
+        assert_eq!(p.models_dir(), Path::new("/r/.bets/models").join(family));
         assert_eq!(p.ledger(), Path::new("/r/bets/ledger.jsonl"));
         assert_eq!(p.bet_results("46-x"), Path::new("/r/results/46-x"));
         assert_eq!(p.secret_key(), Path::new("/home/u/.config/bets/bets.key"));
@@ -268,8 +281,11 @@ mod tests {
     #[test]
     fn the_environment_moves_the_cache_and_the_key() {
         let p = Paths::new(Path::new("/r"), Some("/c".into()), Some("/k/my.key".into()), None);
-        assert_eq!(p.adapters_dir(), Path::new("/c/adapters"));
-        assert_eq!(p.data_dir(), Path::new("/c/data"));
+        let family = crate::engine::gemm_kernels();
+        assert_eq!(p.adapters_dir(), Path::new("/c/adapters").join(family));
+        assert_eq!(p.models_dir(), Path::new("/c/models").join(family));
+        assert_eq!(p.cells_dir(), Path::new("/c/cells").join(family));
+        assert_eq!(p.data_dir(), Path::new("/c/data"), "the corpus is the same for every kernel family");
         assert_eq!(Paths::crates_in(&p.data_dir()), Path::new("/c/data/crates"));
         assert_eq!(Paths::models_in(Path::new("/c")), p.models_dir());
         assert_eq!(p.secret_key(), Path::new("/k/my.key"));
