@@ -145,8 +145,8 @@ fn read_back_all(cells: &[Cell], cache: &CellCache) -> anyhow::Result<Vec<Outcom
         cells.iter().zip(&rows).filter(|(_, r)| r.is_none()).map(|(c, _)| c.index.to_string()).collect();
     if !missing.is_empty() {
         return Err(crate::error::usage(format!(
-            "{} of {} cells are not in the store {} (missing, or damaged and refused): cells {}; \
-             rerun the shard tasks that hold them",
+            "{} of {} cells are not in the store {} (missing, computed on a CPU of another gemm kernel \
+             family, or damaged and refused): cells {}; rerun the shard tasks that hold them",
             missing.len(),
             cells.len(),
             cache.dir().display(),
