@@ -42,7 +42,7 @@ const ROW_TASK: usize = 64;
 /// The experts' activations, kept from the forward for the backward: every
 /// routed row's, expert after expert (expert `e`'s rows from
 /// `Routing::starts()[e]`), `f` columns each.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Kept {
     /// `x_e @ up_e`: the GELU's input.
     pre: Vec<f32>,
