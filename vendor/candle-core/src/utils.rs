@@ -325,6 +325,16 @@ impl BarrierPool {
             f(0..n_items);
             return;
         }
+        // bets patch (vendor/candle-core/PATCHES.md): a pool without workers of
+        // its own (CANDLE_NUM_THREADS=1) hands the items to the caller's rayon
+        // pool instead of running them all on the calling thread. Items are
+        // independent (the cursor below hands them out in any order), so the
+        // results are the same.
+        if self.threads.is_empty() && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            (0..n_items).into_par_iter().for_each(|i| f(i..i + 1));
+            return;
+        }
         let n_threads = self.threads.len() + 1;
         // ~8 grabs per thread amortizes cursor contention while keeping tail imbalance small
         let chunk = n_items.div_ceil(n_threads * 8).max(1);
