@@ -172,21 +172,31 @@ impl AdamW {
     /// One update of every parameter from its flat gradient, gradients first
     /// multiplied by `grad_scale` (clipping); then the step count advances.
     pub fn step(&mut self, vars: &[(String, Var)], grads: &[Vec<f32>], grad_scale: f32, device: &Device) -> Result<()> {
-        let lr = self.lr() as f32;
-        for (i, (_, var)) in vars.iter().enumerate() {
-            let decay = if var.rank() >= 2 { self.config.weight_decay as f32 } else { 0.0 };
-            let b = self.config.betas;
-            let h = kernels::AdamW { lr, beta1: b.beta1, beta2: b.beta2, eps: b.eps, weight_decay: decay };
-            let mut p = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            let slot = &mut self.slots[i];
-            let step = self.step as u32 + 1;
-            // Element-wise, so splitting it over threads never changes a bit.
-            p.par_chunks_mut(ADAMW_TASK)
-                .zip(grads[i].par_chunks(ADAMW_TASK))
-                .zip(slot.m.par_chunks_mut(ADAMW_TASK).zip(slot.v.par_chunks_mut(ADAMW_TASK)))
-                .for_each(|((p, g), (m, v))| kernels::adamw_step(p, g, m, v, &h, step, grad_scale));
-            var.set(&Tensor::from_vec(p, var.shape(), device)?)?;
+        if vars.len() != self.slots.len() || grads.len() != self.slots.len() {
+            return Err(OptimStateError::Mismatch(format!(
+                "a step of {} parameters with {} gradients, for state of {}",
+                vars.len(),
+                grads.len(),
+                self.slots.len()
+            ))
+            .into());
         }
+        let lr = self.lr() as f32;
+        let (b, weight_decay, step) = (self.config.betas, self.config.weight_decay as f32, self.step as u32 + 1);
+        // Element-wise, so running the parameters side by side and splitting
+        // each over threads never changes a bit.
+        vars.par_iter().zip(grads.par_iter()).zip(self.slots.par_iter_mut()).try_for_each(
+            |(((_, var), g), slot)| {
+                let decay = if var.rank() >= 2 { weight_decay } else { 0.0 };
+                let h = kernels::AdamW { lr, beta1: b.beta1, beta2: b.beta2, eps: b.eps, weight_decay: decay };
+                let mut p = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                p.par_chunks_mut(ADAMW_TASK)
+                    .zip(g.par_chunks(ADAMW_TASK))
+                    .zip(slot.m.par_chunks_mut(ADAMW_TASK).zip(slot.v.par_chunks_mut(ADAMW_TASK)))
+                    .for_each(|((p, g), (m, v))| kernels::adamw_step(p, g, m, v, &h, step, grad_scale));
+                var.set(&Tensor::from_vec(p, var.shape(), device)?)
+            },
+        )?;
         self.step += 1;
         Ok(())
     }
