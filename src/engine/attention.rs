@@ -34,7 +34,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, 
 use rayon::prelude::*;
 
 use super::ops::{Stash, f32s};
-use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks};
+use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks, zeroed};
 
 /// Geometry of one attention call: `batch` sequences of `len` tokens,
 /// `heads` heads of `head_dim` columns each.
@@ -135,10 +135,10 @@ impl CustomOp3 for CausalAttention {
         let g = self.geometry;
         let [q, k, v] = g.inputs([(s1, l1), (s2, l2), (s3, l3)])?;
         let (t, hd, d) = (g.len, g.head_dim, g.d());
-        let mut y = vec![0f32; q.len()];
+        let mut y = zeroed(q.len());
         let out = Shared(y.as_mut_ptr());
         let keep = self.kept.keeps();
-        let mut kept = if keep { vec![0f32; g.blocks() * t * t] } else { Vec::new() };
+        let mut kept = if keep { zeroed(g.blocks() * t * t) } else { Vec::new() };
         let probs = Shared(kept.as_mut_ptr());
         (0..g.blocks()).into_par_iter().for_each_init(
             || (vec![0f32; t * t], vec![0f32; if keep { 0 } else { t * t }]),
@@ -218,7 +218,7 @@ impl CustomOp3 for CausalAttentionBwd {
         let dy = f32s(dy_cpu, dy_layout, "causal attention dy")?;
         let (t, hd, d) = (g.len, g.head_dim, g.d());
         let (n, di, ti) = (q.len(), d as isize, t as isize);
-        let mut grads = vec![0f32; 3 * n];
+        let mut grads = zeroed(3 * n);
         let out = Shared(grads.as_mut_ptr());
         let kept = self.kept.as_deref();
         (0..g.blocks()).into_par_iter().for_each_init(

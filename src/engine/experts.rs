@@ -32,7 +32,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::ops::{Stash, f32s};
-use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks};
+use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks, zeroed};
 
 /// Rows of one expert in one task: each expert's rows are cut into blocks
 /// of this many ([`row_blocks`]), so the work shares out over the threads
@@ -53,7 +53,7 @@ struct Kept {
 impl Kept {
     /// Zeroed room for `len` activations of each kind, which the tasks fill.
     fn zeroed(len: usize) -> Kept {
-        Kept { pre: vec![0f32; len], act: vec![0f32; len] }
+        Kept { pre: zeroed(len), act: zeroed(len) }
     }
 }
 
@@ -175,7 +175,7 @@ impl CustomOp3 for Experts {
         let (d, f) = (g.d, g.f);
         let starts = g.starts();
         let routed = starts[g.experts()];
-        let mut y = vec![0f32; n * d];
+        let mut y = zeroed(n * d);
         let mut kept = Kept::zeroed(routed * f);
         let (out, pre, act) = (Shared(y.as_mut_ptr()), Shared(kept.pre.as_mut_ptr()), Shared(kept.act.as_mut_ptr()));
         g.tasks().into_par_iter().for_each_init(
@@ -269,8 +269,8 @@ impl CustomOp3 for ExpertsBwd {
         let recompute = kept.is_none();
         let kept = kept.get_or_insert_with(|| Kept::zeroed(routed * f));
         // Each expert's rows of x and dy and its GELU's input gradient, packed as `Kept`.
-        let (mut xs, mut dys, mut dpre) = (vec![0f32; routed * d], vec![0f32; routed * d], vec![0f32; routed * f]);
-        let mut out = vec![0f32; if self.weights { nx + 2 * nw } else { nx }];
+        let (mut xs, mut dys, mut dpre) = (zeroed(routed * d), zeroed(routed * d), zeroed(routed * f));
+        let mut out = zeroed(if self.weights { nx + 2 * nw } else { nx });
         let shared = |v: &mut Vec<f32>| Shared(v.as_mut_ptr());
         let (xs_p, dys_p, dpre_p, out_p) = (shared(&mut xs), shared(&mut dys), shared(&mut dpre), shared(&mut out));
         let (pre_p, act_p) = (shared(&mut kept.pre), shared(&mut kept.act));
