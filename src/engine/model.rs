@@ -353,7 +353,7 @@ impl<'a> View<'a> {
             Some(t) => ops::ternary_linear(x, t)?,
             None => {
                 let w = self.w(&name)?;
-                if w.is_variable() { x.matmul(w)? } else { ops::frozen_matmul(x, w)? }
+                if w.is_variable() { ops::linear(x, w)? } else { ops::frozen_matmul(x, w)? }
             }
         };
         if let (Some(a), Some(b)) =

@@ -6,13 +6,18 @@
 //! backward (gradients silently zero), and compositions of small element-wise
 //! ops allocate a tensor per op. Why [`frozen_matmul`]: candle's matmul
 //! backward always computes the weight gradient, even for a constant; for a
-//! norm-only or LoRA fine-tune that is wasted work.
+//! norm-only or LoRA fine-tune that is wasted work. Why [`linear`]: candle's
+//! matmul backward computes a weight's gradient after the input's, on
+//! threads that it leaves idle; [`linear`] runs the two side by side.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 use kernels::ternary::{self, Ternary};
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks, zeroed};
 
 /// Rows handed to one rayon task. Fixed (not derived from the thread count)
 /// so reductions happen in the same order whatever the pool size.
@@ -41,14 +46,31 @@ fn use_fused(t: &Tensor) -> bool {
 
 /// Run `f` on a rayon pool of `threads` threads (0: the global pool), so a
 /// run's parallelism, and with it its bits, is fixed by its configuration.
+///
+/// The pools are built once per thread count and kept for the process:
+/// building one per call started fresh threads for every evaluation, whose
+/// allocator heaps then began empty (fresh pages, each zeroed by the kernel).
 pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     if threads == 0 {
         return f();
     }
-    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-        Ok(pool) => pool.install(f),
-        Err(_) => f(),
+    match pool(threads) {
+        Some(pool) => pool.install(f),
+        None => f(),
     }
+}
+
+/// The process's rayon pool of `threads` threads, built on first use; `None`
+/// when the OS refuses the threads.
+fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    static POOLS: Mutex<BTreeMap<usize, Arc<rayon::ThreadPool>>> = Mutex::new(BTreeMap::new());
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = pools.get(&threads) {
+        return Some(p.clone());
+    }
+    let p = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().ok()?);
+    pools.insert(threads, p.clone());
+    Some(p)
 }
 
 /// What a custom op's forward keeps for its backward (activations it would
@@ -104,7 +126,7 @@ impl CustomOp2 for RmsNorm {
         let x = f32s(s1, l1, "rmsnorm x")?;
         let g = f32s(s2, l2, "rmsnorm gain")?;
         let d = g.len();
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         y.par_chunks_mut(d * ROWS_PER_TASK).zip(x.par_chunks(d * ROWS_PER_TASK)).for_each(|(yc, xc)| {
             let mut r = vec![0f32; xc.len() / d];
             kernels::rmsnorm_fwd(xc, g, self.eps, yc, &mut r);
@@ -145,7 +167,7 @@ impl CustomOp3 for RmsNormBwd {
         let g = f32s(s2, l2, "rmsnorm gain")?;
         let dy = f32s(s3, l3, "rmsnorm dy")?;
         let (n, d) = (x.len(), g.len());
-        let mut out = vec![0f32; n + d];
+        let mut out = zeroed(n + d);
         let (dx, dg) = out.split_at_mut(n);
         let partial: Vec<Vec<f32>> = dx
             .par_chunks_mut(d * ROWS_PER_TASK)
@@ -191,7 +213,7 @@ impl CustomOp1 for CausalSoftmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32s(s, l, "causal softmax")?;
         let t = l.dims()[l.dims().len() - 1];
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         y.par_chunks_mut(t * t).zip(x.par_chunks(t * t)).for_each(|(yc, xc)| {
             kernels::causal_softmax_fwd(xc, t, self.scale, yc);
         });
@@ -216,7 +238,7 @@ impl CustomOp2 for CausalSoftmaxBwd {
         let y = f32s(s1, l1, "causal softmax y")?;
         let dy = f32s(s2, l2, "causal softmax dy")?;
         let t = l1.dims()[l1.dims().len() - 1];
-        let mut dx = vec![0f32; y.len()];
+        let mut dx = zeroed(y.len());
         dx.par_chunks_mut(t * t).zip(y.par_chunks(t * t).zip(dy.par_chunks(t * t))).for_each(|(o, (a, b))| {
             kernels::causal_softmax_bwd(a, b, t, self.scale, o);
         });
@@ -261,7 +283,7 @@ impl CustomOp1 for CausalSoftmaxOffset {
         if tq > tk {
             candle_core::bail!("causal softmax: {tq} query rows but only {tk} key columns");
         }
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         y.par_chunks_mut(tq * tk).zip(x.par_chunks(tq * tk)).for_each(|(yb, xb)| {
             for i in 0..tq {
                 // The row kernel of `kernels::causal_softmax_fwd`, so equal
@@ -312,7 +334,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32s(s, l, "gelu")?;
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeroed(x.len());
         y.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(a, b)| kernels::gelu_fwd(b, a));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -332,7 +354,7 @@ impl CustomOp2 for GeluBwd {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32s(s1, l1, "gelu x")?;
         let dy = f32s(s2, l2, "gelu dy")?;
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = zeroed(x.len());
         dx.par_chunks_mut(4096)
             .zip(x.par_chunks(4096).zip(dy.par_chunks(4096)))
             .for_each(|(o, (a, b))| kernels::gelu_bwd(a, b, o));
@@ -368,7 +390,7 @@ impl CustomOp2 for CrossEntropy {
         if let Some(bad) = t.iter().find(|&&k| k as usize >= v) {
             candle_core::bail!("cross-entropy: target {bad} out of range {v}");
         }
-        let mut nll = vec![0f32; t.len()];
+        let mut nll = zeroed(t.len());
         nll.par_chunks_mut(ROWS_PER_TASK)
             .zip(x.par_chunks(v * ROWS_PER_TASK).zip(t.par_chunks(ROWS_PER_TASK)))
             .for_each(|(o, (xc, tc))| kernels::cross_entropy_fwd(xc, tc, v, o));
@@ -400,7 +422,7 @@ impl CustomOp3 for CrossEntropyBwd {
         let t = u32s(s2, l2, "cross-entropy targets")?;
         let g = f32s(s3, l3, "cross-entropy grad")?;
         let v = l1.dims()[1];
-        let mut dx = vec![0f32; x.len()];
+        let mut dx = zeroed(x.len());
         dx.par_chunks_mut(v * ROWS_PER_TASK)
             .zip(x.par_chunks(v * ROWS_PER_TASK).zip(t.par_chunks(ROWS_PER_TASK).zip(g.par_chunks(ROWS_PER_TASK))))
             .for_each(|(o, (xc, (tc, gc)))| kernels::cross_entropy_bwd(xc, tc, gc, v, o));
@@ -423,7 +445,106 @@ pub fn cross_entropy_plain(logits: &Tensor, targets: &Tensor) -> Result<Tensor> 
     lsm.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
 }
 
-// ----------------------------------------------------------- frozen matmul
+// ------------------------------------------------------------------ linear
+
+/// `x [m, k] @ w [k, n]` as candle's CPU matmul computes it (the same gemm
+/// call), for the linear ops below; `what` names the op in errors.
+fn matmul_2d(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, what: &str) -> Result<(CpuStorage, Shape)> {
+    let (m, k) = l1.shape().dims2()?;
+    let (k2, n) = l2.shape().dims2()?;
+    if k != k2 {
+        candle_core::bail!("{what}: inner dimensions {k} and {k2} differ");
+    }
+    let out = s1.matmul(s2, (1, m, n, k), l1, l2)?;
+    Ok((out, Shape::from((m, n))))
+}
+
+/// A trained weight's product `x [N, in] @ w [in, out]`, with both
+/// gradients computed side by side.
+///
+/// Why: candle's matmul backward computes `dx = dy w^T` and then
+/// `dw = x^T dy`, one after the other. `dw` is a small output (`in x out`,
+/// 128 x 128 at `small`) over a long inner dimension (the batch's tokens),
+/// and gemm left one of two threads idle through much of it: in a profile
+/// of training at `small`, the backward's matmuls were the largest share of
+/// the time the graph's thread worked alone. Here `dw` runs beside `dx`, cut
+/// into row blocks ([`weight_gradient`]).
+struct Linear;
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "bets-linear"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        matmul_2d(s1, l1, s2, l2, "linear")
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        if !x.is_contiguous() {
+            return Ok((Some(dy.matmul(&w.t()?)?), Some(x.t()?.matmul(dy)?)));
+        }
+        // dx exactly as candle's matmul backward computes it.
+        let (dx, dw) = rayon::join(|| dy.matmul(&w.t()?), || x.apply_op2_no_bwd(&dy.contiguous()?, &WeightGradient));
+        Ok((Some(dx?), Some(dw?)))
+    }
+}
+
+/// Rows of `dw` per task of [`WeightGradient`]: at least 64 (see [`row_blocks`]).
+const WEIGHT_GRADIENT_ROWS: usize = 64;
+
+/// `dw [in, out] = x^T dy` from `x [N, in]` and `dy [N, out]`, both contiguous.
+///
+/// The bits are those of candle's `x.t().matmul(dy)`: the output's rows are
+/// cut into blocks of [`WEIGHT_GRADIENT_ROWS`], each a single-threaded gemm
+/// call, and gemm's result for an element does not depend on how the rows
+/// are cut ([`super::strided`]). One condition is added here: the inner
+/// dimension (`N`) can exceed 512, and gemm then cuts it into depth blocks
+/// whose size depends only on `N` unless a product has at most 64 rows and
+/// at most 64 columns (a small-product path that cuts it differently). So
+/// an `out` of 64 or fewer columns keeps the product whole.
+struct WeightGradient;
+
+impl CustomOp2 for WeightGradient {
+    fn name(&self) -> &'static str {
+        "bets-weight-gradient"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, din) = l1.shape().dims2()?;
+        let (n2, dout) = l2.shape().dims2()?;
+        if n != n2 {
+            candle_core::bail!("weight gradient: x has {n} rows, dy {n2}");
+        }
+        let (x, dy) = (f32s(s1, l1, "weight gradient x")?, f32s(s2, l2, "weight gradient dy")?);
+        let mut dw = zeroed(din * dout);
+        let out = Shared(dw.as_mut_ptr());
+        let block = if dout > 64 { WEIGHT_GRADIENT_ROWS } else { din.max(1) };
+        let blocks: Vec<(usize, usize)> = row_blocks(din, block).collect();
+        blocks.into_par_iter().for_each(|(r0, r1)| {
+            // SAFETY: rows r0..r1 of `dw` are this task's alone; x's columns
+            // r0..r1 (row stride 1, column stride `din`) are x^T's rows r0..r1.
+            unsafe {
+                let dst = MatMut(out.ptr().add(r0 * dout), dout as isize, 1);
+                gemm_into(
+                    r1 - r0,
+                    dout,
+                    n,
+                    dst,
+                    Mat(x.as_ptr().add(r0), 1, din as isize),
+                    Mat(dy.as_ptr(), dout as isize, 1),
+                );
+            }
+        });
+        Ok((CpuStorage::F32(dw), Shape::from((din, dout))))
+    }
+}
+
+/// `x [N, in] @ w [in, out]` for a trained weight `w`: [`Linear`] on the
+/// CPU in f32, candle's matmul elsewhere; the same bits either way.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if use_fused(x) && x.rank() == 2 { x.apply_op2(w, Linear) } else { x.matmul(w) }
+}
 
 struct FrozenMatmul;
 
@@ -433,13 +554,7 @@ impl CustomOp2 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (m, k) = l1.shape().dims2()?;
-        let (k2, n) = l2.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("frozen matmul: inner dimensions {k} and {k2} differ");
-        }
-        let out = s1.matmul(s2, (1, m, n, k), l1, l2)?;
-        Ok((out, Shape::from((m, n))))
+        matmul_2d(s1, l1, s2, l2, "frozen matmul")
     }
 
     fn bwd(&self, _x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -475,7 +590,7 @@ impl CustomOp1 for TernaryLinear {
         }
         let x = f32s(s, l, "ternary linear x")?;
         let (rows, path) = (t.rows(), ternary::Path::detect());
-        let mut y = vec![0f32; n * rows];
+        let mut y = zeroed(n * rows);
         if n == 1 {
             y.par_chunks_mut(OUT_ROWS_PER_TASK).enumerate().for_each(|(i, yc)| {
                 let start = i * OUT_ROWS_PER_TASK;
@@ -510,7 +625,7 @@ impl CustomOp1 for TernaryLinearT {
         }
         let dy = f32s(s, l, "ternary linear dy")?;
         let (k, path) = (t.cols(), ternary::Path::detect());
-        let mut dx = vec![0f32; n * k];
+        let mut dx = zeroed(n * k);
         dx.par_chunks_mut(k * ROWS_PER_TASK).zip(dy.par_chunks(rows * ROWS_PER_TASK)).for_each(|(dxc, dyc)| {
             ternary::gemm_t_with(path, t, dyc, dxc);
         });
@@ -624,6 +739,40 @@ pub(crate) mod tests {
         let t: Vec<u32> = (0..130u32).map(|i| (i * 37) % 256).collect();
         let t = Tensor::from_vec(t, 130, &Device::Cpu).unwrap();
         check_grads(&x, |x| cross_entropy(x, &t).unwrap(), |x| cross_entropy_plain(x, &t).unwrap(), 2e-5);
+    }
+
+    #[test]
+    fn linear_equals_candles_matmul_and_its_gradients_bit_for_bit() {
+        let bits = |t: &Tensor| {
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>()
+        };
+        // (tokens, in, out): weight gradients cut into row blocks (out > 64)
+        // or whole, over inner dimensions below, at and above gemm's 512-deep
+        // blocks, including one (700) that is not a multiple of them.
+        for (i, &(n, din, dout)) in
+            [(300, 200, 96), (700, 200, 96), (1024, 128, 128), (700, 130, 40), (33, 16, 8)].iter().enumerate()
+        {
+            let x = Var::from_tensor(&rand(&[n, din], 20 + i as u64)).unwrap();
+            let w = Var::from_tensor(&rand(&[din, dout], 40 + i as u64)).unwrap();
+            let r = rand(&[n, dout], 60 + i as u64);
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+            let (yl, gl, yp, gp) = pool.install(|| {
+                let yl = linear(x.as_tensor(), w.as_tensor()).unwrap();
+                let gl = (&yl * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let yp = x.as_tensor().matmul(w.as_tensor()).unwrap();
+                let gp = (&yp * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                (yl, gl, yp, gp)
+            });
+            let shape = format!("{n} x {din} x {dout}");
+            assert_eq!(bits(&yl), bits(&yp), "{shape}: output");
+            for (v, what) in [(&x, "dx"), (&w, "dw")] {
+                assert_eq!(
+                    bits(gl.get(v.as_tensor()).unwrap()),
+                    bits(gp.get(v.as_tensor()).unwrap()),
+                    "{shape}: {what}"
+                );
+            }
+        }
     }
 
     #[test]
