@@ -468,7 +468,7 @@ fn matmul_2d(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, what: &
 /// and gemm left one of two threads idle through much of it: in a profile
 /// of training at `small`, the backward's matmuls were the largest share of
 /// the time the graph's thread worked alone. Here `dw` runs beside `dx`, cut
-/// into row blocks ([`weight_gradient`]).
+/// into row blocks ([`WeightGradient`]).
 struct Linear;
 
 impl CustomOp2 for Linear {
