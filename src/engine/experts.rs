@@ -32,7 +32,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::ops::{Stash, f32s};
-use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks, zeroed};
+use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks, weight_gradient_blocks, zeroed};
 
 /// Rows of one expert in one task: each expert's rows are cut into blocks
 /// of this many ([`row_blocks`]), so the work shares out over the threads
@@ -176,11 +176,14 @@ impl CustomOp3 for Experts {
         let starts = g.starts();
         let routed = starts[g.experts()];
         let mut y = zeroed(n * d);
-        let mut kept = Kept::zeroed(routed * f);
+        // Without a backward to follow (evaluation), the activations live in
+        // each task's scratch, in cache, instead of full-size buffers.
+        let keep = self.kept.keeps();
+        let mut kept = Kept::zeroed(if keep { routed * f } else { 0 });
         let (out, pre, act) = (Shared(y.as_mut_ptr()), Shared(kept.pre.as_mut_ptr()), Shared(kept.act.as_mut_ptr()));
         g.tasks().into_par_iter().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(xe, ye), (e, r0, r1)| {
+            || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+            |(xe, ye, pre_scratch, act_scratch), (e, r0, r1)| {
                 let (rows, m) = (&g.rows[e][r0..r1], r1 - r0);
                 xe.resize(m * d, 0.0);
                 ye.resize(m * d, 0.0);
@@ -188,7 +191,13 @@ impl CustomOp3 for Experts {
                 // SAFETY: the task's rows of `pre` and `act` (from its expert's
                 // start) and of `y` (its routed rows) are its own.
                 unsafe {
-                    let (pre, act) = (part(pre, (starts[e] + r0) * f, m * f), part(act, (starts[e] + r0) * f, m * f));
+                    let (pre, act) = if keep {
+                        (part(pre, (starts[e] + r0) * f, m * f), part(act, (starts[e] + r0) * f, m * f))
+                    } else {
+                        pre_scratch.resize(m * f, 0.0);
+                        act_scratch.resize(m * f, 0.0);
+                        (&mut pre_scratch[..], &mut act_scratch[..])
+                    };
                     activations(g, xe, up.as_ptr().add(e * d * f), pre, act);
                     let down = Mat(down.as_ptr().add(e * f * d), d as isize, 1);
                     gemm_into(m, d, f, MatMut(ye.as_mut_ptr(), d as isize, 1), Mat(act.as_ptr(), f as isize, 1), down);
@@ -228,9 +237,10 @@ impl CustomOp3 for Experts {
 /// forward's activations (recomputed when it kept none).
 ///
 /// Two rounds of tasks: the row-wise products (`d act`, the GELU's
-/// backward, `dx`) by (expert, row block), then the weight gradients, one
-/// whole product per expert and weight, since their inner dimension is the
-/// expert's rows.
+/// backward, `dx`) by (expert, row block), then the weight gradients by
+/// (expert, weight, block of the gradient's rows). Their inner dimension is
+/// the expert's rows, which is never cut; the gradients' own rows are cut
+/// only as [`weight_gradient_blocks`] allows.
 struct ExpertsBwd {
     routing: Routing,
     dy: Tensor,
@@ -303,34 +313,30 @@ impl CustomOp3 for ExpertsBwd {
             },
         );
         if self.weights {
-            let products: Vec<(usize, bool)> =
-                (0..experts).filter(|&e| !g.rows[e].is_empty()).flat_map(|e| [(e, true), (e, false)]).collect();
-            products.into_par_iter().for_each(|(e, is_up)| {
+            // (expert, up or down, row block of its gradient): the blocks of
+            // `weight_gradient_blocks`, so an expert with many rows no longer
+            // leaves the other threads idle while it finishes.
+            let products: Vec<(usize, bool, (usize, usize))> = (0..experts)
+                .filter(|&e| !g.rows[e].is_empty())
+                .flat_map(|e| {
+                    let up = weight_gradient_blocks(d, f).into_iter().map(move |b| (e, true, b));
+                    up.chain(weight_gradient_blocks(f, d).into_iter().map(move |b| (e, false, b)))
+                })
+                .collect();
+            products.into_par_iter().for_each(|(e, is_up, (r0, r1))| {
                 let (at, m) = (starts[e], g.rows[e].len());
-                // SAFETY: each (expert, weight) writes only its own block of `out`.
+                // SAFETY: each (expert, weight, row block) writes only its own rows of `out`.
                 unsafe {
                     if is_up {
-                        // d up_e = x_e^T @ d pre
-                        let dst = MatMut(out_p.ptr().add(nx + e * d * f), fi, 1);
-                        gemm_into(
-                            d,
-                            f,
-                            m,
-                            dst,
-                            Mat(xs_p.ptr().add(at * d), 1, di),
-                            Mat(dpre_p.ptr().add(at * f), fi, 1),
-                        );
+                        // d up_e [r0..r1] = (x_e^T @ d pre) [r0..r1]: x_e's columns r0..r1
+                        let dst = MatMut(out_p.ptr().add(nx + e * d * f + r0 * f), fi, 1);
+                        let lhs = Mat(xs_p.ptr().add(at * d + r0), 1, di);
+                        gemm_into(r1 - r0, f, m, dst, lhs, Mat(dpre_p.ptr().add(at * f), fi, 1));
                     } else {
-                        // d down_e = act^T @ dy_e
-                        let dst = MatMut(out_p.ptr().add(nx + nw + e * f * d), di, 1);
-                        gemm_into(
-                            f,
-                            d,
-                            m,
-                            dst,
-                            Mat(act_p.ptr().add(at * f), 1, fi),
-                            Mat(dys_p.ptr().add(at * d), di, 1),
-                        );
+                        // d down_e [r0..r1] = (act^T @ dy_e) [r0..r1]: act's columns r0..r1
+                        let dst = MatMut(out_p.ptr().add(nx + nw + e * f * d + r0 * d), di, 1);
+                        let lhs = Mat(act_p.ptr().add(at * f + r0), 1, fi);
+                        gemm_into(r1 - r0, d, m, dst, lhs, Mat(dys_p.ptr().add(at * d), di, 1));
                     }
                 }
             });

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks, zeroed};
+use super::strided::{Mat, MatMut, Shared, gemm_into, weight_gradient_blocks, zeroed};
 
 /// Rows handed to one rayon task. Fixed (not derived from the thread count)
 /// so reductions happen in the same order whatever the pool size.
@@ -490,19 +490,12 @@ impl CustomOp2 for Linear {
     }
 }
 
-/// Rows of `dw` per task of [`WeightGradient`]: at least 64 (see [`row_blocks`]).
-const WEIGHT_GRADIENT_ROWS: usize = 64;
-
 /// `dw [in, out] = x^T dy` from `x [N, in]` and `dy [N, out]`, both contiguous.
 ///
 /// The bits are those of candle's `x.t().matmul(dy)`: the output's rows are
-/// cut into blocks of [`WEIGHT_GRADIENT_ROWS`], each a single-threaded gemm
-/// call, and gemm's result for an element does not depend on how the rows
-/// are cut ([`super::strided`]). One condition is added here: the inner
-/// dimension (`N`) can exceed 512, and gemm then cuts it into depth blocks
-/// whose size depends only on `N` unless a product has at most 64 rows and
-/// at most 64 columns (a small-product path that cuts it differently). So
-/// an `out` of 64 or fewer columns keeps the product whole.
+/// cut into [`weight_gradient_blocks`], each a single-threaded gemm call,
+/// and gemm's result for an element does not depend on how the rows are cut
+/// ([`super::strided`]).
 struct WeightGradient;
 
 impl CustomOp2 for WeightGradient {
@@ -519,9 +512,7 @@ impl CustomOp2 for WeightGradient {
         let (x, dy) = (f32s(s1, l1, "weight gradient x")?, f32s(s2, l2, "weight gradient dy")?);
         let mut dw = zeroed(din * dout);
         let out = Shared(dw.as_mut_ptr());
-        let block = if dout > 64 { WEIGHT_GRADIENT_ROWS } else { din.max(1) };
-        let blocks: Vec<(usize, usize)> = row_blocks(din, block).collect();
-        blocks.into_par_iter().for_each(|(r0, r1)| {
+        weight_gradient_blocks(din, dout).into_par_iter().for_each(|(r0, r1)| {
             // SAFETY: rows r0..r1 of `dw` are this task's alone; x's columns
             // r0..r1 (row stride 1, column stride `din`) are x^T's rows r0..r1.
             unsafe {

@@ -106,6 +106,27 @@ pub(super) fn row_blocks(m: usize, block: usize) -> impl Iterator<Item = (usize,
     (0..blocks).map(move |b| (b * block, if b + 1 == blocks { m } else { (b + 1) * block }))
 }
 
+/// Rows of a weight gradient's output per task of [`weight_gradient_blocks`]:
+/// at least 64 (see [`row_blocks`]).
+const WEIGHT_GRADIENT_ROWS: usize = 64;
+
+/// Row blocks `(r0, r1)` of a weight gradient `[rows, cols] = a^T b` whose
+/// inner dimension is a batch's tokens, for tasks that each make one
+/// single-threaded gemm call; one block (the whole product) where cutting
+/// would change bits.
+///
+/// The inner dimension can exceed 512 here, and gemm then cuts it into
+/// depth blocks whose size depends only on that dimension, unless a product
+/// has at most 64 rows and at most 64 columns: that small-product path cuts
+/// it differently (512 deep where the other balances the blocks). Blocks
+/// of [`WEIGHT_GRADIENT_ROWS`] rows with more than 64 columns stay on the
+/// same path as the whole product, so each element is the same sum; with
+/// 64 or fewer columns the product stays whole.
+pub(super) fn weight_gradient_blocks(rows: usize, cols: usize) -> Vec<(usize, usize)> {
+    let block = if cols > 64 { WEIGHT_GRADIENT_ROWS } else { rows.max(1) };
+    row_blocks(rows, block).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +138,15 @@ mod tests {
             assert_eq!(v.len(), len);
             assert!(v.iter().all(|&x| x.to_bits() == 0), "len {len}: a non-zero (or -0.0) element");
         }
+    }
+
+    #[test]
+    fn weight_gradients_are_cut_only_when_wider_than_64_columns() {
+        assert_eq!(weight_gradient_blocks(128, 128), [(0, 64), (64, 128)]);
+        assert_eq!(weight_gradient_blocks(200, 65), [(0, 64), (64, 128), (128, 200)]);
+        assert_eq!(weight_gradient_blocks(256, 64), [(0, 256)]);
+        assert_eq!(weight_gradient_blocks(100, 512), [(0, 100)]);
+        assert_eq!(weight_gradient_blocks(0, 4), [(0, 0)]);
     }
 
     #[test]
