@@ -14,6 +14,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::adapter::{Adapter, Trainable, expected_shapes};
@@ -300,13 +301,17 @@ fn batch_gradients(
         _ => nll,
     };
     let grads = loss.backward()?;
-    let mut gs: Vec<Vec<f32>> = Vec::with_capacity(params.vars.len());
-    for (_, var) in &params.vars {
-        gs.push(match grads.get(var.as_tensor()) {
-            Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
-            None => vec![0f32; var.elem_count()],
-        });
-    }
+    // Copied out side by side: at `paper` they are 72 MB a step.
+    let gs = params
+        .vars
+        .par_iter()
+        .map(|(_, var)| {
+            Ok(match grads.get(var.as_tensor()) {
+                Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
+                None => vec![0f32; var.elem_count()],
+            })
+        })
+        .collect::<Result<Vec<Vec<f32>>>>()?;
     Ok((loss_val, gs))
 }
 
