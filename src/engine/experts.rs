@@ -21,7 +21,8 @@
 //! Bits: every product is a gemm call with candle's arguments
 //! ([`super::strided`]): the row-wise ones cut into row blocks, which
 //! changes no element, and the weight gradients (whose inner dimension is
-//! the rows) one whole product per expert. The GELU is the same kernel,
+//! the rows, never cut) by row blocks of the gradient only as
+//! [`super::strided::weight_gradient_blocks`] allows. The GELU is the same kernel,
 //! so each expert's output and gradients are the composition's. Each
 //! output row is written once where the composition added it to a zero,
 //! which keeps it (up to the sign of an exact zero). The tests check both

@@ -1,6 +1,7 @@
 //! One gemm call on raw strided f32 matrices, for the fused ops
-//! ([`super::attention`], [`super::experts`]) that run many small products
-//! side by side as rayon tasks, each on its own thread.
+//! ([`super::attention`], [`super::experts`], and the weight gradients of
+//! [`super::ops::linear`]) that run many small products side by side as
+//! rayon tasks, each on its own thread.
 //!
 //! Why it keeps every bit of candle's CPU matmul: the call is the one
 //! candle makes (alpha 0, beta 1, no conjugation, the output not read), and
@@ -12,7 +13,9 @@
 //! product split by rows gives the rows of the whole product, with two
 //! exceptions [`row_blocks`] keeps clear of: gemm sends products of one
 //! row, or of at most 256 elements in all, to kernels that sum in another
-//! order. Products with a longer `k` are made whole, one per task.
+//! order. Products with a longer `k` (weight gradients, whose `k` is a
+//! batch's tokens) are cut by rows only as [`weight_gradient_blocks`]
+//! allows, where the depth blocks are the whole product's.
 
 use gemm::Parallelism;
 
