@@ -14,9 +14,15 @@
 //! (head `h` is columns `h*hd..(h+1)*hd`), every (sequence, head) block is
 //! an independent rayon task, and the scores live only in a task's `T x T`
 //! scratch. When a backward will follow, the forward keeps the
-//! probabilities (`B*H*T*T` floats: 4 MiB a layer at `small`, 64 MiB at
-//! `paper`) and hands them to it; recomputing them instead cost a third
-//! `T x T x hd` product and the softmax's every `exp` again. Without a
+//! probabilities' causal half, packed row by row ([`pack_causal`]:
+//! `B*H*T(T+1)/2` floats, half of the full `T x T` blocks) and hands them
+//! to it, which unpacks each block into its scratch; recomputing them
+//! instead costs a third `T x T x hd` product and the softmax's every `exp`
+//! again. That is kept only up to [`KEEP_LIMIT`] a layer: 2 MiB at `small`,
+//! where recomputing cost about 3% of a training step, but 32 MiB at
+//! `paper`, 128 MiB a model, where recomputing costs about 1% (alternating
+//! `bets bench engine` runs, within their noise) and keeping them made the
+//! largest share of the peak memory above PyTorch's half. Without a
 //! backward (evaluation) nothing is kept.
 //!
 //! Causality is used too: each product is split into row blocks
@@ -56,6 +62,12 @@ impl Geometry {
         self.batch * self.heads
     }
 
+    /// Whether the forward keeps its probabilities for the backward: when
+    /// they fit in [`KEEP_LIMIT`].
+    fn keeps_probabilities(&self) -> bool {
+        self.blocks() * packed_len(self.len) * size_of::<f32>() <= KEEP_LIMIT
+    }
+
     /// Offset of block `task`'s first element in a `[B*T, d]` buffer.
     fn offset(&self, task: usize) -> usize {
         (task / self.heads) * self.len * self.d() + (task % self.heads) * self.head_dim
@@ -80,6 +92,10 @@ impl Geometry {
     }
 }
 
+/// The most a layer's forward keeps of its probabilities for the backward
+/// (packed, [`packed_len`] floats a block); above it the backward recomputes them.
+const KEEP_LIMIT: usize = 8 << 20;
+
 /// Rows of a causal block handled by one gemm call: row block `r0..r1`
 /// needs keys `0..r1` only, so about half of each `T x T` product (the
 /// masked half) is never computed. The skipped terms are exact zeros, so
@@ -89,6 +105,32 @@ const ROW_BLOCK: usize = 32;
 /// Row blocks of a `t`-row causal block ([`row_blocks`] of [`ROW_BLOCK`]).
 fn causal_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
     row_blocks(t, ROW_BLOCK)
+}
+
+/// Floats of one packed causal `t x t` block: row `i` keeps its `i + 1`
+/// visible entries.
+fn packed_len(t: usize) -> usize {
+    t * (t + 1) / 2
+}
+
+/// The visible (on and below the diagonal) entries of the `t x t` block
+/// `p`, row after row, into `out` ([`packed_len`] floats): the masked half
+/// is all zeros and need not be kept.
+fn pack_causal(p: &[f32], t: usize, out: &mut [f32]) {
+    for i in 0..t {
+        let at = i * (i + 1) / 2;
+        out[at..at + i + 1].copy_from_slice(&p[i * t..i * t + i + 1]);
+    }
+}
+
+/// Inverse of [`pack_causal`]: the full `t x t` block, zeros above the diagonal.
+fn unpack_causal(packed: &[f32], t: usize, p: &mut [f32]) {
+    for i in 0..t {
+        let at = i * (i + 1) / 2;
+        let (visible, masked) = p[i * t..(i + 1) * t].split_at_mut(i + 1);
+        visible.copy_from_slice(&packed[at..at + i + 1]);
+        masked.fill(0.0);
+    }
 }
 
 /// Scores and probabilities of one (sequence, head) block into `s` and `p`
@@ -114,7 +156,7 @@ unsafe fn probabilities(g: &Geometry, scale: f32, q: *const f32, k: *const f32, 
 struct CausalAttention {
     geometry: Geometry,
     scale: f32,
-    /// The forward's probabilities (`[B*H, T, T]`), for the backward.
+    /// The forward's probabilities, each block packed by [`pack_causal`], for the backward.
     kept: Stash<Vec<f32>>,
 }
 
@@ -138,22 +180,21 @@ impl CustomOp3 for CausalAttention {
         let mut y = zeroed(q.len());
         let out = Shared(y.as_mut_ptr());
         let keep = self.kept.keeps();
-        let mut kept = if keep { zeroed(g.blocks() * t * t) } else { Vec::new() };
+        let tri = packed_len(t);
+        let mut kept = if keep { zeroed(g.blocks() * tri) } else { Vec::new() };
         let probs = Shared(kept.as_mut_ptr());
         (0..g.blocks()).into_par_iter().for_each_init(
-            || (vec![0f32; t * t], vec![0f32; if keep { 0 } else { t * t }]),
-            |(s, scratch), task| {
+            || (vec![0f32; t * t], vec![0f32; t * t]),
+            |(s, p), task| {
                 let off = g.offset(task);
                 // SAFETY: `off` is the block's first element in buffers of
                 // `B*T*d` elements; each task writes only its own block of
-                // `y` and its own `T x T` slice of the kept probabilities.
+                // `y` and its own packed slice of the kept probabilities.
                 unsafe {
-                    let p = if keep {
-                        std::slice::from_raw_parts_mut(probs.ptr().add(task * t * t), t * t)
-                    } else {
-                        &mut scratch[..]
-                    };
                     probabilities(&g, self.scale, q.as_ptr().add(off), k.as_ptr().add(off), s, p);
+                    if keep {
+                        pack_causal(p, t, std::slice::from_raw_parts_mut(probs.ptr().add(task * tri), tri));
+                    }
                     // y [r0..r1] = p [r0..r1, 0..r1] @ v [0..r1, hd]
                     for (r0, r1) in causal_blocks(t) {
                         let dst = MatMut(out.ptr().add(off + r0 * d), d as isize, 1);
@@ -221,15 +262,9 @@ impl CustomOp3 for CausalAttentionBwd {
         let mut grads = zeroed(3 * n);
         let out = Shared(grads.as_mut_ptr());
         let kept = self.kept.as_deref();
+        let tri = packed_len(t);
         (0..g.blocks()).into_par_iter().for_each_init(
-            || {
-                (
-                    vec![0f32; t * t],
-                    vec![0f32; if kept.is_some() { 0 } else { t * t }],
-                    vec![0f32; t * t],
-                    vec![0f32; hd * t],
-                )
-            },
+            || (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * t], vec![0f32; hd * t]),
             |(s, scratch, dp, dkt), task| {
                 let off = g.offset(task);
                 // SAFETY: as in the forward; the three gradients are the
@@ -238,13 +273,11 @@ impl CustomOp3 for CausalAttentionBwd {
                     let (qb, kb, vb, dyb) =
                         (q.as_ptr().add(off), k.as_ptr().add(off), v.as_ptr().add(off), dy.as_ptr().add(off));
                     let (dq, dk, dv) = (out.ptr().add(off), out.ptr().add(n + off), out.ptr().add(2 * n + off));
-                    let p: &[f32] = match kept {
-                        Some(all) => &all[task * t * t..(task + 1) * t * t],
-                        None => {
-                            probabilities(&g, self.scale, qb, kb, s, scratch);
-                            &scratch[..]
-                        }
-                    };
+                    match kept {
+                        Some(all) => unpack_causal(&all[task * tri..(task + 1) * tri], t, scratch),
+                        None => probabilities(&g, self.scale, qb, kb, s, scratch),
+                    }
+                    let p: &[f32] = scratch;
                     for (r0, r1) in causal_blocks(t) {
                         // dp [r0..r1, 0..r1] = dy [r0..r1] @ v^T [hd, 0..r1]
                         let dst = MatMut(dp.as_mut_ptr().add(r0 * t), ti, 1);
@@ -286,7 +319,8 @@ impl CustomOp3 for CausalAttentionBwd {
 /// the output projection. Fused on the CPU in f32, else [`causal_attention_plain`].
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, geometry: Geometry, scale: f32) -> Result<Tensor> {
     if q.device().is_cpu() && q.dtype() == DType::F32 {
-        let op = CausalAttention { geometry, scale, kept: Stash::for_inputs(&[q, k, v]) };
+        let kept = if geometry.keeps_probabilities() { Stash::for_inputs(&[q, k, v]) } else { Stash::never() };
+        let op = CausalAttention { geometry, scale, kept };
         q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
     } else {
         causal_attention_plain(q, k, v, geometry, scale)
@@ -313,8 +347,10 @@ mod tests {
     /// every gradient, at the shapes of `tiny`, `small`, `paper` and a ragged one.
     #[test]
     fn fused_attention_equals_the_composition_bit_for_bit() {
-        for (b, t, nh, hd) in [(3, 32, 2, 16), (2, 128, 4, 32), (1, 256, 2, 32), (2, 77, 3, 8)] {
+        // The last is over the keeping limit: its first backward recomputes too.
+        for (b, t, nh, hd) in [(3, 32, 2, 16), (2, 128, 4, 32), (1, 256, 2, 32), (2, 77, 3, 8), (16, 256, 4, 4)] {
             let g = Geometry { batch: b, len: t, heads: nh, head_dim: hd };
+            assert_eq!(g.keeps_probabilities(), b < 16, "{g:?}");
             let vars: Vec<Var> =
                 (0..3).map(|i| Var::from_tensor(&(rand(&[b * t, nh * hd], i) * 2.0).unwrap()).unwrap()).collect();
             let (q, k, v) = (vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor());
@@ -348,6 +384,40 @@ mod tests {
         let (a, b) = (before.to_vec2::<f32>().unwrap(), after.to_vec2::<f32>().unwrap());
         assert_eq!(a[..7], b[..7], "rows before the changed key must not move");
         assert_ne!(a[7], b[7], "the changed key's own row sees it");
+    }
+
+    /// Training keeps the probabilities at `small` (2 MiB a layer) and
+    /// recomputes them at `paper` (32 MiB).
+    #[test]
+    fn probabilities_are_kept_up_to_the_limit() {
+        let small = Geometry { batch: 16, len: 128, heads: 4, head_dim: 32 };
+        let paper = Geometry { batch: 32, len: 256, heads: 8, head_dim: 32 };
+        assert!(small.keeps_probabilities());
+        assert!(!paper.keeps_probabilities());
+    }
+
+    /// Packing keeps every visible entry and unpacking restores the block,
+    /// zeros above the diagonal included, whatever was in the scratch before.
+    #[test]
+    fn packed_probabilities_round_trip() {
+        let t = 5;
+        let mut p = vec![0f32; t * t];
+        for i in 0..t {
+            for j in 0..=i {
+                p[i * t + j] = (i * 10 + j) as f32 + 0.5;
+            }
+        }
+        let mut packed = vec![0f32; packed_len(t)];
+        pack_causal(&p, t, &mut packed);
+        assert_eq!(packed.len(), 15);
+        assert_eq!(packed[..4], [0.5, 10.5, 11.5, 20.5]);
+        let mut back = vec![f32::NAN; t * t];
+        unpack_causal(&packed, t, &mut back);
+        assert_eq!(bits_of(&back), bits_of(&p));
+    }
+
+    fn bits_of(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     #[test]

@@ -88,6 +88,11 @@ impl<T> Stash<T> {
         Stash { keep: inputs.iter().any(|t| t.track_op()), slot: Mutex::new(None) }
     }
 
+    /// A stash that keeps nothing: the backward recomputes what it needs.
+    pub(super) fn never() -> Stash<T> {
+        Stash { keep: false, slot: Mutex::new(None) }
+    }
+
     /// A stash holding `value` (an op's backward handing its forward's activations on).
     pub(super) fn holding(value: Option<T>) -> Stash<T> {
         Stash { keep: true, slot: Mutex::new(value) }
