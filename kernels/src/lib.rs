@@ -188,9 +188,29 @@ pub fn gelu_fwd(x: &[f32], y: &mut [f32]) {
     for (xc, yc) in x.chunks(GELU_CHUNK).zip(y.chunks_mut(GELU_CHUNK)) {
         let e = tanh_exps(xc, &mut e);
         for ((yv, &xv), &ev) in yc.iter_mut().zip(xc).zip(e.iter()) {
-            *yv = 0.5 * xv * (1.0 + tanh_from_exp(ev));
+            *yv = gelu_from_exp(xv, ev);
         }
     }
+}
+
+/// [`gelu_fwd`] over `x` in place, with the same bits: for a buffer that
+/// holds the input until the output replaces it (the experts' backward
+/// turns the kept GELU input into its output this way).
+pub fn gelu_fwd_in_place(x: &mut [f32]) {
+    let mut e = [0f32; GELU_CHUNK];
+    for xc in x.chunks_mut(GELU_CHUNK) {
+        let e = tanh_exps(xc, &mut e);
+        for (xv, &ev) in xc.iter_mut().zip(e.iter()) {
+            *xv = gelu_from_exp(*xv, ev);
+        }
+    }
+}
+
+/// GELU of `x` from `e`, its [`tanh_exps`] entry: one expression for both
+/// forward kernels, so they agree bit for bit.
+#[inline(always)]
+fn gelu_from_exp(x: f32, e: f32) -> f32 {
+    0.5 * x * (1.0 + tanh_from_exp(e))
 }
 
 /// Backward of [`gelu_fwd`]: `dx = dy * gelu'(x)`.
@@ -399,6 +419,10 @@ mod tests {
         let mut y = vec![0.0; x.len()];
         gelu_fwd(&x, &mut y);
         close(&y, &reference::gelu_fwd(&f64s(&x)), 2e-6);
+        let mut in_place = x.clone();
+        gelu_fwd_in_place(&mut in_place);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&in_place), bits(&y), "in place, the same bits");
         let mut dx = vec![0.0; x.len()];
         gelu_bwd(&x, &dy, &mut dx);
         close(&dx, &reference::gelu_bwd(&f64s(&x), &f64s(&dy)), 2e-6);

@@ -40,23 +40,13 @@ use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks, weight_gradient
 /// however unevenly the router spreads the tokens.
 const ROW_TASK: usize = 64;
 
-/// The experts' activations, kept from the forward for the backward: every
-/// routed row's, expert after expert (expert `e`'s rows from
-/// `Routing::starts()[e]`), `f` columns each.
-#[derive(Debug)]
-struct Kept {
-    /// `x_e @ up_e`: the GELU's input.
-    pre: Vec<f32>,
-    /// `gelu(pre)`: the down projection's input.
-    act: Vec<f32>,
-}
-
-impl Kept {
-    /// Zeroed room for `len` activations of each kind, which the tasks fill.
-    fn zeroed(len: usize) -> Kept {
-        Kept { pre: zeroed(len), act: zeroed(len) }
-    }
-}
+/// The experts' GELU inputs (`x_e @ up_e`), kept from the forward for the
+/// backward: every routed row's, expert after expert (expert `e`'s rows
+/// from `Routing::starts()[e]`), `f` columns each. The GELU's output is not
+/// kept: the backward recomputes it in place once its input is no longer
+/// needed, which halves what a layer holds between forward and backward
+/// (16 MiB a layer at `paper`) for one more GELU.
+type Kept = Vec<f32>;
 
 /// Sizes and routes of one call.
 #[derive(Debug, Clone)]
@@ -140,13 +130,21 @@ unsafe fn part<'a>(buf: Shared, start: usize, len: usize) -> &'a mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(buf.ptr().add(start), len) }
 }
 
-/// `pre = xe @ up_e` and `act = gelu(pre)` for one block of `m` rows.
+/// `pre = xe @ up_e` for one block of `m` rows.
 ///
 /// # Safety
 /// `up` points at expert `e`'s `[d, f]` block; the slices hold `m` rows.
-unsafe fn activations(g: &Routing, xe: &[f32], up: *const f32, pre: &mut [f32], act: &mut [f32]) {
+unsafe fn pre_activations(g: &Routing, xe: &[f32], up: *const f32, pre: &mut [f32]) {
     let (m, d, f) = (xe.len() / g.d, g.d as isize, g.f as isize);
     unsafe { gemm_into(m, g.f, g.d, MatMut(pre.as_mut_ptr(), f, 1), Mat(xe.as_ptr(), d, 1), Mat(up, f, 1)) };
+}
+
+/// `pre = xe @ up_e` and `act = gelu(pre)` for one block of `m` rows.
+///
+/// # Safety
+/// As [`pre_activations`]; `act` holds `m` rows too.
+unsafe fn activations(g: &Routing, xe: &[f32], up: *const f32, pre: &mut [f32], act: &mut [f32]) {
+    unsafe { pre_activations(g, xe, up, pre) };
     kernels::gelu_fwd(pre, act);
 }
 
@@ -180,8 +178,8 @@ impl CustomOp3 for Experts {
         // Without a backward to follow (evaluation), the activations live in
         // each task's scratch, in cache, instead of full-size buffers.
         let keep = self.kept.keeps();
-        let mut kept = Kept::zeroed(if keep { routed * f } else { 0 });
-        let (out, pre, act) = (Shared(y.as_mut_ptr()), Shared(kept.pre.as_mut_ptr()), Shared(kept.act.as_mut_ptr()));
+        let mut kept: Kept = zeroed(if keep { routed * f } else { 0 });
+        let (out, pre) = (Shared(y.as_mut_ptr()), Shared(kept.as_mut_ptr()));
         g.tasks().into_par_iter().for_each_init(
             || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
             |(xe, ye, pre_scratch, act_scratch), (e, r0, r1)| {
@@ -189,16 +187,17 @@ impl CustomOp3 for Experts {
                 xe.resize(m * d, 0.0);
                 ye.resize(m * d, 0.0);
                 gather_into(xe, x, rows, d);
-                // SAFETY: the task's rows of `pre` and `act` (from its expert's
-                // start) and of `y` (its routed rows) are its own.
+                // SAFETY: the task's rows of `pre` (from its expert's start)
+                // and of `y` (its routed rows) are its own.
                 unsafe {
-                    let (pre, act) = if keep {
-                        (part(pre, (starts[e] + r0) * f, m * f), part(act, (starts[e] + r0) * f, m * f))
+                    act_scratch.resize(m * f, 0.0);
+                    let pre = if keep {
+                        part(pre, (starts[e] + r0) * f, m * f)
                     } else {
                         pre_scratch.resize(m * f, 0.0);
-                        act_scratch.resize(m * f, 0.0);
-                        (&mut pre_scratch[..], &mut act_scratch[..])
+                        &mut pre_scratch[..]
                     };
+                    let act = &mut act_scratch[..];
                     activations(g, xe, up.as_ptr().add(e * d * f), pre, act);
                     let down = Mat(down.as_ptr().add(e * f * d), d as isize, 1);
                     gemm_into(m, d, f, MatMut(ye.as_mut_ptr(), d as isize, 1), Mat(act.as_ptr(), f as isize, 1), down);
@@ -278,13 +277,15 @@ impl CustomOp3 for ExpertsBwd {
         let routed = starts[experts];
         let mut kept = self.kept.take();
         let recompute = kept.is_none();
-        let kept = kept.get_or_insert_with(|| Kept::zeroed(routed * f));
+        let pre_all = kept.get_or_insert_with(|| zeroed(routed * f));
         // Each expert's rows of x and dy and its GELU's input gradient, packed as `Kept`.
         let (mut xs, mut dys, mut dpre) = (zeroed(routed * d), zeroed(routed * d), zeroed(routed * f));
         let mut out = zeroed(if self.weights { nx + 2 * nw } else { nx });
         let shared = |v: &mut Vec<f32>| Shared(v.as_mut_ptr());
         let (xs_p, dys_p, dpre_p, out_p) = (shared(&mut xs), shared(&mut dys), shared(&mut dpre), shared(&mut out));
-        let (pre_p, act_p) = (shared(&mut kept.pre), shared(&mut kept.act));
+        // The GELU inputs, which each row task turns into the GELU's outputs
+        // once its gradient is done: the down weights' gradients read them so.
+        let pre_p = shared(pre_all);
         g.tasks().into_par_iter().for_each_init(
             || (Vec::new(), Vec::new()),
             |(dact, dxe), (e, r0, r1)| {
@@ -297,15 +298,16 @@ impl CustomOp3 for ExpertsBwd {
                     let (xe, dye) = (part(xs_p, at * d, m * d), part(dys_p, at * d, m * d));
                     gather_into(xe, x, rows, d);
                     gather_into(dye, dy, rows, d);
-                    let (pre, act) = (part(pre_p, at * f, m * f), part(act_p, at * f, m * f));
+                    let pre = part(pre_p, at * f, m * f);
                     if recompute {
-                        activations(g, xe, up.as_ptr().add(e * d * f), pre, act);
+                        pre_activations(g, xe, up.as_ptr().add(e * d * f), pre);
                     }
                     // d act = dy_e @ down_e^T
                     let down_t = Mat(down.as_ptr().add(e * f * d), 1, di);
                     gemm_into(m, f, d, MatMut(dact.as_mut_ptr(), fi, 1), Mat(dye.as_ptr(), di, 1), down_t);
                     let dpre = part(dpre_p, at * f, m * f);
                     kernels::gelu_bwd(pre, dact, dpre);
+                    kernels::gelu_fwd_in_place(pre);
                     // d x_e = d pre @ up_e^T
                     let up_t = Mat(up.as_ptr().add(e * d * f), 1, fi);
                     gemm_into(m, d, f, MatMut(dxe.as_mut_ptr(), di, 1), Mat(dpre.as_ptr(), fi, 1), up_t);
@@ -335,8 +337,9 @@ impl CustomOp3 for ExpertsBwd {
                         gemm_into(r1 - r0, f, m, dst, lhs, Mat(dpre_p.ptr().add(at * f), fi, 1));
                     } else {
                         // d down_e [r0..r1] = (act^T @ dy_e) [r0..r1]: act's columns r0..r1
+                        // (the GELU outputs, which replaced its inputs in `pre_p`)
                         let dst = MatMut(out_p.ptr().add(nx + nw + e * f * d + r0 * d), di, 1);
-                        let lhs = Mat(act_p.ptr().add(at * f + r0), 1, fi);
+                        let lhs = Mat(pre_p.ptr().add(at * f + r0), 1, fi);
                         gemm_into(r1 - r0, d, m, dst, lhs, Mat(dys_p.ptr().add(at * d), di, 1));
                     }
                 }
