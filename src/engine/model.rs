@@ -250,6 +250,16 @@ pub struct MoeOut {
     pub probs: Option<Tensor>,
 }
 
+/// [`MoeOut`] before the gates: `y` is each token's expert output, still
+/// to be scaled by `gate` (`[N, 1]`) when there is one.
+struct MoeParts {
+    y: Tensor,
+    gate: Option<Tensor>,
+    aux: Option<Tensor>,
+    routes: Vec<u32>,
+    probs: Option<Tensor>,
+}
+
 /// Keys and values of the tokens seen so far, per block, each
 /// `[batch, heads, seen, head_dim]`: what incremental decoding reuses. A
 /// pipeline stage keeps the cache of its own blocks.
@@ -364,6 +374,19 @@ impl<'a> View<'a> {
         Ok(y)
     }
 
+    /// `x + ` [`View::linear`]`(prefix, y)`: a residual connection and the
+    /// projection into it, one op ([`ops::residual_linear`]) for a plain
+    /// trained weight, which spares the graph the projection's own output.
+    fn residual_linear(&self, prefix: &str, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let name = format!("{prefix}.weight");
+        let plain = self.over.contains_key(&name) || self.ternary.is_none_or(|m| !m.contains_key(prefix));
+        let lora = self.lora.contains_key(&format!("{prefix}.lora_a"));
+        match self.w(&name) {
+            Ok(w) if plain && !lora && w.is_variable() => Ok(ops::residual_linear(x, y, w)?),
+            _ => Ok((x + self.linear(prefix, y)?)?),
+        }
+    }
+
     fn norm(&self, name: &str, x: &Tensor) -> Result<Tensor> {
         Ok(ops::rms_norm(x, self.w(name)?, NORM_EPS)?)
     }
@@ -414,10 +437,13 @@ impl<'a> View<'a> {
         for l in blocks {
             let p = format!("blocks.{l}");
             let h = self.norm(&format!("{p}.norm1.gain"), &x)?;
-            x = (x + self.attention(&p, l, &h, (b, t, pos), cache.as_deref_mut())?)?;
+            x = self.attention(&p, l, &x, &h, (b, t, pos), cache.as_deref_mut())?;
             let h = self.norm(&format!("{p}.norm2.gain"), &x)?;
-            let moe = self.moe(&p, &h)?;
-            x = (x + moe.y)?;
+            let moe = self.moe_parts(&p, &h, self.fused_experts(&p, &h))?;
+            x = match &moe.gate {
+                Some(gate) => ops::gated_residual(&x, &moe.y, gate)?,
+                None => (x + moe.y)?,
+            };
             if let Some(a) = moe.aux {
                 aux = Some(match aux {
                     Some(s) => (s + a)?,
@@ -490,8 +516,9 @@ impl<'a> View<'a> {
         Ok(out)
     }
 
-    /// Causal self-attention of block `l` (prefix `p`) on `h [b*t, d]`, the
-    /// tokens at positions `pos..pos + t`; `(b, t, pos)` is `shape`. Without
+    /// The residual stream `x` plus block `l`'s (prefix `p`) causal
+    /// self-attention on `h [b*t, d]` (its normed `x`), the tokens at
+    /// positions `pos..pos + t`; `(b, t, pos)` is `shape`. Without
     /// a cache (training, evaluation) it is the fused
     /// [`attention::causal_attention`]; with one, the new tokens' queries
     /// attend over the cached keys and values plus their own.
@@ -499,6 +526,7 @@ impl<'a> View<'a> {
         &self,
         p: &str,
         l: usize,
+        x: &Tensor,
         h: &Tensor,
         shape: (usize, usize, usize),
         cache: Option<&mut KvCache>,
@@ -510,7 +538,7 @@ impl<'a> View<'a> {
             let [q, k, v] = ["q", "k", "v"].map(|n| self.linear(&format!("{p}.attn.{n}"), h));
             let geometry = attention::Geometry { batch: b, len: t, heads: nh, head_dim: hd };
             let y = attention::causal_attention(&q?, &k?, &v?, geometry, scale)?;
-            return self.linear(&format!("{p}.attn.o"), &y);
+            return self.residual_linear(&format!("{p}.attn.o"), x, &y);
         };
         let split = |name: &str| -> Result<Tensor> {
             let y = self.linear(&format!("{p}.attn.{name}"), h)?;
@@ -535,7 +563,7 @@ impl<'a> View<'a> {
             ops::causal_softmax_offset(&scores, scale)?
         };
         let y = att.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * t, nh * hd))?;
-        self.linear(&format!("{p}.attn.o"), &y)
+        self.residual_linear(&format!("{p}.attn.o"), x, &y)
     }
 
     /// Expert `e` of block prefix `p` (`blocks.L`): `down(gelu(up(x)))`.
@@ -556,10 +584,23 @@ impl<'a> View<'a> {
     /// [`View::moe`], the experts fused or composed as `fused` says (the
     /// tests compare the two).
     pub fn moe_with(&self, p: &str, h: &Tensor, fused: bool) -> Result<MoeOut> {
+        let MoeParts { y, gate, aux, routes, probs } = self.moe_parts(p, h, fused)?;
+        let y = match gate {
+            Some(gate) => y.broadcast_mul(&gate)?,
+            None => y,
+        };
+        Ok(MoeOut { y, aux, routes, probs })
+    }
+
+    /// [`View::moe_with`], except that the fused experts' outputs come back
+    /// unscaled with their gates beside them: a block adds them to its
+    /// residual stream in one op ([`ops::gated_residual`]).
+    fn moe_parts(&self, p: &str, h: &Tensor, fused: bool) -> Result<MoeParts> {
         let e_count = self.cfg.experts;
         let n = h.dim(0)?;
         if e_count == 1 {
-            return Ok(MoeOut { y: self.expert(p, 0, h)?, aux: None, routes: vec![0; n], probs: None });
+            let y = self.expert(p, 0, h)?;
+            return Ok(MoeParts { y, gate: None, aux: None, routes: vec![0; n], probs: None });
         }
         let logits = self.linear(&format!("{p}.moe.router"), h)?;
         let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
@@ -569,7 +610,7 @@ impl<'a> View<'a> {
             rows[r as usize].push(i);
         }
         let counts: Vec<f32> = rows.iter().map(|r| r.len() as f32 / n as f32).collect();
-        let out = if fused {
+        let (y, gate) = if fused {
             let stack = |which: &str| -> Result<Tensor> {
                 let ws = (0..e_count)
                     .map(|e| self.w(&format!("{p}.moe.experts.{e}.{which}.weight")))
@@ -578,7 +619,7 @@ impl<'a> View<'a> {
             };
             let y = experts::experts(h, &stack("up")?, &stack("down")?, rows)?;
             let route_t = Tensor::from_vec(route.clone(), (n, 1), h.device())?;
-            y.broadcast_mul(&probs.gather(&route_t, 1)?)?
+            (y, Some(probs.gather(&route_t, 1)?))
         } else {
             let mut out = Tensor::zeros((n, self.cfg.d_model), h.dtype(), h.device())?;
             for (e, rows) in rows.iter().enumerate() {
@@ -592,11 +633,11 @@ impl<'a> View<'a> {
                 let ye = self.expert(p, e, &xe)?.broadcast_mul(&gate)?;
                 out = out.index_add(&idx, &ye, 0)?;
             }
-            out
+            (out, None)
         };
         let f = Tensor::from_vec(counts, e_count, h.device())?;
         let aux = ((probs.mean(0)? * f)?.sum_all()? * e_count as f64)?;
-        Ok(MoeOut { y: out, aux: Some(aux), routes: route, probs: Some(probs) })
+        Ok(MoeParts { y, gate, aux: Some(aux), routes: route, probs: Some(probs) })
     }
 
     /// Whether block `p`'s experts can run as the fused op: f32 on the CPU,

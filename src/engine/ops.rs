@@ -486,14 +486,155 @@ impl CustomOp2 for Linear {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        if !x.is_contiguous() {
-            return Ok((Some(dy.matmul(&w.t()?)?), Some(x.t()?.matmul(dy)?)));
-        }
-        // dx exactly as candle's matmul backward computes it.
-        let (dx, dw) = rayon::join(|| dy.matmul(&w.t()?), || x.apply_op2_no_bwd(&dy.contiguous()?, &WeightGradient));
-        Ok((Some(dx?), Some(dw?)))
+        let (dx, dw) = linear_grads(x, w, dy)?;
+        Ok((Some(dx), Some(dw)))
     }
 }
+
+/// `dx` and `dw` of `x @ w` from its output gradient `dy`: `dx` exactly as
+/// candle's matmul backward computes it, `dw` beside it ([`WeightGradient`]).
+fn linear_grads(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    if !x.is_contiguous() {
+        return Ok((dy.matmul(&w.t()?)?, x.t()?.matmul(dy)?));
+    }
+    let (dx, dw) = rayon::join(|| dy.matmul(&w.t()?), || x.apply_op2_no_bwd(&dy.contiguous()?, &WeightGradient));
+    Ok((dx?, dw?))
+}
+
+/// `x + y @ w`, a residual connection and the trained projection that
+/// feeds it, as one op.
+///
+/// Why memory: composed, the projection's output is a tensor of its own
+/// that the graph holds until the backward, though no gradient reads it
+/// (8 MiB a layer at `paper`). Here the sum is written over the product.
+/// The bits are the composition's: the product is [`Linear`]'s, each sum is
+/// the same f32 addition, the gradient of `x` is the output's gradient
+/// itself (as candle's add passes it on) and those of `y` and `w` are
+/// [`Linear`]'s.
+struct ResidualLinear;
+
+impl CustomOp3 for ResidualLinear {
+    fn name(&self) -> &'static str {
+        "bets-residual-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (out, shape) = matmul_2d(s2, l2, s3, l3, "residual linear")?;
+        if l1.shape() != &shape {
+            candle_core::bail!("residual linear: residual {:?}, product {:?}", l1.dims(), shape.dims());
+        }
+        let x = f32s(s1, l1, "residual linear x")?;
+        let CpuStorage::F32(mut sum) = out else { candle_core::bail!("residual linear: expected an f32 product") };
+        sum.par_chunks_mut(ELEMENTWISE_CHUNK).zip(x.par_chunks(ELEMENTWISE_CHUNK)).for_each(|(s, x)| {
+            for (s, &x) in s.iter_mut().zip(x) {
+                // `x + s` as candle's add computes it: f32 addition is commutative, bit for bit.
+                *s += x;
+            }
+        });
+        Ok((CpuStorage::F32(sum), shape))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        y: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dout: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dy, dw) = linear_grads(y, w, dout)?;
+        Ok((Some(dout.clone()), Some(dy), Some(dw)))
+    }
+}
+
+/// `x + y * gate`: the mixture's expert outputs `y [N, d]`, each row
+/// scaled by its router probability `gate [N, 1]`, added to the residual
+/// stream `x [N, d]`, as one op.
+///
+/// Why memory: composed, the scaled outputs are a tensor of their own that
+/// the graph holds until the backward (8 MiB a layer at `paper`), though
+/// no gradient reads them. The forward computes each element as the
+/// composition does (`x + (y * gate)`); the backward is the composition's
+/// own candle ops on the output's gradient, so every gradient keeps its bits.
+struct GatedResidual;
+
+impl CustomOp3 for GatedResidual {
+    fn name(&self) -> &'static str {
+        "bets-gated-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, d) = l2.shape().dims2()?;
+        if l1.shape().dims2()? != (n, d) || l3.shape().dims2()? != (n, 1) {
+            candle_core::bail!(
+                "gated residual: residual {:?}, outputs {:?}, gate {:?}; expected [N, d], [N, d], [N, 1]",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        let (x, y, gate) =
+            (f32s(s1, l1, "gated residual x")?, f32s(s2, l2, "gated residual y")?, f32s(s3, l3, "gate")?);
+        let mut out = vec![0f32; n * d];
+        let rows = (ELEMENTWISE_CHUNK / d.max(1)).max(1);
+        out.par_chunks_mut(rows * d).enumerate().for_each(|(c, out)| {
+            let at = c * rows * d;
+            for (i, out) in out.chunks_mut(d).enumerate() {
+                let (x, y, g) = (&x[at + i * d..], &y[at + i * d..], gate[c * rows + i]);
+                for ((o, &x), &y) in out.iter_mut().zip(x).zip(y) {
+                    *o = x + y * g;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, d))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        y: &Tensor,
+        gate: &Tensor,
+        _res: &Tensor,
+        dout: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // As candle's backward of `x + y.broadcast_mul(gate)`: the add passes
+        // the gradient on, the product's gives `dout * gate` to `y` and to
+        // the broadcast `dout * y`, which sums its rows into a zero gradient.
+        let dy = dout.broadcast_mul(gate)?;
+        let dgate = gate.zeros_like()?.add(&dout.mul(y)?.sum_keepdim(1)?)?;
+        Ok((Some(dout.clone()), Some(dy), Some(dgate)))
+    }
+}
+
+/// `x + y * gate` for `x, y [N, d]` and `gate [N, 1]`: [`GatedResidual`] on
+/// the CPU in f32, candle's ops elsewhere; the same bits either way.
+pub fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
+    if use_fused(y) && x.dtype() == DType::F32 && gate.dtype() == DType::F32 {
+        x.contiguous()?.apply_op3(&y.contiguous()?, &gate.contiguous()?, GatedResidual)
+    } else {
+        x + y.broadcast_mul(gate)?
+    }
+}
+
+/// Elements per task of [`ResidualLinear`]'s sum: candle's own unit for
+/// element-wise maps (vendored patch 3), large enough to amortise a task.
+const ELEMENTWISE_CHUNK: usize = 16 * 1024;
 
 /// `dw [in, out] = x^T dy` from `x [N, in]` and `dy [N, out]`, both contiguous.
 ///
@@ -540,6 +681,16 @@ impl CustomOp2 for WeightGradient {
 /// CPU in f32, candle's matmul elsewhere; the same bits either way.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if use_fused(x) && x.rank() == 2 { x.apply_op2(w, Linear) } else { x.matmul(w) }
+}
+
+/// `x + y [N, in] @ w [in, out]` for a trained weight `w`: [`ResidualLinear`]
+/// on the CPU in f32, candle's add and [`linear`] elsewhere; the same bits either way.
+pub fn residual_linear(x: &Tensor, y: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if use_fused(y) && y.rank() == 2 && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op3(y, w, ResidualLinear)
+    } else {
+        x + linear(y, w)?
+    }
 }
 
 struct FrozenMatmul;
@@ -735,6 +886,58 @@ pub(crate) mod tests {
         let t: Vec<u32> = (0..130u32).map(|i| (i * 37) % 256).collect();
         let t = Tensor::from_vec(t, 130, &Device::Cpu).unwrap();
         check_grads(&x, |x| cross_entropy(x, &t).unwrap(), |x| cross_entropy_plain(x, &t).unwrap(), 2e-5);
+    }
+
+    /// The residual's gradient is the sum of what the sum and a second use
+    /// of it (as a block's norm input is) pass back: the same bits as composed.
+    #[test]
+    fn residual_linear_equals_the_composition_bit_for_bit() {
+        for (i, &(n, din, dout)) in [(300, 200, 96), (64, 128, 128), (33, 16, 8)].iter().enumerate() {
+            let seed = 100 + 10 * i as u64;
+            let vars = [(n, dout), (n, din), (din, dout)]
+                .map(|(a, b)| Var::from_tensor(&rand(&[a, b], seed + a as u64)).unwrap());
+            let [x, y, w] = [0, 1, 2].map(|k| vars[k].as_tensor());
+            let (r, r2) = (rand(&[n, dout], seed + 1), rand(&[n, dout], seed + 2));
+            let loss = |out: &Tensor| ((out * &r).unwrap() + (x * &r2).unwrap()).unwrap().sum_all().unwrap();
+            let fused = residual_linear(x, y, w).unwrap();
+            let plain = (x + y.matmul(w).unwrap()).unwrap();
+            assert_eq!(bits(&fused), bits(&plain), "{n} x {din} x {dout}: output");
+            let (gf, gp) = (loss(&fused).backward().unwrap(), loss(&plain).backward().unwrap());
+            for (v, what) in vars.iter().zip(["dx", "dy", "dw"]) {
+                let g = |gs: &candle_core::backprop::GradStore| bits(gs.get(v.as_tensor()).unwrap());
+                assert_eq!(g(&gf), g(&gp), "{n} x {din} x {dout}: {what}");
+            }
+        }
+    }
+
+    /// The residual is used twice, as a block's is; the outputs and the
+    /// gate come from trained tensors, so every gradient is checked.
+    #[test]
+    fn gated_residual_equals_the_composition_bit_for_bit() {
+        for (i, &(n, d)) in [(300, 96), (70, 256), (5, 3)].iter().enumerate() {
+            let seed = 200 + 10 * i as u64;
+            let vars =
+                [(n, d), (n, d), (n, 1)].map(|(a, b)| Var::from_tensor(&rand(&[a, b], seed + b as u64)).unwrap());
+            let [x, y, g] = [0, 1, 2].map(|k| vars[k].as_tensor());
+            let (r, r2) = (rand(&[n, d], seed + 1), rand(&[n, d], seed + 2));
+            let loss = |out: &Tensor| ((out * &r).unwrap() + (x * &r2).unwrap()).unwrap().sum_all().unwrap();
+            let fused = gated_residual(x, y, g).unwrap();
+            let plain = (x + y.broadcast_mul(g).unwrap()).unwrap();
+            assert_eq!(bits(&fused), bits(&plain), "{n} x {d}: output");
+            let (gf, gp) = (loss(&fused).backward().unwrap(), loss(&plain).backward().unwrap());
+            for (v, what) in vars.iter().zip(["dx", "dy", "dgate"]) {
+                let grad = |gs: &candle_core::backprop::GradStore| bits(gs.get(v.as_tensor()).unwrap());
+                assert_eq!(grad(&gf), grad(&gp), "{n} x {d}: {what}");
+            }
+        }
+        let err = gated_residual(&rand(&[4, 3], 1), &rand(&[4, 3], 2), &rand(&[4, 3], 3)).unwrap_err().to_string();
+        assert!(err.contains("gated residual") && err.contains("gate [4, 3]"), "{err}");
+    }
+
+    #[test]
+    fn residual_linear_names_a_residual_of_the_wrong_shape() {
+        let err = residual_linear(&rand(&[4, 3], 1), &rand(&[4, 2], 2), &rand(&[2, 5], 3)).unwrap_err().to_string();
+        assert!(err.contains("residual linear") && err.contains("[4, 3]") && err.contains("[4, 5]"), "{err}");
     }
 
     #[test]
