@@ -428,7 +428,8 @@ pub fn train_full(
 }
 
 /// [`train_full`] up to step `until` (at most `cfg.steps`), going on from
-/// `optim` when given (`weights` then hold the stopped run's weights).
+/// `optim` when given (`weights` then hold the stopped run's weights). A
+/// run that fails leaves in `weights` the weights it had reached.
 #[allow(clippy::too_many_arguments)]
 pub fn train_full_resume(
     model_cfg: &ModelConfig,
@@ -441,16 +442,44 @@ pub fn train_full_resume(
     on_step: &mut (dyn FnMut(usize, f32) + Send),
 ) -> Result<(TrainStats, AdamW)> {
     with_threads(cfg.threads, || {
-        let vars: Vec<(String, Var)> =
-            weights.iter().map(|(n, t)| Ok((n.clone(), Var::from_tensor(t)?))).collect::<Result<_>>()?;
-        let params = Params { vars, lora: false };
-        let mut optim = optimiser(cfg, &params, optim)?;
-        let empty = Weights::new();
-        let stats =
-            run(model_cfg, &empty, None, &params, &mut optim, until.min(cfg.steps), text, cfg, device, on_step)?;
-        for (n, v) in params.vars {
-            weights.insert(n, v.as_detached_tensor());
-        }
-        Ok((stats, optim))
+        // While training, the variables are the weights: each tensor is
+        // moved into its variable (a copy, then the original is dropped)
+        // rather than kept beside it, one model fewer in memory (68 MiB at
+        // `paper`). They go back into `weights` however the run ends.
+        let params = Params { vars: into_vars(weights)?, lora: false };
+        let trained = optimiser(cfg, &params, optim).and_then(|mut optim| {
+            let empty = Weights::new();
+            let until = until.min(cfg.steps);
+            let stats = run(model_cfg, &empty, None, &params, &mut optim, until, text, cfg, device, on_step)?;
+            Ok((stats, optim))
+        });
+        put_back(weights, params.vars);
+        trained
     })
+}
+
+/// Move every tensor of `weights` into a variable, in name order; on an
+/// error every tensor is back in `weights`.
+fn into_vars(weights: &mut Weights) -> Result<Vec<(String, Var)>> {
+    let mut vars = Vec::with_capacity(weights.len());
+    let mut rest = std::mem::take(weights).into_iter();
+    for (n, t) in rest.by_ref() {
+        match Var::from_tensor(&t) {
+            Ok(v) => vars.push((n, v)),
+            Err(e) => {
+                weights.insert(n, t);
+                weights.extend(rest);
+                put_back(weights, vars);
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(vars)
+}
+
+/// The variables' tensors back into `weights`.
+fn put_back(weights: &mut Weights, vars: Vec<(String, Var)>) {
+    for (n, v) in vars {
+        weights.insert(n, v.as_detached_tensor());
+    }
 }
