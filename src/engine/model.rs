@@ -358,31 +358,37 @@ impl<'a> View<'a> {
     /// A weight that is not a training variable takes the frozen path (no weight gradient).
     pub fn linear(&self, prefix: &str, x: &Tensor) -> Result<Tensor> {
         let name = format!("{prefix}.weight");
-        let packed = if self.over.contains_key(&name) { None } else { self.ternary.and_then(|m| m.get(prefix)) };
-        let mut y = match packed {
+        let mut y = match self.packed(prefix) {
             Some(t) => ops::ternary_linear(x, t)?,
             None => {
                 let w = self.w(&name)?;
                 if w.is_variable() { ops::linear(x, w)? } else { ops::frozen_matmul(x, w)? }
             }
         };
-        if let (Some(a), Some(b)) =
-            (self.lora.get(&format!("{prefix}.lora_a")), self.lora.get(&format!("{prefix}.lora_b")))
-        {
+        if let Some((a, b)) = self.lora_factors(prefix) {
             y = (y + (x.matmul(a)?.matmul(b)? * self.lora_scale)?)?;
         }
         Ok(y)
+    }
+
+    /// The packed ternary matrix `prefix` runs through, if any: a ternary
+    /// base's, unless an overlay replaces the weight.
+    fn packed(&self, prefix: &str) -> Option<&std::sync::Arc<kernels::ternary::Ternary>> {
+        if self.over.contains_key(&format!("{prefix}.weight")) { None } else { self.ternary?.get(prefix) }
+    }
+
+    /// The LoRA factors `(a, b)` on `prefix`, if both are there.
+    fn lora_factors(&self, prefix: &str) -> Option<(&Tensor, &Tensor)> {
+        Some((self.lora.get(&format!("{prefix}.lora_a"))?, self.lora.get(&format!("{prefix}.lora_b"))?))
     }
 
     /// `x + ` [`View::linear`]`(prefix, y)`: a residual connection and the
     /// projection into it, one op ([`ops::residual_linear`]) for a plain
     /// trained weight, which spares the graph the projection's own output.
     fn residual_linear(&self, prefix: &str, x: &Tensor, y: &Tensor) -> Result<Tensor> {
-        let name = format!("{prefix}.weight");
-        let plain = self.over.contains_key(&name) || self.ternary.is_none_or(|m| !m.contains_key(prefix));
-        let lora = self.lora.contains_key(&format!("{prefix}.lora_a"));
-        match self.w(&name) {
-            Ok(w) if plain && !lora && w.is_variable() => Ok(ops::residual_linear(x, y, w)?),
+        let plain = self.packed(prefix).is_none() && self.lora_factors(prefix).is_none();
+        match self.w(&format!("{prefix}.weight")) {
+            Ok(w) if plain && w.is_variable() => Ok(ops::residual_linear(x, y, w)?),
             _ => Ok((x + self.linear(prefix, y)?)?),
         }
     }

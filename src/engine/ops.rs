@@ -591,7 +591,7 @@ impl CustomOp3 for GatedResidual {
         }
         let (x, y, gate) =
             (f32s(s1, l1, "gated residual x")?, f32s(s2, l2, "gated residual y")?, f32s(s3, l3, "gate")?);
-        let mut out = vec![0f32; n * d];
+        let mut out = zeroed(n * d);
         let rows = (ELEMENTWISE_CHUNK / d.max(1)).max(1);
         out.par_chunks_mut(rows * d).enumerate().for_each(|(c, out)| {
             let at = c * rows * d;
@@ -888,47 +888,51 @@ pub(crate) mod tests {
         check_grads(&x, |x| cross_entropy(x, &t).unwrap(), |x| cross_entropy_plain(x, &t).unwrap(), 2e-5);
     }
 
-    /// The residual's gradient is the sum of what the sum and a second use
-    /// of it (as a block's norm input is) pass back: the same bits as composed.
-    #[test]
-    fn residual_linear_equals_the_composition_bit_for_bit() {
-        for (i, &(n, din, dout)) in [(300, 200, 96), (64, 128, 128), (33, 16, 8)].iter().enumerate() {
-            let seed = 100 + 10 * i as u64;
-            let vars = [(n, dout), (n, din), (din, dout)]
-                .map(|(a, b)| Var::from_tensor(&rand(&[a, b], seed + a as u64)).unwrap());
-            let [x, y, w] = [0, 1, 2].map(|k| vars[k].as_tensor());
-            let (r, r2) = (rand(&[n, dout], seed + 1), rand(&[n, dout], seed + 2));
-            let loss = |out: &Tensor| ((out * &r).unwrap() + (x * &r2).unwrap()).unwrap().sum_all().unwrap();
-            let fused = residual_linear(x, y, w).unwrap();
-            let plain = (x + y.matmul(w).unwrap()).unwrap();
-            assert_eq!(bits(&fused), bits(&plain), "{n} x {din} x {dout}: output");
-            let (gf, gp) = (loss(&fused).backward().unwrap(), loss(&plain).backward().unwrap());
-            for (v, what) in vars.iter().zip(["dx", "dy", "dw"]) {
-                let g = |gs: &candle_core::backprop::GradStore| bits(gs.get(v.as_tensor()).unwrap());
-                assert_eq!(g(&gf), g(&gp), "{n} x {din} x {dout}: {what}");
-            }
+    /// `fused` against `plain` (each of `[x, y, z]`) bit for bit, the output
+    /// and every input's gradient, on random inputs of `shapes`. `x` is a
+    /// residual, used a second time in the loss as a block's norm input is,
+    /// so its gradient is the sum of two contributions.
+    fn residual_op_matches(
+        shapes: [(usize, usize); 3],
+        seed: u64,
+        fused: impl Fn([&Tensor; 3]) -> Result<Tensor>,
+        plain: impl Fn([&Tensor; 3]) -> Result<Tensor>,
+    ) {
+        let vars = [0, 1, 2].map(|k| Var::from_tensor(&rand(&[shapes[k].0, shapes[k].1], seed + k as u64)).unwrap());
+        let inputs = [0, 1, 2].map(|k| vars[k].as_tensor());
+        let out_shape = [shapes[0].0, shapes[0].1];
+        let (r, r2) = (rand(&out_shape, seed + 3), rand(&out_shape, seed + 4));
+        let loss = |out: &Tensor| ((out * &r).unwrap() + (inputs[0] * &r2).unwrap()).unwrap().sum_all().unwrap();
+        let (f, p) = (fused(inputs).unwrap(), plain(inputs).unwrap());
+        assert_eq!(bits(&f), bits(&p), "{shapes:?}: output");
+        let (gf, gp) = (loss(&f).backward().unwrap(), loss(&p).backward().unwrap());
+        for (k, v) in vars.iter().enumerate() {
+            let grad = |gs: &candle_core::backprop::GradStore| bits(gs.get(v.as_tensor()).unwrap());
+            assert_eq!(grad(&gf), grad(&gp), "{shapes:?}: gradient of input {k}");
         }
     }
 
-    /// The residual is used twice, as a block's is; the outputs and the
-    /// gate come from trained tensors, so every gradient is checked.
+    #[test]
+    fn residual_linear_equals_the_composition_bit_for_bit() {
+        for (i, &(n, din, dout)) in [(300, 200, 96), (64, 128, 128), (33, 16, 8)].iter().enumerate() {
+            residual_op_matches(
+                [(n, dout), (n, din), (din, dout)],
+                100 + 10 * i as u64,
+                |[x, y, w]| residual_linear(x, y, w),
+                |[x, y, w]| x + y.matmul(w)?,
+            );
+        }
+    }
+
     #[test]
     fn gated_residual_equals_the_composition_bit_for_bit() {
         for (i, &(n, d)) in [(300, 96), (70, 256), (5, 3)].iter().enumerate() {
-            let seed = 200 + 10 * i as u64;
-            let vars =
-                [(n, d), (n, d), (n, 1)].map(|(a, b)| Var::from_tensor(&rand(&[a, b], seed + b as u64)).unwrap());
-            let [x, y, g] = [0, 1, 2].map(|k| vars[k].as_tensor());
-            let (r, r2) = (rand(&[n, d], seed + 1), rand(&[n, d], seed + 2));
-            let loss = |out: &Tensor| ((out * &r).unwrap() + (x * &r2).unwrap()).unwrap().sum_all().unwrap();
-            let fused = gated_residual(x, y, g).unwrap();
-            let plain = (x + y.broadcast_mul(g).unwrap()).unwrap();
-            assert_eq!(bits(&fused), bits(&plain), "{n} x {d}: output");
-            let (gf, gp) = (loss(&fused).backward().unwrap(), loss(&plain).backward().unwrap());
-            for (v, what) in vars.iter().zip(["dx", "dy", "dgate"]) {
-                let grad = |gs: &candle_core::backprop::GradStore| bits(gs.get(v.as_tensor()).unwrap());
-                assert_eq!(grad(&gf), grad(&gp), "{n} x {d}: {what}");
-            }
+            residual_op_matches(
+                [(n, d), (n, d), (n, 1)],
+                200 + 10 * i as u64,
+                |[x, y, g]| gated_residual(x, y, g),
+                |[x, y, g]| x + y.broadcast_mul(g)?,
+            );
         }
         let err = gated_residual(&rand(&[4, 3], 1), &rand(&[4, 3], 2), &rand(&[4, 3], 3)).unwrap_err().to_string();
         assert!(err.contains("gated residual") && err.contains("gate [4, 3]"), "{err}");
