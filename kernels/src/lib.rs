@@ -11,6 +11,7 @@
 //! kernel none.
 
 pub mod exp;
+pub mod key_major;
 pub mod reference;
 pub mod ternary;
 

@@ -16,6 +16,11 @@
 //! order. Products with a longer `k` (weight gradients, whose `k` is a
 //! batch's tokens) are cut by rows only as [`weight_gradient_blocks`]
 //! allows, where the depth blocks are the whole product's.
+//!
+//! The same fact makes [`chain_into`] possible: a register-tiled AVX-512
+//! product that forms each element as that one chain, without gemm's
+//! packing and dispatch, for the attention's many small products (a test
+//! checks it against gemm bit for bit).
 
 use gemm::Parallelism;
 
@@ -71,6 +76,187 @@ pub(super) unsafe fn gemm_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: M
             false,
             Parallelism::None,
         )
+    }
+}
+
+/// Whether [`chain_into`] runs on this machine (AVX-512F, the one vector
+/// path written; elsewhere callers keep [`gemm_into`]).
+pub(super) fn chain_kernel_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `dst [m, n] = lhs [m, k] @ rhs [k, n]` on this thread, every element one
+/// fused multiply-add chain along `k` in order from zero: the sum gemm's
+/// main path forms when `k <= 512` ([`gemm_into`] on products that avoid
+/// its small-product kernels: more than one row and column, more than 256
+/// elements, `k > 2`), so the bits are the same, without gemm's packing and
+/// dispatch, which dominate the many small products of attention.
+///
+/// `rhs` and `dst` must have column stride 1 (`n` runs along vector lanes);
+/// `lhs` may have any strides (its elements are broadcast).
+///
+/// # Safety
+/// As [`gemm_into`], and [`chain_kernel_available`] must be true.
+pub(super) unsafe fn chain_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
+    debug_assert!(rhs.2 == 1 && dst.2 == 1, "chain_into needs unit column strides");
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        chain::product(m, n, k, dst, lhs, rhs)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, n, k, dst, lhs, rhs);
+        unreachable!("chain_into is only called where chain_kernel_available()")
+    }
+}
+
+/// `dst [cols, rows] = src [rows, cols]^T`, both with unit column stride:
+/// the chain kernel's operands that must run along vector lanes. Whole
+/// 16 x 16 tiles go through vector shuffles where [`chain_kernel_available`].
+///
+/// # Safety
+/// Both matrices must be valid for their shapes and strides and not overlap.
+pub(super) unsafe fn transpose_into(rows: usize, cols: usize, src: Mat, dst: MatMut) {
+    debug_assert!(src.2 == 1 && dst.2 == 1, "transpose_into needs unit column strides");
+    let (mut r0, mut c0) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if chain_kernel_available() {
+        (r0, c0) = (rows - rows % 16, cols - cols % 16);
+        for r in (0..r0).step_by(16) {
+            for c in (0..c0).step_by(16) {
+                // SAFETY: the tile's 16 rows and columns are within both matrices.
+                unsafe {
+                    chain::transpose_tile(
+                        src.0.offset(r as isize * src.1).add(c),
+                        src.1,
+                        dst.0.offset(c as isize * dst.1).add(r),
+                        dst.1,
+                    )
+                };
+            }
+        }
+    }
+    // What the tiles left: the last rows across all columns, and the last
+    // columns of the tiled rows.
+    for r in 0..rows {
+        let from = if r < r0 { c0 } else { 0 };
+        for c in from..cols {
+            // SAFETY: (r, c) is within both matrices.
+            unsafe { *dst.0.offset(c as isize * dst.1 + r as isize) = *src.0.offset(r as isize * src.1 + c as isize) };
+        }
+    }
+}
+
+/// The AVX-512 body of [`chain_into`]: register tiles of [`chain::ROWS`]
+/// rows by two 16-lane vectors, the last vector of a row masked.
+#[cfg(target_arch = "x86_64")]
+mod chain {
+    use std::arch::x86_64::*;
+
+    use super::{Mat, MatMut};
+
+    /// Rows of one register tile: 12 rows x 2 vectors = 24 accumulators of
+    /// the 32 vector registers, leaving room for the two `rhs` vectors and
+    /// the broadcast.
+    pub(super) const ROWS: usize = 12;
+
+    /// Lanes of one vector.
+    const LANES: usize = 16;
+
+    /// The 16 x 16 tile at `src` (row stride `ls`) transposed to `dst` (row stride `ld`).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_tile(src: *const f32, ls: isize, dst: *mut f32, ld: isize) {
+        unsafe {
+            let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.offset(i as isize * ls)));
+            // Pairs of rows interleaved, then quads, then 128-bit lanes twice over.
+            let t: [__m512; 16] = std::array::from_fn(|i| {
+                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                if i % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
+            });
+            let u: [__m512; 16] = std::array::from_fn(|i| {
+                let base = i / 4 * 4;
+                let (a, b) = (t[base + (i % 4) / 2], t[base + 2 + (i % 4) / 2]);
+                if i % 2 == 0 { _mm512_shuffle_ps::<0x44>(a, b) } else { _mm512_shuffle_ps::<0xee>(a, b) }
+            });
+            let v: [__m512; 16] = std::array::from_fn(|i| {
+                let base = i / 8 * 8;
+                let (a, b) = (u[base + i % 4], u[base + 4 + i % 4]);
+                if i % 8 < 4 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) }
+            });
+            for i in 0..16 {
+                let (a, b) = (v[i % 8], v[8 + i % 8]);
+                let col = if i < 8 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) };
+                _mm512_storeu_ps(dst.offset(i as isize * ld), col);
+            }
+        }
+    }
+
+    /// The lane mask of the vector that starts at column `c` of `n`.
+    fn mask(n: usize, c: usize) -> __mmask16 {
+        let lanes = n.saturating_sub(c).min(LANES);
+        ((1u32 << lanes) - 1) as __mmask16
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn product(m: usize, n: usize, k: usize, dst: MatMut, lhs: Mat, rhs: Mat) {
+        let mut c = 0;
+        while c < n {
+            let masks = [mask(n, c), mask(n, c + LANES)];
+            // Tiles of ROWS rows, then smaller ones for the rest: the same chains.
+            let mut r = 0;
+            while r < m {
+                r += unsafe {
+                    match m - r {
+                        rest if rest >= ROWS => tile::<ROWS>(r, c, k, masks, dst, lhs, rhs),
+                        rest if rest >= 8 => tile::<8>(r, c, k, masks, dst, lhs, rhs),
+                        rest if rest >= 4 => tile::<4>(r, c, k, masks, dst, lhs, rhs),
+                        _ => tile::<1>(r, c, k, masks, dst, lhs, rhs),
+                    }
+                };
+            }
+            c += 2 * LANES;
+        }
+    }
+
+    /// Rows `r..r + R`, columns `c..c + 32` (as `masks` allows) of the
+    /// product; returns `R`, the rows done.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile<const R: usize>(
+        r: usize,
+        c: usize,
+        k: usize,
+        masks: [__mmask16; 2],
+        dst: MatMut,
+        lhs: Mat,
+        rhs: Mat,
+    ) -> usize {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        unsafe {
+            let a = lhs.0.offset(r as isize * lhs.1);
+            let b = rhs.0.add(c);
+            for s in 0..k as isize {
+                let row = b.offset(s * rhs.1);
+                let bv = [_mm512_maskz_loadu_ps(masks[0], row), _mm512_maskz_loadu_ps(masks[1], row.add(LANES))];
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*a.offset(i as isize * lhs.1 + s * lhs.2));
+                    acc[0] = _mm512_fmadd_ps(x, bv[0], acc[0]);
+                    acc[1] = _mm512_fmadd_ps(x, bv[1], acc[1]);
+                }
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                let out = dst.0.offset((r + i) as isize * dst.1).add(c);
+                _mm512_mask_storeu_ps(out, masks[0], acc[0]);
+                _mm512_mask_storeu_ps(out.add(LANES), masks[1], acc[1]);
+            }
+        }
+        R
     }
 }
 
@@ -140,6 +326,57 @@ mod tests {
             let v = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| zeroed(len));
             assert_eq!(v.len(), len);
             assert!(v.iter().all(|&x| x.to_bits() == 0), "len {len}: a non-zero (or -0.0) element");
+        }
+    }
+
+    /// The chain kernel gives gemm's bits: square and ragged shapes, the
+    /// last vector of a row part-masked, a transposed (strided) left
+    /// operand, remainder row tiles, and the longest chain, 512.
+    #[test]
+    fn chain_products_equal_gemm_bit_for_bit() {
+        if !chain_kernel_available() {
+            return;
+        }
+        let rand = |n: usize, seed: u64| -> Vec<f32> {
+            let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (0..n)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+                })
+                .collect()
+        };
+        for (m, n, k, transposed) in
+            [(32, 32, 32, false), (45, 77, 16, false), (17, 8, 300, true), (64, 256, 512, false), (23, 40, 5, true)]
+        {
+            let (a, b) = (rand(m * k, 1), rand(k * n, 2));
+            // lhs [m, k] as stored, or stored transposed ([k, m]) and read through strides.
+            let lhs = if transposed { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
+            let rhs = Mat(b.as_ptr(), n as isize, 1);
+            let (mut want, mut got) = (vec![0f32; m * n], vec![f32::NAN; m * n]);
+            unsafe {
+                gemm_into(m, n, k, MatMut(want.as_mut_ptr(), n as isize, 1), lhs, rhs);
+                chain_into(m, n, k, MatMut(got.as_mut_ptr(), n as isize, 1), lhs, rhs);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{m} x {n} x {k}, lhs transposed: {transposed}");
+        }
+    }
+
+    #[test]
+    fn transposes_put_every_element_in_its_place() {
+        for (rows, cols) in [(16, 16), (256, 32), (77, 8), (40, 33), (5, 3)] {
+            let (ls, ld) = (cols + 3, rows + 5);
+            let src: Vec<f32> = (0..rows * ls).map(|i| i as f32).collect();
+            let mut dst = vec![f32::NAN; cols * ld];
+            unsafe {
+                transpose_into(rows, cols, Mat(src.as_ptr(), ls as isize, 1), MatMut(dst.as_mut_ptr(), ld as isize, 1))
+            };
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * ld + r], src[r * ls + c], "{rows} x {cols}: element ({r}, {c})");
+                }
+            }
         }
     }
 

@@ -14,33 +14,46 @@
 //! (head `h` is columns `h*hd..(h+1)*hd`), every (sequence, head) block is
 //! an independent rayon task, and the scores live only in a task's `T x T`
 //! scratch. When a backward will follow, the forward keeps the
-//! probabilities' causal half, packed row by row ([`pack_causal`]:
-//! `B*H*T(T+1)/2` floats, half of the full `T x T` blocks) and hands them
-//! to it, which unpacks each block into its scratch; recomputing them
-//! instead costs a third `T x T x hd` product and the softmax's every `exp`
-//! again. That is kept only up to [`KEEP_LIMIT`] a layer: 2 MiB at `small`,
-//! where recomputing cost about 3% of a training step, but 32 MiB at
-//! `paper`, 128 MiB a model, where recomputing costs about 1% (alternating
-//! `bets bench engine` runs, within their noise) and keeping them made the
-//! largest share of the peak memory above PyTorch's half. Without a
-//! backward (evaluation) nothing is kept.
+//! probabilities' causal half, packed (`B*H*T(T+1)/2` floats, half of the
+//! full `T x T` blocks) and hands them to it, which unpacks each block into
+//! its scratch; recomputing them instead costs a third `T x T x hd` product
+//! and the softmax's every `exp` again. That is kept only up to
+//! [`KEEP_LIMIT`] a layer: 2 MiB at `small`, where recomputing cost about
+//! 3% of a training step, but 32 MiB at `paper`, 128 MiB a model, where
+//! recomputing costs about 1% (alternating `bets bench engine` runs, within
+//! their noise) and keeping them made the largest share of the peak memory
+//! above PyTorch's half. Without a backward (evaluation) nothing is kept.
 //!
 //! Causality is used too: each product is split into row blocks
 //! ([`ROW_BLOCK`]) that skip the masked half, which only ever adds exact
 //! zeros.
 //!
+//! A block runs one of two ways, with the same bits:
+//! - [`key_major`], on AVX-512 machines at most shapes
+//!   ([`Geometry::chain_fits`]): the scores are kept key by key (query `i`
+//!   is column `i`), so the softmax sums sixteen queries per vector
+//!   instruction, and the products run on the chain kernel
+//!   ([`super::strided::chain_into`]) instead of gemm's packing and
+//!   dispatch. At `paper` one layer's attention forward took about 13 ms
+//!   against 16 the other way, forward and backward about 48 ms against
+//!   67 (alternating runs of the op alone, 2 threads);
+//! - [`query_major`] elsewhere: gemm calls on query-major scores.
+//!
 //! The arithmetic is the composition's, sum for sum: every output element
 //! is the same gemm dot product in the same order (gemm accumulates along
 //! the inner dimension one term after another; the skipped terms are the
-//! masked zeros at either end), and the softmax is the same kernel; only
-//! the layouts read and written differ. The tests check the fused op
-//! against the composition bit for bit.
+//! masked zeros at either end), and the softmax gives each query the row
+//! kernel's bits; only the layouts read and written differ. The tests check
+//! both ways against the composition bit for bit.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+mod key_major;
+mod query_major;
+
 use super::ops::{Stash, f32s};
-use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks, zeroed};
+use super::strided::{Shared, chain_kernel_available, row_blocks, zeroed};
 
 /// Geometry of one attention call: `batch` sequences of `len` tokens,
 /// `heads` heads of `head_dim` columns each.
@@ -66,6 +79,14 @@ impl Geometry {
     /// they fit in [`KEEP_LIMIT`].
     fn keeps_probabilities(&self) -> bool {
         self.blocks() * packed_len(self.len) * size_of::<f32>() <= KEEP_LIMIT
+    }
+
+    /// Whether [`chain_into`] gives this geometry's products gemm's bits:
+    /// every product has more than one row and column and over 256
+    /// elements (`len > 16`, `head_dim > 2`), and every sum is one chain
+    /// (`len <= 512`).
+    fn chain_fits(&self) -> bool {
+        chain_kernel_available() && (17..=512).contains(&self.len) && (3..=512).contains(&self.head_dim)
     }
 
     /// Offset of block `task`'s first element in a `[B*T, d]` buffer.
@@ -96,7 +117,7 @@ impl Geometry {
 /// (packed, [`packed_len`] floats a block); above it the backward recomputes them.
 const KEEP_LIMIT: usize = 8 << 20;
 
-/// Rows of a causal block handled by one gemm call: row block `r0..r1`
+/// Rows of a causal block handled by one product: row block `r0..r1`
 /// needs keys `0..r1` only, so about half of each `T x T` product (the
 /// masked half) is never computed. The skipped terms are exact zeros, so
 /// every sum equals the full product's.
@@ -107,56 +128,57 @@ fn causal_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
     row_blocks(t, ROW_BLOCK)
 }
 
-/// Floats of one packed causal `t x t` block: row `i` keeps its `i + 1`
-/// visible entries.
+/// Floats of one packed causal `t x t` block: each query keeps its
+/// visible entries, `t(t+1)/2` in all, whichever the layout.
 fn packed_len(t: usize) -> usize {
     t * (t + 1) / 2
 }
 
-/// The visible (on and below the diagonal) entries of the `t x t` block
-/// `p`, row after row, into `out` ([`packed_len`] floats): the masked half
-/// is all zeros and need not be kept.
-fn pack_causal(p: &[f32], t: usize, out: &mut [f32]) {
-    for i in 0..t {
-        let at = i * (i + 1) / 2;
-        out[at..at + i + 1].copy_from_slice(&p[i * t..i * t + i + 1]);
-    }
+/// One (sequence, head) block: pointers to its first element in the
+/// `[B*T, d]` buffers of q, k and v.
+#[derive(Clone, Copy)]
+struct Block {
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
 }
 
-/// Inverse of [`pack_causal`]: the full `t x t` block, zeros above the diagonal.
-fn unpack_causal(packed: &[f32], t: usize, p: &mut [f32]) {
-    for i in 0..t {
-        let at = i * (i + 1) / 2;
-        let (visible, masked) = p[i * t..(i + 1) * t].split_at_mut(i + 1);
-        visible.copy_from_slice(&packed[at..at + i + 1]);
-        masked.fill(0.0);
-    }
+/// A block's gradients: pointers to its first element in the `[B*T, d]`
+/// thirds of the backward's output.
+#[derive(Clone, Copy)]
+struct BlockGrads {
+    dq: *mut f32,
+    dk: *mut f32,
+    dv: *mut f32,
 }
 
-/// Scores and probabilities of one (sequence, head) block into `s` and `p`
-/// (`T x T` each): `s = q k^T` on and below the diagonal's row blocks (the
-/// rest of `s` is left as it was: the softmax never reads it), then
-/// `p = causal_softmax(scale * s)`.
-///
-/// # Safety
-/// `q` and `k` point at the block's first element in `[B*T, d]` buffers.
-unsafe fn probabilities(g: &Geometry, scale: f32, q: *const f32, k: *const f32, s: &mut [f32], p: &mut [f32]) {
-    let (t, hd, d) = (g.len, g.head_dim, g.d() as isize);
-    let tt = t as isize;
-    for (r0, r1) in causal_blocks(t) {
-        // q [r0..r1, hd] @ k^T [hd, 0..r1]: k's transpose has row stride 1, column stride d.
-        unsafe {
-            let dst = MatMut(s.as_mut_ptr().add(r0 * t), tt, 1);
-            gemm_into(r1 - r0, r1, hd, dst, Mat(q.offset(r0 as isize * d), d, 1), Mat(k, 1, d));
-        }
+/// A task's `T x T` buffers, reused from block to block, and room for one
+/// transposed `[hd, T]` operand.
+#[derive(Default)]
+struct Scratch {
+    s: Vec<f32>,
+    p: Vec<f32>,
+    dp: Vec<f32>,
+    xt: Vec<f32>,
+}
+
+impl Scratch {
+    /// Buffers for blocks of `t` tokens: `t` rows of `t` floats, padded
+    /// to whole vectors for the key-major path's strips.
+    fn for_len(t: usize) -> Scratch {
+        let n = t * t.next_multiple_of(16);
+        Scratch { s: vec![0f32; n], p: vec![0f32; n], dp: vec![0f32; n], xt: Vec::new() }
     }
-    kernels::causal_softmax_fwd(s, t, scale, p);
 }
 
 struct CausalAttention {
     geometry: Geometry,
     scale: f32,
-    /// The forward's probabilities, each block packed by [`pack_causal`], for the backward.
+    /// Whether the block runs key-major on the chain kernel ([`key_major`])
+    /// or query-major on gemm ([`query_major`]).
+    chain: bool,
+    /// The forward's probabilities, each block packed (`key_major::pack` or
+    /// [`query_major::pack`], as `chain` says), for the backward.
     kept: Stash<Vec<f32>>,
 }
 
@@ -176,31 +198,25 @@ impl CustomOp3 for CausalAttention {
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.geometry;
         let [q, k, v] = g.inputs([(s1, l1), (s2, l2), (s3, l3)])?;
-        let (t, hd, d) = (g.len, g.head_dim, g.d());
+        let t = g.len;
         let mut y = zeroed(q.len());
         let out = Shared(y.as_mut_ptr());
         let keep = self.kept.keeps();
         let tri = packed_len(t);
         let mut kept = if keep { zeroed(g.blocks() * tri) } else { Vec::new() };
         let probs = Shared(kept.as_mut_ptr());
+        let forward = if self.chain { key_major::forward } else { query_major::forward };
         (0..g.blocks()).into_par_iter().for_each_init(
-            || (vec![0f32; t * t], vec![0f32; t * t]),
-            |(s, p), task| {
+            || Scratch::for_len(t),
+            |scratch, task| {
                 let off = g.offset(task);
                 // SAFETY: `off` is the block's first element in buffers of
                 // `B*T*d` elements; each task writes only its own block of
                 // `y` and its own packed slice of the kept probabilities.
                 unsafe {
-                    probabilities(&g, self.scale, q.as_ptr().add(off), k.as_ptr().add(off), s, p);
-                    if keep {
-                        pack_causal(p, t, std::slice::from_raw_parts_mut(probs.ptr().add(task * tri), tri));
-                    }
-                    // y [r0..r1] = p [r0..r1, 0..r1] @ v [0..r1, hd]
-                    for (r0, r1) in causal_blocks(t) {
-                        let dst = MatMut(out.ptr().add(off + r0 * d), d as isize, 1);
-                        let lhs = Mat(p.as_ptr().add(r0 * t), t as isize, 1);
-                        gemm_into(r1 - r0, hd, r1, dst, lhs, Mat(v.as_ptr().add(off), d as isize, 1));
-                    }
+                    let block = Block { q: q.as_ptr().add(off), k: k.as_ptr().add(off), v: v.as_ptr().add(off) };
+                    let kept = keep.then(|| std::slice::from_raw_parts_mut(probs.ptr().add(task * tri), tri));
+                    forward(&g, self.scale, block, out.ptr().add(off), kept, scratch);
                 }
             },
         );
@@ -218,7 +234,13 @@ impl CustomOp3 for CausalAttention {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let n = q.elem_count();
         let kept = self.kept.take();
-        let bwd = CausalAttentionBwd { geometry: self.geometry, scale: self.scale, dy: dy.contiguous()?, kept };
+        let bwd = CausalAttentionBwd {
+            geometry: self.geometry,
+            scale: self.scale,
+            chain: self.chain,
+            dy: dy.contiguous()?,
+            kept,
+        };
         let packed = q.apply_op3_no_bwd(k, v, &bwd)?;
         let part = |i: usize| packed.narrow(0, i * n, n)?.reshape(q.shape());
         Ok((Some(part(0)?), Some(part(1)?), Some(part(2)?)))
@@ -231,6 +253,7 @@ impl CustomOp3 for CausalAttention {
 struct CausalAttentionBwd {
     geometry: Geometry,
     scale: f32,
+    chain: bool,
     dy: Tensor,
     kept: Option<Vec<f32>>,
 }
@@ -257,55 +280,27 @@ impl CustomOp3 for CausalAttentionBwd {
         g.check("dy", dy_layout)?;
         let [q, k, v] = g.inputs([(s1, l1), (s2, l2), (s3, l3)])?;
         let dy = f32s(dy_cpu, dy_layout, "causal attention dy")?;
-        let (t, hd, d) = (g.len, g.head_dim, g.d());
-        let (n, di, ti) = (q.len(), d as isize, t as isize);
+        let (t, n) = (g.len, q.len());
         let mut grads = zeroed(3 * n);
         let out = Shared(grads.as_mut_ptr());
         let kept = self.kept.as_deref();
         let tri = packed_len(t);
+        let backward = if self.chain { key_major::backward } else { query_major::backward };
         (0..g.blocks()).into_par_iter().for_each_init(
-            || (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * t], vec![0f32; hd * t]),
-            |(s, scratch, dp, dkt), task| {
+            || Scratch::for_len(t),
+            |scratch, task| {
                 let off = g.offset(task);
                 // SAFETY: as in the forward; the three gradients are the
                 // `n`-element thirds of `grads` and each task writes only its block.
                 unsafe {
-                    let (qb, kb, vb, dyb) =
-                        (q.as_ptr().add(off), k.as_ptr().add(off), v.as_ptr().add(off), dy.as_ptr().add(off));
-                    let (dq, dk, dv) = (out.ptr().add(off), out.ptr().add(n + off), out.ptr().add(2 * n + off));
-                    match kept {
-                        Some(all) => unpack_causal(&all[task * tri..(task + 1) * tri], t, scratch),
-                        None => probabilities(&g, self.scale, qb, kb, s, scratch),
-                    }
-                    let p: &[f32] = scratch;
-                    for (r0, r1) in causal_blocks(t) {
-                        // dp [r0..r1, 0..r1] = dy [r0..r1] @ v^T [hd, 0..r1]
-                        let dst = MatMut(dp.as_mut_ptr().add(r0 * t), ti, 1);
-                        gemm_into(r1 - r0, r1, hd, dst, Mat(dyb.add(r0 * d), di, 1), Mat(vb, 1, di));
-                    }
-                    // ds (into s) from the softmax backward, which reads only the causal part of dp.
-                    kernels::causal_softmax_bwd(p, dp, t, self.scale, s);
-                    for (c0, c1) in causal_blocks(t) {
-                        let cols = c1 - c0;
-                        // dv [c0..c1] = p^T [c0..c1, c0..t] @ dy [c0..t]: rows above c0 see no key of c0..c1.
-                        let lhs = Mat(p.as_ptr().add(c0 * t + c0), 1, ti);
-                        gemm_into(cols, hd, t - c0, MatMut(dv.add(c0 * d), di, 1), lhs, Mat(dyb.add(c0 * d), di, 1));
-                        // dk^T [hd, c0..c1] = q^T [hd, c0..t] @ ds [c0..t, c0..c1], as the composition
-                        // computes dk (transposed), then transposed into dk below.
-                        let dst = MatMut(dkt.as_mut_ptr().add(c0), ti, 1);
-                        let rhs = Mat(s.as_ptr().add(c0 * t + c0), ti, 1);
-                        gemm_into(hd, cols, t - c0, dst, Mat(qb.add(c0 * d), 1, di), rhs);
-                    }
-                    for (r0, r1) in causal_blocks(t) {
-                        // dq [r0..r1] = ds [r0..r1, 0..r1] @ k [0..r1]
-                        let lhs = Mat(s.as_ptr().add(r0 * t), ti, 1);
-                        gemm_into(r1 - r0, hd, r1, MatMut(dq.add(r0 * d), di, 1), lhs, Mat(kb, di, 1));
-                    }
-                    for j in 0..t {
-                        for c in 0..hd {
-                            *dk.add(j * d + c) = dkt[c * t + j];
-                        }
-                    }
+                    let block = Block { q: q.as_ptr().add(off), k: k.as_ptr().add(off), v: v.as_ptr().add(off) };
+                    let grads = BlockGrads {
+                        dq: out.ptr().add(off),
+                        dk: out.ptr().add(n + off),
+                        dv: out.ptr().add(2 * n + off),
+                    };
+                    let kept = kept.map(|all| &all[task * tri..(task + 1) * tri]);
+                    backward(&g, self.scale, block, dy.as_ptr().add(off), grads, kept, scratch);
                 }
             },
         );
@@ -318,9 +313,14 @@ impl CustomOp3 for CausalAttentionBwd {
 /// scores scaled by `scale`: `[B*T, d]`, the heads side by side, ready for
 /// the output projection. Fused on the CPU in f32, else [`causal_attention_plain`].
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, geometry: Geometry, scale: f32) -> Result<Tensor> {
+    fused_attention(q, k, v, geometry, scale, geometry.chain_fits())
+}
+
+/// [`causal_attention`], its products on the chain kernel or not as `chain` says.
+fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, geometry: Geometry, scale: f32, chain: bool) -> Result<Tensor> {
     if q.device().is_cpu() && q.dtype() == DType::F32 {
         let kept = if geometry.keeps_probabilities() { Stash::for_inputs(&[q, k, v]) } else { Stash::never() };
-        let op = CausalAttention { geometry, scale, kept };
+        let op = CausalAttention { geometry, scale, chain, kept };
         q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
     } else {
         causal_attention_plain(q, k, v, geometry, scale)
@@ -344,20 +344,33 @@ mod tests {
     use candle_core::{Device, Var};
 
     /// The fused op and the composition agree bit for bit, forward and
-    /// every gradient, at the shapes of `tiny`, `small`, `paper` and a ragged one.
+    /// every gradient, at the shapes of `tiny`, `small`, `paper`, ragged
+    /// ones and one short enough for gemm's small-product kernels; with
+    /// the products on gemm and (where it runs) on the chain kernel.
     #[test]
     fn fused_attention_equals_the_composition_bit_for_bit() {
         // The last is over the keeping limit: its first backward recomputes too.
-        for (b, t, nh, hd) in [(3, 32, 2, 16), (2, 128, 4, 32), (1, 256, 2, 32), (2, 77, 3, 8), (16, 256, 4, 4)] {
+        let geometries = [
+            (3, 32, 2, 16),
+            (2, 128, 4, 32),
+            (1, 256, 2, 32),
+            (2, 77, 3, 8),
+            (16, 256, 4, 4),
+            (2, 9, 2, 8),
+            (2, 20, 2, 16),
+        ];
+        let paths = [false, true].into_iter().filter(|&chain| !chain || chain_kernel_available());
+        for ((b, t, nh, hd), chain) in geometries.into_iter().flat_map(|g| paths.clone().map(move |c| (g, c))) {
             let g = Geometry { batch: b, len: t, heads: nh, head_dim: hd };
             assert_eq!(g.keeps_probabilities(), b < 16, "{g:?}");
+            let chain = chain && g.chain_fits();
             let vars: Vec<Var> =
                 (0..3).map(|i| Var::from_tensor(&(rand(&[b * t, nh * hd], i) * 2.0).unwrap()).unwrap()).collect();
             let (q, k, v) = (vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor());
             let scale = 1.0 / (hd as f32).sqrt();
-            let fused = causal_attention(q, k, v, g, scale).unwrap();
+            let fused = fused_attention(q, k, v, g, scale, chain).unwrap();
             let plain = causal_attention_plain(q, k, v, g, scale).unwrap();
-            assert_eq!(bits(&fused), bits(&plain), "forward {g:?}");
+            assert_eq!(bits(&fused), bits(&plain), "forward {g:?}, chain kernel {chain}");
             let w = rand(&[b * t, nh * hd], 9);
             let gf = (&fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
             let gp = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
@@ -365,8 +378,9 @@ mod tests {
             // probabilities and recomputes them: the same bits again.
             let gf2 = (&fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
             for (name, x) in ["q", "k", "v"].iter().zip([q, k, v]) {
-                assert_eq!(bits(gf.get(x).unwrap()), bits(gp.get(x).unwrap()), "d{name} {g:?}");
-                assert_eq!(bits(gf2.get(x).unwrap()), bits(gp.get(x).unwrap()), "recomputed d{name} {g:?}");
+                assert_eq!(bits(gf.get(x).unwrap()), bits(gp.get(x).unwrap()), "d{name} {g:?}, chain kernel {chain}");
+                let again = bits(gf2.get(x).unwrap());
+                assert_eq!(again, bits(gp.get(x).unwrap()), "recomputed d{name} {g:?}, chain kernel {chain}");
             }
         }
     }
@@ -394,30 +408,6 @@ mod tests {
         let paper = Geometry { batch: 32, len: 256, heads: 8, head_dim: 32 };
         assert!(small.keeps_probabilities());
         assert!(!paper.keeps_probabilities());
-    }
-
-    /// Packing keeps every visible entry and unpacking restores the block,
-    /// zeros above the diagonal included, whatever was in the scratch before.
-    #[test]
-    fn packed_probabilities_round_trip() {
-        let t = 5;
-        let mut p = vec![0f32; t * t];
-        for i in 0..t {
-            for j in 0..=i {
-                p[i * t + j] = (i * 10 + j) as f32 + 0.5;
-            }
-        }
-        let mut packed = vec![0f32; packed_len(t)];
-        pack_causal(&p, t, &mut packed);
-        assert_eq!(packed.len(), 15);
-        assert_eq!(packed[..4], [0.5, 10.5, 11.5, 20.5]);
-        let mut back = vec![f32::NAN; t * t];
-        unpack_causal(&packed, t, &mut back);
-        assert_eq!(bits_of(&back), bits_of(&p));
-    }
-
-    fn bits_of(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
     }
 
     #[test]
