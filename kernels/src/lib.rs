@@ -17,41 +17,142 @@ pub mod ternary;
 
 pub use exp::exp_in_place;
 
-/// Root-mean-square normalisation with a gain and no bias, one row at a time.
-///
-/// `x` and `y` hold `rows x d` values; `rstd` receives `1 / sqrt(mean(x^2) + eps)`
-/// per row (kept by callers that want to skip recomputing it).
-pub fn rmsnorm_fwd(x: &[f32], gain: &[f32], eps: f32, y: &mut [f32], rstd: &mut [f32]) {
-    let d = gain.len();
-    for ((xr, yr), r) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).zip(rstd.iter_mut()) {
-        let ss: f32 = xr.iter().map(|v| v * v).sum();
-        let s = 1.0 / (ss / d as f32 + eps).sqrt();
-        *r = s;
-        for ((yv, xv), gv) in yr.iter_mut().zip(xr).zip(gain) {
-            *yv = xv * s * gv;
+/// `pub fn $name(args) -> ret` running `$body` compiled for AVX-512F where
+/// the CPU has it, else as built. The body is the same source either way,
+/// and Rust never fuses a multiply and an add on its own, so the wider
+/// vectors change no bit: the element-wise kernels just run 16 lanes where
+/// the baseline build gave them SSE's 4.
+macro_rules! avx512_where_available {
+    ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident) => {
+        $(#[$m])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // SAFETY: the feature was just detected.
+                return unsafe { wide($($arg),*) };
+            }
+            $body($($arg),*)
         }
+    };
+}
+
+avx512_where_available! {
+    /// Root-mean-square normalisation with a gain and no bias.
+    ///
+    /// `x` and `y` hold `rows x d` values; `rstd` receives `1 / sqrt(mean(x^2) + eps)`
+    /// per row (kept by callers that want to skip recomputing it). Each row's
+    /// sum of squares is one chain in column order; [`ROW_GROUP`] rows run
+    /// side by side (independent chains, the same bits), where one chain alone
+    /// waited out each add's latency.
+    pub fn rmsnorm_fwd(x: &[f32], gain: &[f32], eps: f32, y: &mut [f32], rstd: &mut [f32]) => rmsnorm_fwd_body
+}
+
+#[inline(always)]
+fn rmsnorm_fwd_body(x: &[f32], gain: &[f32], eps: f32, y: &mut [f32], rstd: &mut [f32]) {
+    let d = gain.len();
+    let grouped = rstd.len() - rstd.len() % ROW_GROUP;
+    let (xg, xt) = x.split_at(grouped * d);
+    let (yg, yt) = y.split_at_mut(grouped * d);
+    let (rg, rt) = rstd.split_at_mut(grouped);
+    for ((xs, ys), rs) in
+        xg.chunks_exact(ROW_GROUP * d).zip(yg.chunks_exact_mut(ROW_GROUP * d)).zip(rg.chunks_exact_mut(ROW_GROUP))
+    {
+        let ss = row_sums(xs, xs, d, |a, _, _| a * a);
+        for (((xr, yr), r), ss) in xs.chunks_exact(d).zip(ys.chunks_exact_mut(d)).zip(rs).zip(ss) {
+            *r = rmsnorm_row(xr, gain, eps, ss, yr);
+        }
+    }
+    for ((xr, yr), r) in xt.chunks_exact(d).zip(yt.chunks_exact_mut(d)).zip(rt) {
+        let ss = xr.iter().map(|v| v * v).sum();
+        *r = rmsnorm_row(xr, gain, eps, ss, yr);
     }
 }
 
-/// Backward of [`rmsnorm_fwd`]: writes `dx` (rows x d) and *adds* the gain
-/// gradient into `dgain` (d), so row blocks can be reduced in a fixed order.
-pub fn rmsnorm_bwd(x: &[f32], gain: &[f32], eps: f32, dy: &[f32], dx: &mut [f32], dgain: &mut [f32]) {
+/// One row of [`rmsnorm_fwd`] given its sum of squares `ss`; returns its `rstd`.
+#[inline(always)]
+fn rmsnorm_row(xr: &[f32], gain: &[f32], eps: f32, ss: f32, yr: &mut [f32]) -> f32 {
+    let s = 1.0 / (ss / gain.len() as f32 + eps).sqrt();
+    for ((yv, xv), gv) in yr.iter_mut().zip(xr).zip(gain) {
+        *yv = xv * s * gv;
+    }
+    s
+}
+
+/// `sum_j f(a[r][j], b[r][j], j)` for each of the [`ROW_GROUP`] rows of
+/// width `d` in `a` and `b`, each row one chain in column order from 0.
+#[inline(always)]
+fn row_sums(a: &[f32], b: &[f32], d: usize, f: impl Fn(f32, f32, usize) -> f32) -> [f32; ROW_GROUP] {
+    let ra: [&[f32]; ROW_GROUP] = std::array::from_fn(|k| &a[k * d..(k + 1) * d]);
+    let rb: [&[f32]; ROW_GROUP] = std::array::from_fn(|k| &b[k * d..(k + 1) * d]);
+    let mut acc = [0f32; ROW_GROUP];
+    for j in 0..d {
+        for k in 0..ROW_GROUP {
+            acc[k] += f(ra[k][j], rb[k][j], j);
+        }
+    }
+    acc
+}
+
+avx512_where_available! {
+    /// Backward of [`rmsnorm_fwd`]: writes `dx` (rows x d) and *adds* the gain
+    /// gradient into `dgain` (d), row after row, so row blocks can be reduced
+    /// in a fixed order. Its per-row sums run [`ROW_GROUP`] rows side by side too.
+    pub fn rmsnorm_bwd(x: &[f32], gain: &[f32], eps: f32, dy: &[f32], dx: &mut [f32], dgain: &mut [f32]) => rmsnorm_bwd_body
+}
+
+#[inline(always)]
+fn rmsnorm_bwd_body(x: &[f32], gain: &[f32], eps: f32, dy: &[f32], dx: &mut [f32], dgain: &mut [f32]) {
     let d = gain.len();
-    for ((xr, dyr), dxr) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
+    let rows = x.len() / d;
+    let grouped = (rows - rows % ROW_GROUP) * d;
+    let groups = x[..grouped].chunks_exact(ROW_GROUP * d).zip(dy[..grouped].chunks_exact(ROW_GROUP * d));
+    for ((xs, dys), dxs) in groups.zip(dx[..grouped].chunks_exact_mut(ROW_GROUP * d)) {
+        let ss = row_sums(xs, xs, d, |a, _, _| a * a);
+        // dot = sum_j dy_j * g_j * x_j
+        let dots = row_sums(dys, xs, d, |dy, x, j| dy * gain[j] * x);
+        for (k, (xr, (dyr, dxr))) in
+            xs.chunks_exact(d).zip(dys.chunks_exact(d).zip(dxs.chunks_exact_mut(d))).enumerate()
+        {
+            rmsnorm_bwd_row(xr, gain, eps, dyr, ss[k], dots[k], dxr, dgain);
+        }
+    }
+    let rest = x[grouped..].chunks_exact(d).zip(dy[grouped..].chunks_exact(d));
+    for ((xr, dyr), dxr) in rest.zip(dx[grouped..].chunks_exact_mut(d)) {
         let ss: f32 = xr.iter().map(|v| v * v).sum();
-        let s = 1.0 / (ss / d as f32 + eps).sqrt();
         // dot = sum_j dy_j * g_j * x_j
         let mut dot = 0.0f32;
         for ((dyv, gv), xv) in dyr.iter().zip(gain).zip(xr) {
             dot += dyv * gv * xv;
         }
-        let c = dot * s * s * s / d as f32;
-        for (((dxv, dyv), gv), xv) in dxr.iter_mut().zip(dyr).zip(gain).zip(xr) {
-            *dxv = dyv * gv * s - xv * c;
-        }
-        for ((dg, dyv), xv) in dgain.iter_mut().zip(dyr).zip(xr) {
-            *dg += dyv * xv * s;
-        }
+        rmsnorm_bwd_row(xr, gain, eps, dyr, ss, dot, dxr, dgain);
+    }
+}
+
+/// One row of [`rmsnorm_bwd`] given its sum of squares and `sum(dy * g * x)`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rmsnorm_bwd_row(
+    xr: &[f32],
+    gain: &[f32],
+    eps: f32,
+    dyr: &[f32],
+    ss: f32,
+    dot: f32,
+    dxr: &mut [f32],
+    dgain: &mut [f32],
+) {
+    let d = gain.len();
+    let s = 1.0 / (ss / d as f32 + eps).sqrt();
+    let c = dot * s * s * s / d as f32;
+    for (((dxv, dyv), gv), xv) in dxr.iter_mut().zip(dyr).zip(gain).zip(xr) {
+        *dxv = dyv * gv * s - xv * c;
+    }
+    for ((dg, dyv), xv) in dgain.iter_mut().zip(dyr).zip(xr) {
+        *dg += dyv * xv * s;
     }
 }
 
@@ -183,8 +284,13 @@ const GELU_A: f32 = 0.044_715;
 /// Elements of one GELU step: the `exp` arguments of a chunk live on the stack.
 const GELU_CHUNK: usize = 256;
 
-/// GELU, tanh approximation (the GPT-2 / PyTorch `approximate="tanh"` form).
-pub fn gelu_fwd(x: &[f32], y: &mut [f32]) {
+avx512_where_available! {
+    /// GELU, tanh approximation (the GPT-2 / PyTorch `approximate="tanh"` form).
+    pub fn gelu_fwd(x: &[f32], y: &mut [f32]) => gelu_fwd_body
+}
+
+#[inline(always)]
+fn gelu_fwd_body(x: &[f32], y: &mut [f32]) {
     let mut e = [0f32; GELU_CHUNK];
     for (xc, yc) in x.chunks(GELU_CHUNK).zip(y.chunks_mut(GELU_CHUNK)) {
         let e = tanh_exps(xc, &mut e);
@@ -194,10 +300,15 @@ pub fn gelu_fwd(x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// [`gelu_fwd`] over `x` in place, with the same bits: for a buffer that
-/// holds the input until the output replaces it (the experts' backward
-/// turns the kept GELU input into its output this way).
-pub fn gelu_fwd_in_place(x: &mut [f32]) {
+avx512_where_available! {
+    /// [`gelu_fwd`] over `x` in place, with the same bits: for a buffer that
+    /// holds the input until the output replaces it (the experts' backward
+    /// turns the kept GELU input into its output this way).
+    pub fn gelu_fwd_in_place(x: &mut [f32]) => gelu_fwd_in_place_body
+}
+
+#[inline(always)]
+fn gelu_fwd_in_place_body(x: &mut [f32]) {
     let mut e = [0f32; GELU_CHUNK];
     for xc in x.chunks_mut(GELU_CHUNK) {
         let e = tanh_exps(xc, &mut e);
@@ -214,8 +325,13 @@ fn gelu_from_exp(x: f32, e: f32) -> f32 {
     0.5 * x * (1.0 + tanh_from_exp(e))
 }
 
-/// Backward of [`gelu_fwd`]: `dx = dy * gelu'(x)`.
-pub fn gelu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+avx512_where_available! {
+    /// Backward of [`gelu_fwd`]: `dx = dy * gelu'(x)`.
+    pub fn gelu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) => gelu_bwd_body
+}
+
+#[inline(always)]
+fn gelu_bwd_body(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     let mut e = [0f32; GELU_CHUNK];
     for ((xc, dyc), dxc) in x.chunks(GELU_CHUNK).zip(dy.chunks(GELU_CHUNK)).zip(dx.chunks_mut(GELU_CHUNK)) {
         let e = tanh_exps(xc, &mut e);
@@ -304,9 +420,14 @@ pub struct AdamW {
     pub weight_decay: f32,
 }
 
-/// One AdamW step in place; `step` counts from 1 (bias correction).
-/// `grad_scale` multiplies the gradient first (gradient clipping).
-pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, step: u32, grad_scale: f32) {
+avx512_where_available! {
+    /// One AdamW step in place; `step` counts from 1 (bias correction).
+    /// `grad_scale` multiplies the gradient first (gradient clipping).
+    pub fn adamw_step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, step: u32, grad_scale: f32) => adamw_step_body
+}
+
+#[inline(always)]
+fn adamw_step_body(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, step: u32, grad_scale: f32) {
     let bc1 = 1.0 - h.beta1.powi(step as i32);
     let bc2 = 1.0 - h.beta2.powi(step as i32);
     let decay = 1.0 - h.lr * h.weight_decay;
@@ -376,6 +497,32 @@ mod tests {
         let mut dx = vec![0.0; b * t * t];
         causal_softmax_bwd(&y, &dy, t, 0.5, &mut dx);
         close(&dx, &reference::causal_softmax_bwd(&ry, &f64s(&dy), t, 0.5), 1e-5);
+    }
+
+    /// RMSNorm's grouped rows get the bits of rows taken one at a time (a
+    /// call of one row each), forward and backward, the gain gradient's
+    /// row-by-row sum included.
+    #[test]
+    fn grouped_rmsnorm_rows_equal_rows_taken_one_at_a_time() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (rows, d) in [(8, 16), (19, 128), (3, 5), (64, 256)] {
+            let (x, g, dy) = (data(rows * d, 21), data(d, 22), data(rows * d, 23));
+            let (mut y, mut rstd) = (vec![0.0; rows * d], vec![0.0; rows]);
+            rmsnorm_fwd(&x, &g, 1e-5, &mut y, &mut rstd);
+            let (mut dx, mut dg) = (vec![0.0; rows * d], vec![0.0; d]);
+            rmsnorm_bwd(&x, &g, 1e-5, &dy, &mut dx, &mut dg);
+            let (mut y1, mut r1, mut dx1, mut dg1) =
+                (vec![0.0; rows * d], vec![0.0; rows], vec![0.0; rows * d], vec![0.0; d]);
+            for r in 0..rows {
+                let row = r * d..(r + 1) * d;
+                rmsnorm_fwd(&x[row.clone()], &g, 1e-5, &mut y1[row.clone()], &mut r1[r..r + 1]);
+                rmsnorm_bwd(&x[row.clone()], &g, 1e-5, &dy[row.clone()], &mut dx1[row], &mut dg1);
+            }
+            assert_eq!(bits(&y), bits(&y1), "forward, {rows} x {d}");
+            assert_eq!(bits(&rstd), bits(&r1), "rstd, {rows} x {d}");
+            assert_eq!(bits(&dx), bits(&dx1), "dx, {rows} x {d}");
+            assert_eq!(bits(&dg), bits(&dg1), "dgain, {rows} x {d}");
+        }
     }
 
     /// The kernels that reduce eight rows side by side give each row the
