@@ -164,10 +164,12 @@ struct Scratch {
 
 impl Scratch {
     /// Buffers for blocks of `t` tokens: `t` rows of `t` floats, padded
-    /// to whole vectors for the key-major path's strips.
-    fn for_len(t: usize) -> Scratch {
+    /// to whole vectors for the key-major path's strips; `dp` only for a
+    /// backward.
+    fn for_len(t: usize, backward: bool) -> Scratch {
         let n = t * t.next_multiple_of(16);
-        Scratch { s: vec![0f32; n], p: vec![0f32; n], dp: vec![0f32; n], xt: Vec::new() }
+        let dp = if backward { vec![0f32; n] } else { Vec::new() };
+        Scratch { s: vec![0f32; n], p: vec![0f32; n], dp, xt: Vec::new() }
     }
 }
 
@@ -207,7 +209,7 @@ impl CustomOp3 for CausalAttention {
         let probs = Shared(kept.as_mut_ptr());
         let forward = if self.chain { key_major::forward } else { query_major::forward };
         (0..g.blocks()).into_par_iter().for_each_init(
-            || Scratch::for_len(t),
+            || Scratch::for_len(t, false),
             |scratch, task| {
                 let off = g.offset(task);
                 // SAFETY: `off` is the block's first element in buffers of
@@ -287,7 +289,7 @@ impl CustomOp3 for CausalAttentionBwd {
         let tri = packed_len(t);
         let backward = if self.chain { key_major::backward } else { query_major::backward };
         (0..g.blocks()).into_par_iter().for_each_init(
-            || Scratch::for_len(t),
+            || Scratch::for_len(t, true),
             |scratch, task| {
                 let off = g.offset(task);
                 // SAFETY: as in the forward; the three gradients are the
