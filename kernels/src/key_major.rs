@@ -281,14 +281,9 @@ fn bwd(y: &[f32], dy: &[f32], dx: &mut [f32], strip: Strip, scale: f32) {
 mod tests {
     use super::*;
 
+    /// The crate's test data, doubled (exactly): values in [-4, 4).
     fn data(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 8.0 - 4.0
-            })
-            .collect()
+        crate::tests::data(n, seed).into_iter().map(|x| x * 2.0).collect()
     }
 
     /// Each `t x t` block of `x` transposed.

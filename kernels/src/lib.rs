@@ -442,10 +442,10 @@ fn adamw_step_body(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &A
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
+    pub(crate) fn data(n: usize, seed: u32) -> Vec<f32> {
         // A small LCG: deterministic, no dependency.
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..n)

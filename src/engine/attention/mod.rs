@@ -143,6 +143,16 @@ struct Block {
     v: *const f32,
 }
 
+impl Block {
+    /// The block whose first element is at `off` in q, k and v.
+    ///
+    /// # Safety
+    /// `off` must lie within the three buffers.
+    unsafe fn at([q, k, v]: [&[f32]; 3], off: usize) -> Block {
+        unsafe { Block { q: q.as_ptr().add(off), k: k.as_ptr().add(off), v: v.as_ptr().add(off) } }
+    }
+}
+
 /// A block's gradients: pointers to its first element in the `[B*T, d]`
 /// thirds of the backward's output.
 #[derive(Clone, Copy)]
@@ -216,7 +226,7 @@ impl CustomOp3 for CausalAttention {
                 // `B*T*d` elements; each task writes only its own block of
                 // `y` and its own packed slice of the kept probabilities.
                 unsafe {
-                    let block = Block { q: q.as_ptr().add(off), k: k.as_ptr().add(off), v: v.as_ptr().add(off) };
+                    let block = Block::at([q, k, v], off);
                     let kept = keep.then(|| std::slice::from_raw_parts_mut(probs.ptr().add(task * tri), tri));
                     forward(&g, self.scale, block, out.ptr().add(off), kept, scratch);
                 }
@@ -295,7 +305,7 @@ impl CustomOp3 for CausalAttentionBwd {
                 // SAFETY: as in the forward; the three gradients are the
                 // `n`-element thirds of `grads` and each task writes only its block.
                 unsafe {
-                    let block = Block { q: q.as_ptr().add(off), k: k.as_ptr().add(off), v: v.as_ptr().add(off) };
+                    let block = Block::at([q, k, v], off);
                     let grads = BlockGrads {
                         dq: out.ptr().add(off),
                         dk: out.ptr().add(n + off),
