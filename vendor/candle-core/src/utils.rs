@@ -390,6 +390,14 @@ pub fn init_global_threadpool() {
 }
 
 fn default_num_threads() -> usize {
+    // bets patch (vendor/candle-core/PATCHES.md): the machine's core count is
+    // read once; every CPU matmul asks for it, and on Linux it came from
+    // parsing /proc/cpuinfo each time.
+    static PHYSICAL: OnceLock<usize> = OnceLock::new();
+    *PHYSICAL.get_or_init(detect_num_threads)
+}
+
+fn detect_num_threads() -> usize {
     let physical = {
         #[cfg(target_os = "macos")]
         {
