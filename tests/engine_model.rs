@@ -241,3 +241,15 @@ fn averaging_two_adapters_is_element_wise() {
     let (l, _) = finetune(&base, all_lora(), TEXT, &cfg(0)).unwrap();
     assert!(Adapter::average(&[&a, &l]).is_err());
 }
+
+#[test]
+fn argmax_rows_takes_the_first_of_equal_maxima_row_by_row() {
+    let t = Tensor::from_vec(vec![1f32, 3.0, 3.0, -2.0, -1.0, -5.0, 0.0, 0.0, 0.0], (3, 3), &Device::Cpu).unwrap();
+    assert_eq!(argmax_rows(&t).unwrap(), vec![1, 1, 0]);
+    let empty = Tensor::zeros((2, 0), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(argmax_rows(&empty).unwrap(), vec![0, 0]);
+    assert!(
+        argmax_rows(&Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap()).is_err(),
+        "a rank-1 tensor has no rows"
+    );
+}

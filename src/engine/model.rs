@@ -659,9 +659,14 @@ impl<'a> View<'a> {
 
 /// Index of the largest value of each row of a `[N, E]` tensor (lowest index on ties).
 pub fn argmax_rows(t: &Tensor) -> Result<Vec<u32>> {
-    let rows = t.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-    Ok(rows
-        .iter()
+    let (rows, width) = t.dims2()?;
+    if width == 0 {
+        return Ok(vec![0; rows]);
+    }
+    // One flat copy: `to_vec2` allocated a vector per row (2,048 a layer at `small`).
+    let flat = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(flat
+        .chunks(width)
         .map(|r| {
             let mut best = 0;
             for (i, &v) in r.iter().enumerate() {
