@@ -33,7 +33,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::ops::{Stash, f32s};
-use super::strided::{Mat, MatMut, Shared, gemm_into, row_blocks, weight_gradient_blocks, zeroed};
+use super::strided::{Mat, MatMut, Shared, Unwritten, gemm_into, row_blocks, weight_gradient_blocks};
 
 /// Rows of one expert in one task: each expert's rows are cut into blocks
 /// of this many ([`row_blocks`]), so the work shares out over the threads
@@ -130,21 +130,50 @@ unsafe fn part<'a>(buf: Shared, start: usize, len: usize) -> &'a mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(buf.ptr().add(start), len) }
 }
 
-/// `pre = xe @ up_e` for one block of `m` rows.
+/// [`part`] zeroed first, by the task that is about to write it (so the
+/// zeroes go to lines already in its cache, not in a pass of their own over
+/// the whole buffer).
 ///
 /// # Safety
-/// `up` points at expert `e`'s `[d, f]` block; the slices hold `m` rows.
-unsafe fn pre_activations(g: &Routing, xe: &[f32], up: *const f32, pre: &mut [f32]) {
+/// As [`part`]; the buffer may be uninitialised ([`Unwritten`]).
+unsafe fn fresh_part<'a>(buf: Shared, start: usize, len: usize) -> &'a mut [f32] {
+    unsafe {
+        std::ptr::write_bytes(buf.ptr().add(start), 0, len);
+        part(buf, start, len)
+    }
+}
+
+/// [`gather_into`] through a raw pointer: `dst` may be uninitialised.
+///
+/// # Safety
+/// `dst` must hold `rows.len()` rows of `width`, and no other task may write them.
+unsafe fn gather_to(dst: *mut f32, src: &[f32], rows: &[usize], width: usize) {
+    for (i, &r) in rows.iter().enumerate() {
+        let row = &src[r * width..(r + 1) * width];
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), dst.add(i * width), width) };
+    }
+}
+
+/// `pre = xe @ up_e` for one block of `m` rows, written through `pre` (which
+/// may be uninitialised); gives the written rows.
+///
+/// # Safety
+/// `up` points at expert `e`'s `[d, f]` block; `pre` holds `m` rows, no
+/// other task's.
+unsafe fn pre_activations<'a>(g: &Routing, xe: &[f32], up: *const f32, pre: *mut f32) -> &'a mut [f32] {
     let (m, d, f) = (xe.len() / g.d, g.d as isize, g.f as isize);
-    unsafe { gemm_into(m, g.f, g.d, MatMut(pre.as_mut_ptr(), f, 1), Mat(xe.as_ptr(), d, 1), Mat(up, f, 1)) };
+    unsafe {
+        gemm_into(m, g.f, g.d, MatMut(pre, f, 1), Mat(xe.as_ptr(), d, 1), Mat(up, f, 1));
+        std::slice::from_raw_parts_mut(pre, m * g.f)
+    }
 }
 
 /// `pre = xe @ up_e` and `act = gelu(pre)` for one block of `m` rows.
 ///
 /// # Safety
 /// As [`pre_activations`]; `act` holds `m` rows too.
-unsafe fn activations(g: &Routing, xe: &[f32], up: *const f32, pre: &mut [f32], act: &mut [f32]) {
-    unsafe { pre_activations(g, xe, up, pre) };
+unsafe fn activations(g: &Routing, xe: &[f32], up: *const f32, pre: *mut f32, act: &mut [f32]) {
+    let pre = unsafe { pre_activations(g, xe, up, pre) };
     kernels::gelu_fwd(pre, act);
 }
 
@@ -174,12 +203,17 @@ impl CustomOp3 for Experts {
         let (d, f) = (g.d, g.f);
         let starts = g.starts();
         let routed = starts[g.experts()];
-        let mut y = zeroed(n * d);
         // Without a backward to follow (evaluation), the activations live in
         // each task's scratch, in cache, instead of full-size buffers.
         let keep = self.kept.keeps();
-        let mut kept: Kept = zeroed(if keep { routed * f } else { 0 });
-        let (out, pre) = (Shared(y.as_mut_ptr()), Shared(kept.as_mut_ptr()));
+        let mut kept = Unwritten::new(if keep { routed * f } else { 0 });
+        let mut y = Unwritten::new(n * d);
+        let (out, pre) = (y.ptr(), kept.ptr());
+        if routed < n {
+            // Rows routed to no expert are zeros.
+            // SAFETY: the buffer holds `n * d` elements.
+            unsafe { std::ptr::write_bytes(out.ptr(), 0, n * d) };
+        }
         g.tasks().into_par_iter().for_each_init(
             || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
             |(xe, ye, pre_scratch, act_scratch), (e, r0, r1)| {
@@ -192,10 +226,10 @@ impl CustomOp3 for Experts {
                 unsafe {
                     act_scratch.resize(m * f, 0.0);
                     let pre = if keep {
-                        part(pre, (starts[e] + r0) * f, m * f)
+                        pre.ptr().add((starts[e] + r0) * f)
                     } else {
                         pre_scratch.resize(m * f, 0.0);
-                        &mut pre_scratch[..]
+                        pre_scratch.as_mut_ptr()
                     };
                     let act = &mut act_scratch[..];
                     activations(g, xe, up.as_ptr().add(e * d * f), pre, act);
@@ -205,6 +239,9 @@ impl CustomOp3 for Experts {
                 }
             },
         );
+        // SAFETY: the tasks wrote every routed row of `pre` (the up products)
+        // and of `y` (row copies); unrouted rows of `y` were zeroed above.
+        let (y, kept) = unsafe { (y.written(), kept.written()) };
         self.kept.put(kept);
         Ok((CpuStorage::F32(y), Shape::from((n, d))))
     }
@@ -277,15 +314,34 @@ impl CustomOp3 for ExpertsBwd {
         let routed = starts[experts];
         let mut kept = self.kept.take();
         let recompute = kept.is_none();
-        let pre_all = kept.get_or_insert_with(|| zeroed(routed * f));
-        // Each expert's rows of x and dy and its GELU's input gradient, packed as `Kept`.
-        let (mut xs, mut dys, mut dpre) = (zeroed(routed * d), zeroed(routed * d), zeroed(routed * f));
-        let mut out = zeroed(if self.weights { nx + 2 * nw } else { nx });
-        let shared = |v: &mut Vec<f32>| Shared(v.as_mut_ptr());
-        let (xs_p, dys_p, dpre_p, out_p) = (shared(&mut xs), shared(&mut dys), shared(&mut dpre), shared(&mut out));
+        // Recomputed when the forward kept none (a second backward over one graph).
+        let mut recomputed = Unwritten::new(if recompute { routed * f } else { 0 });
         // The GELU inputs, which each row task turns into the GELU's outputs
         // once its gradient is done: the down weights' gradients read them so.
-        let pre_p = shared(pre_all);
+        let pre_p = match kept.as_mut() {
+            Some(kept) => Shared(kept.as_mut_ptr()),
+            None => recomputed.ptr(),
+        };
+        // Each expert's rows of x and dy and its GELU's input gradient, packed as `Kept`.
+        let (mut xs, mut dys, mut dpre) =
+            (Unwritten::new(routed * d), Unwritten::new(routed * d), Unwritten::new(routed * f));
+        let mut out = Unwritten::new(if self.weights { nx + 2 * nw } else { nx });
+        let (xs_p, dys_p, dpre_p, out_p) = (xs.ptr(), dys.ptr(), dpre.ptr(), out.ptr());
+        // SAFETY (the two writes): `out` holds `nx` elements of dx, then
+        // each expert's `d * f` of d up, then each one's `f * d` of d down.
+        if routed < n {
+            // Rows routed to no expert get no gradient.
+            unsafe { std::ptr::write_bytes(out_p.ptr(), 0, nx) };
+        }
+        if self.weights {
+            // Experts without rows get zero weight gradients.
+            for e in (0..experts).filter(|&e| g.rows[e].is_empty()) {
+                unsafe {
+                    std::ptr::write_bytes(out_p.ptr().add(nx + e * d * f), 0, d * f);
+                    std::ptr::write_bytes(out_p.ptr().add(nx + nw + e * f * d), 0, f * d);
+                }
+            }
+        }
         g.tasks().into_par_iter().for_each_init(
             || (Vec::new(), Vec::new()),
             |(dact, dxe), (e, r0, r1)| {
@@ -293,19 +349,21 @@ impl CustomOp3 for ExpertsBwd {
                 dact.resize(m * f, 0.0);
                 dxe.resize(m * d, 0.0);
                 // SAFETY: the task's rows of the packed buffers (from its
-                // expert's start) and of dx (its routed rows) are its own.
+                // expert's start) and of dx (its routed rows) are its own;
+                // each is written before a slice of it is made.
                 unsafe {
+                    gather_to(xs_p.ptr().add(at * d), x, rows, d);
+                    gather_to(dys_p.ptr().add(at * d), dy, rows, d);
                     let (xe, dye) = (part(xs_p, at * d, m * d), part(dys_p, at * d, m * d));
-                    gather_into(xe, x, rows, d);
-                    gather_into(dye, dy, rows, d);
-                    let pre = part(pre_p, at * f, m * f);
-                    if recompute {
-                        pre_activations(g, xe, up.as_ptr().add(e * d * f), pre);
-                    }
+                    let pre = if recompute {
+                        pre_activations(g, xe, up.as_ptr().add(e * d * f), pre_p.ptr().add(at * f))
+                    } else {
+                        part(pre_p, at * f, m * f)
+                    };
                     // d act = dy_e @ down_e^T
                     let down_t = Mat(down.as_ptr().add(e * f * d), 1, di);
                     gemm_into(m, f, d, MatMut(dact.as_mut_ptr(), fi, 1), Mat(dye.as_ptr(), di, 1), down_t);
-                    let dpre = part(dpre_p, at * f, m * f);
+                    let dpre = fresh_part(dpre_p, at * f, m * f);
                     kernels::gelu_bwd(pre, dact, dpre);
                     kernels::gelu_fwd_in_place(pre);
                     // d x_e = d pre @ up_e^T
@@ -345,6 +403,11 @@ impl CustomOp3 for ExpertsBwd {
                 }
             });
         }
+        // SAFETY: the row tasks wrote every routed row of the packed buffers
+        // and of dx (unrouted rows were zeroed above); the weight gradients'
+        // row blocks cover each expert with rows, and gemm writes every
+        // element of its destination.
+        let out = unsafe { out.written() };
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
@@ -426,6 +489,42 @@ mod tests {
                 let ws: Weights = base.clone();
                 assert!(ws.keys().all(|name| gf.get(&ws[name]).is_none()), "{what}: a frozen weight got a gradient");
             }
+        }
+    }
+
+    /// Rows routed to no expert come out as zeros with zero gradients, and
+    /// an expert without rows gets zero weight gradients, though the
+    /// buffers are not zeroed up front: a freed buffer of NaNs of the same
+    /// size is there for the allocator to hand back.
+    #[test]
+    fn unrouted_rows_and_idle_experts_get_zeros() {
+        let (n, d, f) = (6, 8, 16);
+        for _ in 0..2 {
+            drop(vec![f32::NAN; 3 * 2 * d * f + n * d]);
+            let x = Var::from_tensor(&rand(&[n, d], 1)).unwrap();
+            let (up, down) =
+                (Var::from_tensor(&rand(&[3 * d, f], 2)).unwrap(), Var::from_tensor(&rand(&[3 * f, d], 3)).unwrap());
+            let rows = vec![vec![0, 2], vec![], vec![5]];
+            let y = experts(x.as_tensor(), up.as_tensor(), down.as_tensor(), rows.clone()).unwrap();
+            let grads = (&y * rand(&[n, d], 4)).unwrap().sum_all().unwrap().backward().unwrap();
+            let (yv, dx) = (y.to_vec2::<f32>().unwrap(), grads.get(x.as_tensor()).unwrap().to_vec2::<f32>().unwrap());
+            for r in [1, 3, 4] {
+                assert!(yv[r].iter().chain(&dx[r]).all(|&v| v.to_bits() == 0), "row {r} was routed nowhere");
+            }
+            for (e, rows) in rows.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+                let idx = Tensor::new(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+                let xe = x.as_tensor().index_select(&idx, 0).unwrap();
+                let pre = xe.matmul(&up.as_tensor().narrow(0, e * d, d).unwrap()).unwrap();
+                let want = crate::engine::ops::gelu(&pre)
+                    .unwrap()
+                    .matmul(&down.as_tensor().narrow(0, e * f, f).unwrap())
+                    .unwrap();
+                assert_eq!(bits(&y.index_select(&idx, 0).unwrap()), bits(&want), "expert {e}'s rows");
+            }
+            let (dup, ddown) = (grads.get(up.as_tensor()).unwrap(), grads.get(down.as_tensor()).unwrap());
+            assert!(bits(&dup.narrow(0, d, d).unwrap()).iter().all(|&b| b == 0), "idle expert 1: d up");
+            assert!(bits(&ddown.narrow(0, f, f).unwrap()).iter().all(|&b| b == 0), "idle expert 1: d down");
+            assert!(bits(dup).iter().any(|&b| b != 0), "the busy experts' gradients are not all zero");
         }
     }
 

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::strided::{Mat, MatMut, Shared, gemm_into, weight_gradient_blocks, zeroed};
+use super::strided::{Mat, MatMut, Unwritten, gemm_into, weight_gradient_blocks, zeroed};
 
 /// Rows handed to one rayon task. Fixed (not derived from the thread count)
 /// so reductions happen in the same order whatever the pool size.
@@ -656,8 +656,8 @@ impl CustomOp2 for WeightGradient {
             candle_core::bail!("weight gradient: x has {n} rows, dy {n2}");
         }
         let (x, dy) = (f32s(s1, l1, "weight gradient x")?, f32s(s2, l2, "weight gradient dy")?);
-        let mut dw = zeroed(din * dout);
-        let out = Shared(dw.as_mut_ptr());
+        let mut dw = Unwritten::new(din * dout);
+        let out = dw.ptr();
         weight_gradient_blocks(din, dout).into_par_iter().for_each(|(r0, r1)| {
             // SAFETY: rows r0..r1 of `dw` are this task's alone; x's columns
             // r0..r1 (row stride 1, column stride `din`) are x^T's rows r0..r1.
@@ -673,6 +673,9 @@ impl CustomOp2 for WeightGradient {
                 );
             }
         });
+        // SAFETY: the row blocks cover all `din` rows, and gemm writes every
+        // element of its destination (zeros when `n` is 0).
+        let dw = unsafe { dw.written() };
         Ok((CpuStorage::F32(dw), Shape::from((din, dout))))
     }
 }

@@ -53,7 +53,7 @@ mod key_major;
 mod query_major;
 
 use super::ops::{Stash, f32s};
-use super::strided::{Shared, chain_kernel_available, row_blocks, zeroed};
+use super::strided::{Shared, Unwritten, chain_kernel_available, row_blocks, zeroed};
 
 /// Geometry of one attention call: `batch` sequences of `len` tokens,
 /// `heads` heads of `head_dim` columns each.
@@ -211,13 +211,13 @@ impl CustomOp3 for CausalAttention {
         let g = self.geometry;
         let [q, k, v] = g.inputs([(s1, l1), (s2, l2), (s3, l3)])?;
         let t = g.len;
-        let mut y = zeroed(q.len());
-        let out = Shared(y.as_mut_ptr());
         let keep = self.kept.keeps();
         let tri = packed_len(t);
         let mut kept = if keep { zeroed(g.blocks() * tri) } else { Vec::new() };
         let probs = Shared(kept.as_mut_ptr());
         let forward = if self.chain { key_major::forward } else { query_major::forward };
+        let mut y = Unwritten::new(q.len());
+        let out = y.ptr();
         (0..g.blocks()).into_par_iter().for_each_init(
             || Scratch::for_len(t, false),
             |scratch, task| {
@@ -232,6 +232,9 @@ impl CustomOp3 for CausalAttention {
                 }
             },
         );
+        // SAFETY: the blocks' products wrote every element (each block's rows
+        // of its head's columns).
+        let y = unsafe { y.written() };
         self.kept.put(kept);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -293,11 +296,11 @@ impl CustomOp3 for CausalAttentionBwd {
         let [q, k, v] = g.inputs([(s1, l1), (s2, l2), (s3, l3)])?;
         let dy = f32s(dy_cpu, dy_layout, "causal attention dy")?;
         let (t, n) = (g.len, q.len());
-        let mut grads = zeroed(3 * n);
-        let out = Shared(grads.as_mut_ptr());
         let kept = self.kept.as_deref();
         let tri = packed_len(t);
         let backward = if self.chain { key_major::backward } else { query_major::backward };
+        let mut grads = Unwritten::new(3 * n);
+        let out = grads.ptr();
         (0..g.blocks()).into_par_iter().for_each_init(
             || Scratch::for_len(t, true),
             |scratch, task| {
@@ -316,6 +319,8 @@ impl CustomOp3 for CausalAttentionBwd {
                 }
             },
         );
+        // SAFETY: as in the forward, for each of the three gradients.
+        let grads = unsafe { grads.written() };
         Ok((CpuStorage::F32(grads), Shape::from(3 * n)))
     }
 }
