@@ -17,7 +17,9 @@ use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::strided::{Mat, MatMut, Unwritten, gemm_into, weight_gradient_blocks, zeroed};
+use super::strided::{
+    Mat, MatMut, Unwritten, chain_into, gemm_into, narrow_chain_fits, row_blocks, weight_gradient_blocks, zeroed,
+};
 
 /// Rows handed to one rayon task. Fixed (not derived from the thread count)
 /// so reductions happen in the same order whatever the pool size.
@@ -452,17 +454,45 @@ pub fn cross_entropy_plain(logits: &Tensor, targets: &Tensor) -> Result<Tensor> 
 
 // ------------------------------------------------------------------ linear
 
-/// `x [m, k] @ w [k, n]` as candle's CPU matmul computes it (the same gemm
-/// call), for the linear ops below; `what` names the op in errors.
+/// `x [m, k] @ w [k, n]` as candle's CPU matmul computes it, for the linear
+/// ops below: the same gemm call, or for a narrow product
+/// ([`narrow_chain_fits`]) the chain kernel, with the same bits; `what`
+/// names the op in errors.
 fn matmul_2d(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, what: &str) -> Result<(CpuStorage, Shape)> {
     let (m, k) = l1.shape().dims2()?;
     let (k2, n) = l2.shape().dims2()?;
     if k != k2 {
         candle_core::bail!("{what}: inner dimensions {k} and {k2} differ");
     }
+    let contiguous_f32 = |s: &CpuStorage, l: &Layout| matches!(s, CpuStorage::F32(_)) && l.is_contiguous();
+    if narrow_chain_fits(m, n, k) && contiguous_f32(s1, l1) && contiguous_f32(s2, l2) {
+        let (x, w) = (f32s(s1, l1, what)?, f32s(s2, l2, what)?);
+        let mut y = Unwritten::new(m * n);
+        let out = y.ptr();
+        row_blocks(m, NARROW_ROWS).collect::<Vec<_>>().into_par_iter().for_each(|(r0, r1)| {
+            // SAFETY: rows r0..r1 of the output are this task's; the operands
+            // are contiguous `[m, k]` and `[k, n]`.
+            unsafe {
+                let dst = MatMut(out.ptr().add(r0 * n), n as isize, 1);
+                chain_into(
+                    r1 - r0,
+                    n,
+                    k,
+                    dst,
+                    Mat(x.as_ptr().add(r0 * k), k as isize, 1),
+                    Mat(w.as_ptr(), n as isize, 1),
+                );
+            }
+        });
+        // SAFETY: the row blocks cover all `m` rows and the chain kernel writes every element.
+        return Ok((CpuStorage::F32(unsafe { y.written() }), Shape::from((m, n))));
+    }
     let out = s1.matmul(s2, (1, m, n, k), l1, l2)?;
     Ok((out, Shape::from((m, n))))
 }
+
+/// Rows per task of a narrow product in [`matmul_2d`].
+const NARROW_ROWS: usize = 256;
 
 /// A trained weight's product `x [N, in] @ w [in, out]`, with both
 /// gradients computed side by side.
@@ -977,6 +1007,21 @@ pub(crate) mod tests {
                     bits(gp.get(v.as_tensor()).unwrap()),
                     "{shape}: {what}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn narrow_products_equal_candles_matmul_bit_for_bit() {
+        // Router logits at `tiny`, `small` and `paper`, a LoRA factor, and
+        // shapes that stay on gemm (too few rows, too wide, too deep).
+        let shapes =
+            [(256, 32, 2), (2048, 128, 4), (8192, 256, 16), (300, 64, 8), (60, 32, 4), (64, 32, 17), (100, 600, 4)];
+        for (m, k, n) in shapes {
+            let (x, w) = (rand(&[m, k], 1), rand(&[k, n], 2));
+            let want = x.matmul(&w).unwrap();
+            for y in [linear(&x, &w).unwrap(), frozen_matmul(&x, &w).unwrap()] {
+                assert_eq!(bits(&y), bits(&want), "[{m}, {k}] @ [{k}, {n}]");
             }
         }
     }

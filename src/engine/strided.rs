@@ -116,6 +116,19 @@ pub(super) unsafe fn chain_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: 
     }
 }
 
+/// Whether `[m, k] @ [k, n]` with few columns (a router's logits, a LoRA
+/// factor's product) runs on [`chain_into`] with the bits of candle's gemm
+/// call: `n <= 16`, and the shape on gemm's main path, where each element is
+/// one chain from zero (`k <= 512`, one depth block; `k > 2`, `n > 1`,
+/// `m > 1` and `m * n > 256` keep it off gemm's vector-vector, gemv and
+/// small-product kernels).
+///
+/// Why: gemm packs and splits such a product like a wide one; at `small`
+/// the router's `[2048, 128] @ [128, 4]` ran at about 15 GFLOP/s.
+pub(super) fn narrow_chain_fits(m: usize, n: usize, k: usize) -> bool {
+    chain_kernel_available() && (2..=16).contains(&n) && (3..=512).contains(&k) && m > 1 && m * n > 256
+}
+
 /// `dst [cols, rows] = src [rows, cols]^T`, both with unit column stride:
 /// the chain kernel's operands that must run along vector lanes. Whole
 /// 16 x 16 tiles go through vector shuffles where [`chain_kernel_available`].
@@ -208,27 +221,48 @@ mod chain {
         let mut c = 0;
         while c < n {
             let masks = [mask(n, c), mask(n, c + LANES)];
-            // Tiles of ROWS rows, then smaller ones for the rest: the same chains.
-            let mut r = 0;
-            while r < m {
-                r += unsafe {
-                    match m - r {
-                        rest if rest >= ROWS => tile::<ROWS>(r, c, k, masks, dst, lhs, rhs),
-                        rest if rest >= 8 => tile::<8>(r, c, k, masks, dst, lhs, rhs),
-                        rest if rest >= 4 => tile::<4>(r, c, k, masks, dst, lhs, rhs),
-                        _ => tile::<1>(r, c, k, masks, dst, lhs, rhs),
-                    }
-                };
+            if n - c <= LANES {
+                // One vector of columns left (the router's 4 or 16): tiles of
+                // one vector, rather than a second one all masked off.
+                unsafe { rows::<1>(m, c, k, masks, dst, lhs, rhs) };
+            } else {
+                unsafe { rows::<2>(m, c, k, masks, dst, lhs, rhs) };
             }
             c += 2 * LANES;
         }
     }
 
-    /// Rows `r..r + R`, columns `c..c + 32` (as `masks` allows) of the
+    /// Every row of columns `c..` (`V` vectors) of the product: tiles of
+    /// ROWS rows, then smaller ones for the rest, each element the same chain.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn rows<const V: usize>(
+        m: usize,
+        c: usize,
+        k: usize,
+        masks: [__mmask16; 2],
+        dst: MatMut,
+        lhs: Mat,
+        rhs: Mat,
+    ) {
+        let mut r = 0;
+        while r < m {
+            r += unsafe {
+                match m - r {
+                    rest if rest >= ROWS => tile::<ROWS, V>(r, c, k, masks, dst, lhs, rhs),
+                    rest if rest >= 8 => tile::<8, V>(r, c, k, masks, dst, lhs, rhs),
+                    rest if rest >= 4 => tile::<4, V>(r, c, k, masks, dst, lhs, rhs),
+                    _ => tile::<1, V>(r, c, k, masks, dst, lhs, rhs),
+                }
+            };
+        }
+    }
+
+    /// Rows `r..r + R`, columns `c..c + 16 V` (as `masks` allows) of the
     /// product; returns `R`, the rows done.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<const R: usize>(
+    unsafe fn tile<const R: usize, const V: usize>(
         r: usize,
         c: usize,
         k: usize,
@@ -237,23 +271,25 @@ mod chain {
         lhs: Mat,
         rhs: Mat,
     ) -> usize {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
         unsafe {
             let a = lhs.0.offset(r as isize * lhs.1);
             let b = rhs.0.add(c);
             for s in 0..k as isize {
                 let row = b.offset(s * rhs.1);
-                let bv = [_mm512_maskz_loadu_ps(masks[0], row), _mm512_maskz_loadu_ps(masks[1], row.add(LANES))];
+                let bv: [__m512; V] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], row.add(v * LANES)));
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_ps(*a.offset(i as isize * lhs.1 + s * lhs.2));
-                    acc[0] = _mm512_fmadd_ps(x, bv[0], acc[0]);
-                    acc[1] = _mm512_fmadd_ps(x, bv[1], acc[1]);
+                    for (acc, bv) in acc.iter_mut().zip(&bv) {
+                        *acc = _mm512_fmadd_ps(x, *bv, *acc);
+                    }
                 }
             }
             for (i, acc) in acc.iter().enumerate() {
                 let out = dst.0.offset((r + i) as isize * dst.1).add(c);
-                _mm512_mask_storeu_ps(out, masks[0], acc[0]);
-                _mm512_mask_storeu_ps(out.add(LANES), masks[1], acc[1]);
+                for (v, acc) in acc.iter().enumerate() {
+                    _mm512_mask_storeu_ps(out.add(v * LANES), masks[v], *acc);
+                }
             }
         }
         R
@@ -380,9 +416,18 @@ mod tests {
                 })
                 .collect()
         };
-        for (m, n, k, transposed) in
-            [(32, 32, 32, false), (45, 77, 16, false), (17, 8, 300, true), (64, 256, 512, false), (23, 40, 5, true)]
-        {
+        for (m, n, k, transposed) in [
+            (32, 32, 32, false),
+            (45, 77, 16, false),
+            (17, 8, 300, true),
+            (64, 256, 512, false),
+            (23, 40, 5, true),
+            (2048, 4, 128, false),
+            (300, 16, 256, false),
+            (4096, 16, 512, false),
+            (1000, 2, 32, false),
+            (65, 4, 3, false),
+        ] {
             let (a, b) = (rand(m * k, 1), rand(k * n, 2));
             // lhs [m, k] as stored, or stored transposed ([k, m]) and read through strides.
             let lhs = if transposed { Mat(a.as_ptr(), 1, m as isize) } else { Mat(a.as_ptr(), k as isize, 1) };
