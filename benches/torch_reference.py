@@ -9,7 +9,8 @@ AdamW (betas 0.9/0.95, decay on matrices), global-norm clipping at 1.0.
 
 Usage (the engine's `bets bench engine` calls it):
     python3 benches/torch_reference.py '{"model": {...}, "batch": 16, "seq": 128,
-        "steps": 20, "warmup_steps": 2, "threads": 2, "lr": 0.002, "eval_windows": 128}'
+        "steps": 20, "warmup_steps": 2, "threads": 2, "lr": 0.002, "eval_windows": 512,
+        "eval_warmup_windows": 16}'
 Prints one JSON line: train_tokens_per_s, eval_tokens_per_s, peak_rss_mib.
 Set BETS_TORCH_ATTN=manual to use matmul + masked softmax instead of
 scaled_dot_product_attention.
@@ -186,19 +187,24 @@ def main():
     train_tps = spec["steps"] * b * t / span
 
     model.eval()
-    windows = spec["eval_windows"]
     ctx = c["context"]
-    ev = torch.randint(0, 256, (windows * ctx + 1,), generator=gen)
+
+    def evaluate(windows):
+        ev = torch.randint(0, 256, (windows * ctx + 1,), generator=gen)
+        total = 0
+        with torch.no_grad():
+            for i in range(0, windows, b):
+                n = min(b, windows - i)
+                xs = torch.stack([ev[(i + j) * ctx : (i + j + 1) * ctx] for j in range(n)])
+                ys = torch.stack([ev[(i + j) * ctx + 1 : (i + j + 1) * ctx + 1] for j in range(n)])
+                logits, _ = model(xs)
+                F.cross_entropy(logits, ys.reshape(-1), reduction="sum")
+                total += n * ctx
+        return total
+
+    evaluate(spec["eval_warmup_windows"])
     t0 = time.perf_counter()
-    total = 0
-    with torch.no_grad():
-        for i in range(0, windows, b):
-            n = min(b, windows - i)
-            xs = torch.stack([ev[(i + j) * ctx : (i + j + 1) * ctx] for j in range(n)])
-            ys = torch.stack([ev[(i + j) * ctx + 1 : (i + j + 1) * ctx + 1] for j in range(n)])
-            logits, _ = model(xs)
-            F.cross_entropy(logits, ys.reshape(-1), reduction="sum")
-            total += n * ctx
+    total = evaluate(spec["eval_windows"])
     eval_tps = total / (time.perf_counter() - t0)
     rss = peak_rss_mib()
     print(json.dumps({"train_tokens_per_s": train_tps, "eval_tokens_per_s": eval_tps, "peak_rss_mib": rss}))

@@ -112,6 +112,18 @@ pub struct BenchReport {
 
 const WARMUP_STEPS: usize = 2;
 
+/// Tokens each timed evaluation covers at least (and never under 8
+/// batches): at `small` a single pass of 8 batches took about 0.2 s, and
+/// its ratio swung 0.92-1.21x between runs.
+const EVAL_TOKENS: usize = 1 << 16;
+
+/// Windows of `context` bytes in a timed evaluation at `batch` windows a
+/// batch: whole batches, at least 8, covering [`EVAL_TOKENS`]. Both engines
+/// first evaluate one untimed batch (a warm-up, as training has).
+pub fn eval_windows(batch: usize, context: usize) -> usize {
+    batch * EVAL_TOKENS.div_ceil(batch * context).max(8)
+}
+
 fn random_text(n: usize, seed: u64) -> Vec<u8> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n).map(|_| rng.random::<u8>()).collect()
@@ -188,10 +200,12 @@ pub fn candle_run(profile: &Profile, threads: usize, steps: usize) -> Result<Fig
     let span = marks[marks.len() - 1].duration_since(marks[WARMUP_STEPS - 1]).as_secs_f64();
     let train_tps = (steps * tc.batch * tc.seq) as f64 / span;
     let base = BaseModel::from_weights(profile.model.clone(), weights, "bench".into(), device);
-    let eval_bytes = tc.batch * profile.model.context * 8 + 1;
+    let ctx = profile.model.context;
     let ec = EvalConfig { batch: tc.batch, max_bytes: 0, threads };
+    evaluate(&base, None, &random_text(tc.batch * ctx + 1, 3), &ec)?;
+    let eval_text = random_text(eval_windows(tc.batch, ctx) * ctx + 1, 2);
     let t0 = Instant::now();
-    let e = evaluate(&base, None, &random_text(eval_bytes, 2), &ec)?;
+    let e = evaluate(&base, None, &eval_text, &ec)?;
     let eval_tps = e.bytes as f64 / t0.elapsed().as_secs_f64();
     Ok(Figures { train_tokens_per_s: train_tps, eval_tokens_per_s: eval_tps, peak_rss_mib: peak_rss_mib() })
 }
@@ -201,7 +215,8 @@ pub fn torch_run(cfg: &BenchConfig, profile: &Profile) -> Result<Figures> {
     let tc = pretrain_config(profile, 0, cfg.threads);
     let spec = serde_json::json!({
         "model": profile.model, "batch": tc.batch, "seq": tc.seq, "steps": cfg.steps,
-        "warmup_steps": WARMUP_STEPS, "threads": cfg.threads, "lr": tc.lr, "eval_windows": tc.batch * 8,
+        "warmup_steps": WARMUP_STEPS, "threads": cfg.threads, "lr": tc.lr,
+        "eval_windows": eval_windows(tc.batch, profile.model.context), "eval_warmup_windows": tc.batch,
     });
     let out = Command::new(&cfg.python)
         .arg(&cfg.script)
@@ -412,6 +427,15 @@ mod tests {
         assert!(md.contains("| tiny | 2.000e6 | candle | 0.1 | 25% |"), "{md}");
         assert!(md.contains("| tiny | 2.000e6 | pytorch | 0.1 | 50% |"), "{md}");
         assert!(md.contains("0.2 GFLOP/s, a 1024-square f32 matmul"), "{md}");
+    }
+
+    #[test]
+    fn timed_evaluations_are_whole_batches_of_at_least_eight_covering_64k_tokens() {
+        assert_eq!(eval_windows(8, 32), 2048, "tiny: 256 batches of 8 windows of 32 bytes are 65,536 tokens");
+        assert_eq!(eval_windows(16, 128), 512, "small: 32 batches");
+        assert_eq!(eval_windows(32, 256), 256, "paper: 8 batches already cover 2^16 tokens");
+        assert_eq!(eval_windows(3, 1000), 66, "rounded up to whole batches: 22 of 3,000 tokens");
+        assert_eq!(eval_windows(32, 512), 256, "never under 8 batches");
     }
 
     #[test]
