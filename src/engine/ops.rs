@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::strided::{
-    Mat, MatMut, Unwritten, chain_into, gemm_into, narrow_chain_fits, row_blocks, weight_gradient_blocks, zeroed,
+    Mat, MatMut, Unwritten, chain_into, chunks_written, gemm_into, narrow_chain_fits, row_blocks,
+    weight_gradient_blocks, zeroed,
 };
 
 /// Rows handed to one rayon task. Fixed (not derived from the thread count)
@@ -133,8 +134,9 @@ impl CustomOp2 for RmsNorm {
         let x = f32s(s1, l1, "rmsnorm x")?;
         let g = f32s(s2, l2, "rmsnorm gain")?;
         let d = g.len();
-        let mut y = zeroed(x.len());
-        y.par_chunks_mut(d * ROWS_PER_TASK).zip(x.par_chunks(d * ROWS_PER_TASK)).for_each(|(yc, xc)| {
+        let rows = d * ROWS_PER_TASK;
+        let y = chunks_written(x.len(), rows, |i, yc| {
+            let xc = &x[i * rows..i * rows + yc.len()];
             let mut r = vec![0f32; xc.len() / d];
             kernels::rmsnorm_fwd(xc, g, self.eps, yc, &mut r);
         });
@@ -174,18 +176,21 @@ impl CustomOp3 for RmsNormBwd {
         let g = f32s(s2, l2, "rmsnorm gain")?;
         let dy = f32s(s3, l3, "rmsnorm dy")?;
         let (n, d) = (x.len(), g.len());
-        let mut out = zeroed(n + d);
-        let (dx, dg) = out.split_at_mut(n);
-        let partial: Vec<Vec<f32>> = dx
-            .par_chunks_mut(d * ROWS_PER_TASK)
-            .zip(x.par_chunks(d * ROWS_PER_TASK).zip(dy.par_chunks(d * ROWS_PER_TASK)))
-            .map(|(dxc, (xc, dyc))| {
-                let mut dgc = vec![0f32; d];
-                kernels::rmsnorm_bwd(xc, g, self.eps, dyc, dxc, &mut dgc);
-                dgc
-            })
-            .collect();
-        for p in partial {
+        let rows = d * ROWS_PER_TASK;
+        // The gain's gradient of each chunk of rows, summed below in chunk order.
+        let partial = Mutex::new(vec![Vec::new(); n.div_ceil(rows.max(1))]);
+        let mut out = chunks_written(n + d, rows, |i, dxc| {
+            let at = i * rows;
+            if at >= n {
+                return; // the gain's gradient: zeros, summed into below
+            }
+            let dxc = &mut dxc[..rows.min(n - at)];
+            let mut dgc = vec![0f32; d];
+            kernels::rmsnorm_bwd(&x[at..at + dxc.len()], g, self.eps, &dy[at..at + dxc.len()], dxc, &mut dgc);
+            partial.lock().unwrap_or_else(|e| e.into_inner())[i] = dgc;
+        });
+        let dg = &mut out[n..];
+        for p in partial.into_inner().unwrap_or_else(|e| e.into_inner()) {
             for (a, b) in dg.iter_mut().zip(p) {
                 *a += b;
             }
@@ -341,8 +346,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32s(s, l, "gelu")?;
-        let mut y = zeroed(x.len());
-        y.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(a, b)| kernels::gelu_fwd(b, a));
+        let y = chunks_written(x.len(), 4096, |i, yc| kernels::gelu_fwd(&x[i * 4096..i * 4096 + yc.len()], yc));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -361,10 +365,10 @@ impl CustomOp2 for GeluBwd {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32s(s1, l1, "gelu x")?;
         let dy = f32s(s2, l2, "gelu dy")?;
-        let mut dx = zeroed(x.len());
-        dx.par_chunks_mut(4096)
-            .zip(x.par_chunks(4096).zip(dy.par_chunks(4096)))
-            .for_each(|(o, (a, b))| kernels::gelu_bwd(a, b, o));
+        let dx = chunks_written(x.len(), 4096, |i, o| {
+            let at = i * 4096..i * 4096 + o.len();
+            kernels::gelu_bwd(&x[at.clone()], &dy[at], o)
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -397,10 +401,10 @@ impl CustomOp2 for CrossEntropy {
         if let Some(bad) = t.iter().find(|&&k| k as usize >= v) {
             candle_core::bail!("cross-entropy: target {bad} out of range {v}");
         }
-        let mut nll = zeroed(t.len());
-        nll.par_chunks_mut(ROWS_PER_TASK)
-            .zip(x.par_chunks(v * ROWS_PER_TASK).zip(t.par_chunks(ROWS_PER_TASK)))
-            .for_each(|(o, (xc, tc))| kernels::cross_entropy_fwd(xc, tc, v, o));
+        let nll = chunks_written(t.len(), ROWS_PER_TASK, |i, o| {
+            let rows = i * ROWS_PER_TASK..i * ROWS_PER_TASK + o.len();
+            kernels::cross_entropy_fwd(&x[rows.start * v..rows.end * v], &t[rows], v, o)
+        });
         Ok((CpuStorage::F32(nll), Shape::from(t.len())))
     }
 
@@ -429,10 +433,10 @@ impl CustomOp3 for CrossEntropyBwd {
         let t = u32s(s2, l2, "cross-entropy targets")?;
         let g = f32s(s3, l3, "cross-entropy grad")?;
         let v = l1.dims()[1];
-        let mut dx = zeroed(x.len());
-        dx.par_chunks_mut(v * ROWS_PER_TASK)
-            .zip(x.par_chunks(v * ROWS_PER_TASK).zip(t.par_chunks(ROWS_PER_TASK).zip(g.par_chunks(ROWS_PER_TASK))))
-            .for_each(|(o, (xc, (tc, gc)))| kernels::cross_entropy_bwd(xc, tc, gc, v, o));
+        let dx = chunks_written(x.len(), v * ROWS_PER_TASK, |i, o| {
+            let rows = i * ROWS_PER_TASK..i * ROWS_PER_TASK + o.len() / v;
+            kernels::cross_entropy_bwd(&x[rows.start * v..rows.end * v], &t[rows.clone()], &g[rows], v, o)
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -621,9 +625,8 @@ impl CustomOp3 for GatedResidual {
         }
         let (x, y, gate) =
             (f32s(s1, l1, "gated residual x")?, f32s(s2, l2, "gated residual y")?, f32s(s3, l3, "gate")?);
-        let mut out = zeroed(n * d);
         let rows = (ELEMENTWISE_CHUNK / d.max(1)).max(1);
-        out.par_chunks_mut(rows * d).enumerate().for_each(|(c, out)| {
+        let out = chunks_written(n * d, rows * d, |c, out| {
             let at = c * rows * d;
             for (i, out) in out.chunks_mut(d).enumerate() {
                 let (x, y, g) = (&x[at + i * d..], &y[at + i * d..], gate[c * rows + i]);
@@ -875,13 +878,15 @@ pub(crate) mod tests {
             |x| rms_norm_plain(x, g.as_tensor(), 1e-5).unwrap(),
             2e-5,
         );
-        // and the gain gradient
-        let x = rand(&[70, 16], 3);
-        let w = rand(&[70, 16], 4);
-        let gf = (rms_norm(&x, g.as_tensor(), 1e-5).unwrap() * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        let gp =
-            (rms_norm_plain(&x, g.as_tensor(), 1e-5).unwrap() * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(max_diff(gf.get(g.as_tensor()).unwrap(), gp.get(g.as_tensor()).unwrap()) < 2e-5);
+        // and the gain gradient, with a part-filled last task of rows and with whole ones only
+        for rows in [70, 128] {
+            let x = rand(&[rows, 16], 3);
+            let w = rand(&[rows, 16], 4);
+            let gf = (rms_norm(&x, g.as_tensor(), 1e-5).unwrap() * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gp =
+                (rms_norm_plain(&x, g.as_tensor(), 1e-5).unwrap() * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(max_diff(gf.get(g.as_tensor()).unwrap(), gp.get(g.as_tensor()).unwrap()) < 2e-5, "{rows} rows");
+        }
     }
 
     #[test]

@@ -116,6 +116,33 @@ pub(super) unsafe fn chain_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: 
     }
 }
 
+/// `len` floats written chunk by chunk in parallel: `fill(i, c)` gets chunk
+/// `i` (`chunk` floats, the last one shorter), zeroed by its own task just
+/// before.
+///
+/// Why: the element-wise ops (norms, GELU, cross-entropy) wrote every
+/// element of a [`zeroed`] buffer, whose zeroes went through memory in a
+/// pass of their own; here each task zeroes its chunk in cache right before
+/// writing it. The chunks are the tasks the ops had, so results do not change.
+pub(super) fn chunks_written(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    use rayon::prelude::*;
+    let chunk = chunk.max(1);
+    let mut out = Unwritten::new(len);
+    let base = out.ptr();
+    (0..len.div_ceil(chunk)).into_par_iter().for_each(|i| {
+        let (start, n) = (i * chunk, chunk.min(len - i * chunk));
+        // SAFETY: chunk `i` lies within the buffer and is this task's alone;
+        // it is zeroed before a slice of it is made.
+        let c = unsafe {
+            std::ptr::write_bytes(base.ptr().add(start), 0, n);
+            std::slice::from_raw_parts_mut(base.ptr().add(start), n)
+        };
+        fill(i, c);
+    });
+    // SAFETY: the chunks cover all `len` elements and each was zeroed.
+    unsafe { out.written() }
+}
+
 /// Whether `[m, k] @ [k, n]` with few columns (a router's logits, a LoRA
 /// factor's product) runs on [`chain_into`] with the bits of candle's gemm
 /// call: `n <= 16`, and the shape on gemm's main path, where each element is
@@ -389,6 +416,23 @@ pub(super) fn weight_gradient_blocks(rows: usize, cols: usize) -> Vec<(usize, us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_written_hands_each_chunk_once_zeroed_in_order() {
+        for (len, chunk) in [(0, 4), (1, 4), (10, 4), (12, 4), (100_000, 4096)] {
+            let v = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| {
+                drop(vec![f32::NAN; len]);
+                chunks_written(len, chunk, |i, c| {
+                    assert!(c.iter().all(|&x| x.to_bits() == 0), "chunk {i} arrives zeroed");
+                    assert_eq!(c.len(), chunk.min(len - i * chunk));
+                    for (j, x) in c.iter_mut().enumerate() {
+                        *x = (i * chunk + j) as f32;
+                    }
+                })
+            });
+            assert_eq!(v, (0..len).map(|j| j as f32).collect::<Vec<_>>(), "len {len}, chunk {chunk}");
+        }
+    }
 
     #[test]
     fn zeroed_buffers_are_all_zeros_whatever_their_size() {
