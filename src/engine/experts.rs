@@ -33,7 +33,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::ops::{Stash, f32s};
-use super::strided::{Mat, MatMut, Shared, Unwritten, gemm_into, row_blocks, weight_gradient_blocks};
+use super::strided::{Mat, MatMut, Shared, Unwritten, gemm_into, row_blocks, weight_gradient_blocks, zeroed_part};
 
 /// Rows of one expert in one task: each expert's rows are cut into blocks
 /// of this many ([`row_blocks`]), so the work shares out over the threads
@@ -105,13 +105,6 @@ impl Routing {
     }
 }
 
-/// Copy rows `rows` of `src` (`width` columns) to `dst` one after another.
-fn gather_into(dst: &mut [f32], src: &[f32], rows: &[usize], width: usize) {
-    for (&r, out) in rows.iter().zip(dst.chunks_exact_mut(width)) {
-        out.copy_from_slice(&src[r * width..(r + 1) * width]);
-    }
-}
-
 /// Write the rows of `src` (`width` columns) to rows `rows` of the buffer at `dst`.
 ///
 /// # Safety
@@ -130,20 +123,8 @@ unsafe fn part<'a>(buf: Shared, start: usize, len: usize) -> &'a mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(buf.ptr().add(start), len) }
 }
 
-/// [`part`] zeroed first, by the task that is about to write it (so the
-/// zeroes go to lines already in its cache, not in a pass of their own over
-/// the whole buffer).
-///
-/// # Safety
-/// As [`part`]; the buffer may be uninitialised ([`Unwritten`]).
-unsafe fn fresh_part<'a>(buf: Shared, start: usize, len: usize) -> &'a mut [f32] {
-    unsafe {
-        std::ptr::write_bytes(buf.ptr().add(start), 0, len);
-        part(buf, start, len)
-    }
-}
-
-/// [`gather_into`] through a raw pointer: `dst` may be uninitialised.
+/// Copy rows `rows` of `src` (`width` columns) one after another to the
+/// buffer at `dst`, which may be uninitialised.
 ///
 /// # Safety
 /// `dst` must hold `rows.len()` rows of `width`, and no other task may write them.
@@ -220,10 +201,11 @@ impl CustomOp3 for Experts {
                 let (rows, m) = (&g.rows[e][r0..r1], r1 - r0);
                 xe.resize(m * d, 0.0);
                 ye.resize(m * d, 0.0);
-                gather_into(xe, x, rows, d);
-                // SAFETY: the task's rows of `pre` (from its expert's start)
-                // and of `y` (its routed rows) are its own.
+                // SAFETY: `xe` is the task's own scratch of `m` rows; the
+                // task's rows of `pre` (from its expert's start) and of `y`
+                // (its routed rows) are its own.
                 unsafe {
+                    gather_to(xe.as_mut_ptr(), x, rows, d);
                     act_scratch.resize(m * f, 0.0);
                     let pre = if keep {
                         pre.ptr().add((starts[e] + r0) * f)
@@ -363,7 +345,7 @@ impl CustomOp3 for ExpertsBwd {
                     // d act = dy_e @ down_e^T
                     let down_t = Mat(down.as_ptr().add(e * f * d), 1, di);
                     gemm_into(m, f, d, MatMut(dact.as_mut_ptr(), fi, 1), Mat(dye.as_ptr(), di, 1), down_t);
-                    let dpre = fresh_part(dpre_p, at * f, m * f);
+                    let dpre = zeroed_part(dpre_p, at * f, m * f);
                     kernels::gelu_bwd(pre, dact, dpre);
                     kernels::gelu_fwd_in_place(pre);
                     // d x_e = d pre @ up_e^T

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::strided::{
-    Mat, MatMut, Unwritten, chain_into, chunks_written, gemm_into, narrow_chain_fits, row_blocks,
+    Mat, MatMut, Unwritten, chain_into, chunks_written, chunks_written_with, gemm_into, narrow_chain_fits, row_blocks,
     weight_gradient_blocks, zeroed,
 };
 
@@ -177,20 +177,20 @@ impl CustomOp3 for RmsNormBwd {
         let dy = f32s(s3, l3, "rmsnorm dy")?;
         let (n, d) = (x.len(), g.len());
         let rows = d * ROWS_PER_TASK;
-        // The gain's gradient of each chunk of rows, summed below in chunk order.
-        let partial = Mutex::new(vec![Vec::new(); n.div_ceil(rows.max(1))]);
-        let mut out = chunks_written(n + d, rows, |i, dxc| {
+        // dx chunk by chunk, the last chunk also holding the gain's gradient
+        // (zeros there), which is then the sum of the chunks' parts, in order.
+        let (mut out, partial) = chunks_written_with(n + d, rows, |i, dxc| {
             let at = i * rows;
-            if at >= n {
-                return; // the gain's gradient: zeros, summed into below
+            let dxc = &mut dxc[..rows.min(n.saturating_sub(at))];
+            if dxc.is_empty() {
+                return None; // a chunk of the gain's gradient alone
             }
-            let dxc = &mut dxc[..rows.min(n - at)];
             let mut dgc = vec![0f32; d];
             kernels::rmsnorm_bwd(&x[at..at + dxc.len()], g, self.eps, &dy[at..at + dxc.len()], dxc, &mut dgc);
-            partial.lock().unwrap_or_else(|e| e.into_inner())[i] = dgc;
+            Some(dgc)
         });
         let dg = &mut out[n..];
-        for p in partial.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        for p in partial.into_iter().flatten() {
             for (a, b) in dg.iter_mut().zip(p) {
                 *a += b;
             }

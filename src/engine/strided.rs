@@ -116,6 +116,20 @@ pub(super) unsafe fn chain_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: 
     }
 }
 
+/// Elements `start..start + len` of a buffer that parallel tasks write
+/// ([`Shared`], possibly [`Unwritten`]), zeroed by the task about to write
+/// them: the zeroes go to lines already in its cache, not through memory in
+/// a pass of their own over the whole buffer.
+///
+/// # Safety
+/// The range must lie in the buffer and belong to the calling task alone.
+pub(super) unsafe fn zeroed_part<'a>(buf: Shared, start: usize, len: usize) -> &'a mut [f32] {
+    unsafe {
+        std::ptr::write_bytes(buf.ptr().add(start), 0, len);
+        std::slice::from_raw_parts_mut(buf.ptr().add(start), len)
+    }
+}
+
 /// `len` floats written chunk by chunk in parallel: `fill(i, c)` gets chunk
 /// `i` (`chunk` floats, the last one shorter), zeroed by its own task just
 /// before.
@@ -125,22 +139,30 @@ pub(super) unsafe fn chain_into(m: usize, n: usize, k: usize, dst: MatMut, lhs: 
 /// pass of their own; here each task zeroes its chunk in cache right before
 /// writing it. The chunks are the tasks the ops had, so results do not change.
 pub(super) fn chunks_written(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    chunks_written_with(len, chunk, fill).0
+}
+
+/// [`chunks_written`], with what each `fill` returns, in chunk order (a
+/// reduction's per-chunk parts, to be summed in a fixed order).
+pub(super) fn chunks_written_with<R: Send>(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [f32]) -> R + Sync,
+) -> (Vec<f32>, Vec<R>) {
     use rayon::prelude::*;
     let chunk = chunk.max(1);
     let mut out = Unwritten::new(len);
     let base = out.ptr();
-    (0..len.div_ceil(chunk)).into_par_iter().for_each(|i| {
-        let (start, n) = (i * chunk, chunk.min(len - i * chunk));
-        // SAFETY: chunk `i` lies within the buffer and is this task's alone;
-        // it is zeroed before a slice of it is made.
-        let c = unsafe {
-            std::ptr::write_bytes(base.ptr().add(start), 0, n);
-            std::slice::from_raw_parts_mut(base.ptr().add(start), n)
-        };
-        fill(i, c);
-    });
+    let parts = (0..len.div_ceil(chunk))
+        .into_par_iter()
+        .map(|i| {
+            let (start, n) = (i * chunk, chunk.min(len - i * chunk));
+            // SAFETY: chunk `i` lies within the buffer and is this task's alone.
+            fill(i, unsafe { zeroed_part(base, start, n) })
+        })
+        .collect();
     // SAFETY: the chunks cover all `len` elements and each was zeroed.
-    unsafe { out.written() }
+    (unsafe { out.written() }, parts)
 }
 
 /// Whether `[m, k] @ [k, n]` with few columns (a router's logits, a LoRA

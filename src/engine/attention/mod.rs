@@ -183,6 +183,15 @@ impl Scratch {
     }
 }
 
+/// Run `task(scratch, block index, block offset)` for every (sequence, head)
+/// block in parallel, each thread with its own [`Scratch`] (with the
+/// backward's buffer when `backward`).
+fn for_each_block(g: &Geometry, backward: bool, task: impl Fn(&mut Scratch, usize, usize) + Sync) {
+    (0..g.blocks())
+        .into_par_iter()
+        .for_each_init(|| Scratch::for_len(g.len, backward), |scratch, i| task(scratch, i, g.offset(i)));
+}
+
 struct CausalAttention {
     geometry: Geometry,
     scale: f32,
@@ -218,20 +227,16 @@ impl CustomOp3 for CausalAttention {
         let forward = if self.chain { key_major::forward } else { query_major::forward };
         let mut y = Unwritten::new(q.len());
         let out = y.ptr();
-        (0..g.blocks()).into_par_iter().for_each_init(
-            || Scratch::for_len(t, false),
-            |scratch, task| {
-                let off = g.offset(task);
-                // SAFETY: `off` is the block's first element in buffers of
-                // `B*T*d` elements; each task writes only its own block of
-                // `y` and its own packed slice of the kept probabilities.
-                unsafe {
-                    let block = Block::at([q, k, v], off);
-                    let kept = keep.then(|| std::slice::from_raw_parts_mut(probs.ptr().add(task * tri), tri));
-                    forward(&g, self.scale, block, out.ptr().add(off), kept, scratch);
-                }
-            },
-        );
+        for_each_block(&g, false, |scratch, task, off| {
+            // SAFETY: `off` is the block's first element in buffers of
+            // `B*T*d` elements; each task writes only its own block of
+            // `y` and its own packed slice of the kept probabilities.
+            unsafe {
+                let block = Block::at([q, k, v], off);
+                let kept = keep.then(|| std::slice::from_raw_parts_mut(probs.ptr().add(task * tri), tri));
+                forward(&g, self.scale, block, out.ptr().add(off), kept, scratch);
+            }
+        });
         // SAFETY: the blocks' products wrote every element (each block's rows
         // of its head's columns).
         let y = unsafe { y.written() };
@@ -301,24 +306,17 @@ impl CustomOp3 for CausalAttentionBwd {
         let backward = if self.chain { key_major::backward } else { query_major::backward };
         let mut grads = Unwritten::new(3 * n);
         let out = grads.ptr();
-        (0..g.blocks()).into_par_iter().for_each_init(
-            || Scratch::for_len(t, true),
-            |scratch, task| {
-                let off = g.offset(task);
-                // SAFETY: as in the forward; the three gradients are the
-                // `n`-element thirds of `grads` and each task writes only its block.
-                unsafe {
-                    let block = Block::at([q, k, v], off);
-                    let grads = BlockGrads {
-                        dq: out.ptr().add(off),
-                        dk: out.ptr().add(n + off),
-                        dv: out.ptr().add(2 * n + off),
-                    };
-                    let kept = kept.map(|all| &all[task * tri..(task + 1) * tri]);
-                    backward(&g, self.scale, block, dy.as_ptr().add(off), grads, kept, scratch);
-                }
-            },
-        );
+        for_each_block(&g, true, |scratch, task, off| {
+            // SAFETY: as in the forward; the three gradients are the
+            // `n`-element thirds of `grads` and each task writes only its block.
+            unsafe {
+                let block = Block::at([q, k, v], off);
+                let grads =
+                    BlockGrads { dq: out.ptr().add(off), dk: out.ptr().add(n + off), dv: out.ptr().add(2 * n + off) };
+                let kept = kept.map(|all| &all[task * tri..(task + 1) * tri]);
+                backward(&g, self.scale, block, dy.as_ptr().add(off), grads, kept, scratch);
+            }
+        });
         // SAFETY: as in the forward, for each of the three gradients.
         let grads = unsafe { grads.written() };
         Ok((CpuStorage::F32(grads), Shape::from(3 * n)))
